@@ -1,0 +1,298 @@
+//! Answering a window from the tiers.
+//!
+//! A window of `w` seconds ending now is assembled from at most three kinds
+//! of parts, chosen so that a query touches few digests however long it is:
+//!
+//! * the **middle**: sealed buckets of the coarsest tier whose resolution is
+//!   at most an eighth of the window (10 s buckets for 5 min and 1 h, 1 min
+//!   beyond), never the archive tier (the last, kept at a lower compression)
+//!   for a window a finer tier covers whole.  It only changes when that tier seals a bucket, so it is
+//!   merged once and cached until then;
+//! * the **left edge**: sealed buckets of the finest tier that still covers
+//!   the whole window, between the window's start and the first middle
+//!   bucket (at most 9 one-second buckets for 5 min);
+//! * the **right edge**: the middle tier's building bucket (exact bins of
+//!   the seconds sealed since its start) and the seconds still open.
+//!
+//! The window therefore starts at the first whole bucket of the left-edge
+//! tier: exact for windows up to the finest tier's 5 min, within 10 s up to
+//! 1 h, within 1 min beyond.  The start actually covered is reported.
+
+use std::sync::Arc;
+
+use crate::agg::{merge_sorted, Agg};
+use crate::config::RetentionTier;
+use crate::tdigest::TDigest;
+use crate::tiers::{Bucket, TierStore};
+
+/// Exact scalars plus the weighted points of a window's digests.
+#[derive(Debug, Clone, Default)]
+pub struct WindowAcc {
+    /// Scalars of every part; bins only from building/open parts.
+    pub agg: Agg,
+    pub latency_points: Vec<(f64, u64)>,
+    pub processing_points: Vec<(f64, u64)>,
+    /// Requests per aligned minute: (minute start, count), ascending.
+    pub minutes: Vec<(u32, f64)>,
+}
+
+impl WindowAcc {
+    pub fn add_bucket(&mut self, b: &Bucket, resolution_s: u32) {
+        b.merge_into(&mut self.agg);
+        if let Some(d) = &b.latency {
+            self.latency_points.extend(d.points());
+        }
+        if let Some(d) = b.processing() {
+            self.processing_points.extend(d.points());
+        }
+        self.add_minute(b.start_s, b.count, resolution_s);
+    }
+
+    /// Adds an exact (unsealed) span; its bins are turned into points at
+    /// `finish` time together with the others.
+    pub fn add_agg(&mut self, start_s: u32, agg: &Agg, resolution_s: u32) {
+        self.agg.merge(agg);
+        self.add_minute(start_s, agg.latency.count, resolution_s);
+    }
+
+    pub fn add_acc(&mut self, o: &WindowAcc) {
+        self.agg.merge(&o.agg);
+        self.latency_points.extend_from_slice(&o.latency_points);
+        self.processing_points
+            .extend_from_slice(&o.processing_points);
+        merge_sorted(&mut self.minutes, &o.minutes, |a, b| *a += *b);
+    }
+
+    fn add_minute(&mut self, start_s: u32, count: u64, resolution_s: u32) {
+        if count == 0 {
+            return;
+        }
+        let (minute, n) = if resolution_s <= 60 {
+            (start_s - start_s % 60, count as f64)
+        } else {
+            // Coarser than a minute: its average rate per minute.
+            (start_s, count as f64 * 60.0 / resolution_s as f64)
+        };
+        merge_sorted(&mut self.minutes, &[(minute, n)], |a, b| *a += *b);
+    }
+
+    /// Latency digest over everything added.
+    pub fn latency_digest(&self, compression: f64) -> Option<TDigest> {
+        let l = &self.agg.latency;
+        digest_of(&self.latency_points, l, compression)
+    }
+
+    pub fn processing_digest(&self, compression: f64) -> Option<TDigest> {
+        digest_of(&self.processing_points, &self.agg.processing, compression)
+    }
+
+    /// Shrinks the points to one digest's centroids (for the cache).
+    fn compact(mut self, compression: f64) -> WindowAcc {
+        if let Some(d) = self.latency_digest(compression) {
+            self.latency_points = d.centroids().collect();
+        }
+        if let Some(d) = self.processing_digest(compression) {
+            self.processing_points = d.centroids().collect();
+        }
+        self.agg.latency.bins = crate::histogram::SparseBins::empty(self.agg.latency.bins_layout());
+        self.agg.processing.bins =
+            crate::histogram::SparseBins::empty(self.agg.processing.bins_layout());
+        self
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.agg.heap_bytes()
+            + (self.latency_points.capacity() + self.processing_points.capacity())
+                * std::mem::size_of::<(f64, u64)>()
+            + self.minutes.capacity() * std::mem::size_of::<(u32, f64)>()
+    }
+}
+
+fn digest_of(
+    points: &[(f64, u64)],
+    d: &crate::agg::DurationAgg,
+    compression: f64,
+) -> Option<TDigest> {
+    if d.count == 0 {
+        return None;
+    }
+    let mut all = Vec::with_capacity(points.len() + 64);
+    all.extend_from_slice(points);
+    all.extend(d.bins.weighted_points(d.min_ms, d.max_ms));
+    TDigest::from_weighted(compression, &all, d.min_ms, d.max_ms).ok()
+}
+
+/// Which tiers answer a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// Tier of the left edge (finest tier covering the window).
+    pub edge_tier: usize,
+    /// Tier of the middle and of the building bucket on the right.
+    pub middle_tier: usize,
+}
+
+pub fn plan(tiers: &[RetentionTier], window_s: u64) -> Plan {
+    let edge_tier = tiers
+        .iter()
+        .position(|t| t.window_s() >= window_s)
+        .unwrap_or(tiers.len() - 1);
+    // The last tier is the archive, kept at a lower compression: windows
+    // that a finer tier covers whole are answered from that finer tier.
+    let last = tiers.len() - 1;
+    let coarsest = if edge_tier < last { last - 1 } else { last };
+    let middle_tier = (edge_tier..=coarsest)
+        .rev()
+        .find(|&j| tiers[j].resolution_s as u64 * 8 <= window_s)
+        .unwrap_or(edge_tier);
+    Plan {
+        edge_tier,
+        middle_tier,
+    }
+}
+
+/// Key of a cached middle part: (tier, first bucket start, end).
+pub type MiddleKey = (usize, u32, u32);
+
+/// A few recently used middle parts.
+#[derive(Debug, Default)]
+pub struct MiddleCache {
+    entries: Vec<(MiddleKey, Arc<WindowAcc>)>,
+}
+
+const CACHE_ENTRIES: usize = 12;
+
+impl MiddleCache {
+    fn get_or_build(
+        &mut self,
+        key: MiddleKey,
+        build: impl FnOnce() -> WindowAcc,
+    ) -> Arc<WindowAcc> {
+        if let Some(i) = self.entries.iter().position(|(k, _)| *k == key) {
+            let e = self.entries.remove(i);
+            let acc = e.1.clone();
+            self.entries.push(e);
+            return acc;
+        }
+        let acc = Arc::new(build());
+        if self.entries.len() >= CACHE_ENTRIES {
+            self.entries.remove(0);
+        }
+        self.entries.push((key, acc.clone()));
+        acc
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|(_, a)| a.heap_bytes())
+            .sum::<usize>()
+            + self.entries.capacity() * std::mem::size_of::<(MiddleKey, Arc<WindowAcc>)>()
+    }
+}
+
+/// Collects the sealed and building parts of the window whose first second
+/// is `from_s` (the open seconds are added by the caller).  Returns the
+/// accumulated parts and the first second actually covered.
+pub fn collect_window(
+    store: &TierStore,
+    cache: &mut MiddleCache,
+    window_s: u64,
+    from_s: u32,
+    compression: f64,
+) -> (WindowAcc, u32) {
+    let specs: Vec<RetentionTier> = store.tiers.iter().map(|t| t.spec).collect();
+    let p = plan(&specs, window_s);
+    let mid = &store.tiers[p.middle_tier];
+    let edge = &store.tiers[p.edge_tier];
+    let mid_from = mid.ceil(from_s);
+    let mid_to = mid.sealed_end().max(mid_from);
+    let mut acc = WindowAcc::default();
+    let covered_from = if p.edge_tier != p.middle_tier {
+        let edge_from = edge.ceil(from_s);
+        for b in edge.sealed_between(edge_from, mid_from) {
+            acc.add_bucket(b, edge.spec.resolution_s);
+        }
+        edge_from
+    } else {
+        mid_from
+    };
+    let key = (p.middle_tier, mid_from, mid_to);
+    let middle = cache.get_or_build(key, || {
+        let mut m = WindowAcc::default();
+        for b in mid.sealed_between(mid_from, mid_to) {
+            m.add_bucket(b, mid.spec.resolution_s);
+        }
+        m.compact(compression)
+    });
+    acc.add_acc(&middle);
+    if let Some((start, agg)) = &mid.building {
+        if *start >= mid_from {
+            acc.add_agg(*start, agg, mid.spec.resolution_s);
+        }
+    }
+    (acc, covered_from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEFAULT_TIERS;
+
+    #[test]
+    fn plans_pick_edge_and_middle_tiers() {
+        let t = &DEFAULT_TIERS;
+        assert_eq!(
+            plan(t, 60),
+            Plan {
+                edge_tier: 0,
+                middle_tier: 0
+            }
+        );
+        assert_eq!(
+            plan(t, 300),
+            Plan {
+                edge_tier: 0,
+                middle_tier: 1
+            }
+        );
+        assert_eq!(
+            plan(t, 3600),
+            Plan {
+                edge_tier: 1,
+                middle_tier: 1
+            }
+        );
+        assert_eq!(
+            plan(t, 1800),
+            Plan {
+                edge_tier: 1,
+                middle_tier: 1
+            }
+        );
+        assert_eq!(
+            plan(t, 6 * 3600),
+            Plan {
+                edge_tier: 2,
+                middle_tier: 2
+            }
+        );
+        assert_eq!(
+            plan(t, 86_400),
+            Plan {
+                edge_tier: 2,
+                middle_tier: 2
+            }
+        );
+        assert_eq!(
+            plan(t, 80),
+            Plan {
+                edge_tier: 0,
+                middle_tier: 1
+            }
+        );
+    }
+}
