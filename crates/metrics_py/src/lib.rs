@@ -1,1 +1,27 @@
+//! `movie_director_metrics._core`: registers the binding types.  Logic lives
+//! in `metrics_core`; each exposed type has its own module here.
 
+use pyo3::prelude::*;
+
+mod errors;
+mod monitor;
+mod service;
+mod stats;
+mod tdigest;
+mod window;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<monitor::PyMonitor>()?;
+    m.add_class::<service::PyService>()?;
+    m.add_class::<stats::PyServiceStats>()?;
+    m.add_class::<stats::PyGaugeStats>()?;
+    m.add_class::<tdigest::PyTDigest>()?;
+    m.add_function(wrap_pyfunction!(
+        service::_stress_record_from_rust_threads,
+        m
+    )?)?;
+    m.add("DEFAULT_COMPRESSION", metrics_core::DEFAULT_COMPRESSION)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! `Service`: the recording handle of one service.
+
+use std::sync::Arc;
+
+use metrics_core::{Gauge, MetricsError, Monitor, Service};
+use numpy::PyReadonlyArray1;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::errors::IntoPyResult;
+use crate::stats::PyServiceStats;
+use crate::window::window_s;
+
+/// Records requests, queue depth, processing time, resources and health of
+/// one service.  Thread-safe; every method is lock-free.
+#[pyclass(frozen, name = "Service", module = "movie_director_metrics._core")]
+pub struct PyService {
+    pub(crate) service: Arc<Service>,
+    pub(crate) monitor: Arc<Monitor>,
+}
+
+#[pymethods]
+impl PyService {
+    #[getter]
+    fn name(&self) -> &str {
+        self.service.name()
+    }
+
+    #[pyo3(signature = (latency_ms, ok=true, error=None))]
+    fn record(&self, latency_ms: f64, ok: bool, error: Option<&str>) -> PyResult<()> {
+        let error = match (ok, error) {
+            (true, None) => None,
+            (false, e) => Some(e.unwrap_or("error")),
+            (true, Some(e)) => {
+                return Err(MetricsError::InvalidValue {
+                    what: "error for a successful record",
+                    value: f64::NAN,
+                    expected: format!("ok=False when an error type ({e:?}) is given"),
+                })
+                .py()
+            }
+        };
+        self.service.record(latency_ms, error).py()
+    }
+
+    #[pyo3(signature = (latencies_ms, ok=None, error="error"))]
+    fn record_many(
+        &self,
+        py: Python<'_>,
+        latencies_ms: PyReadonlyArray1<'_, f64>,
+        ok: Option<PyReadonlyArray1<'_, bool>>,
+        error: &str,
+    ) -> PyResult<()> {
+        // Zero-copy for contiguous arrays; a strided view is copied once.
+        let owned_l;
+        let l: &[f64] = match latencies_ms.as_slice() {
+            Ok(s) => s,
+            Err(_) => {
+                owned_l = latencies_ms.as_array().to_vec();
+                &owned_l
+            }
+        };
+        let owned_ok;
+        let ok_slice: Option<&[bool]> = match &ok {
+            None => None,
+            Some(a) => Some(match a.as_slice() {
+                Ok(s) => s,
+                Err(_) => {
+                    owned_ok = a.as_array().to_vec();
+                    &owned_ok
+                }
+            }),
+        };
+        let svc = &self.service;
+        py.detach(|| svc.record_batch(l, ok_slice, error)).py()
+    }
+
+    #[pyo3(signature = (running=0, pending=0))]
+    fn set_queue(&self, running: u64, pending: u64) -> PyResult<()> {
+        self.service.set_queue(running, pending).py()
+    }
+
+    fn record_processing(&self, ms: f64) -> PyResult<()> {
+        self.service.record_processing(ms).py()
+    }
+
+    #[pyo3(signature = (**gauges))]
+    fn set_resource(&self, gauges: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let mut readings = Vec::new();
+        if let Some(g) = gauges {
+            for (k, v) in g.iter() {
+                let name: String = k.extract()?;
+                let gauge = Gauge::from_name(&name)
+                    .ok_or_else(|| MetricsError::InvalidGauge {
+                        gauge: name.clone(),
+                        valid: Gauge::ALL.iter().map(|g| g.name()).collect(),
+                    })
+                    .py()?;
+                let value: f64 = v.extract().map_err(|_| {
+                    crate::errors::to_py(MetricsError::InvalidValue {
+                        what: gauge.name(),
+                        value: f64::NAN,
+                        expected: format!(
+                            "a number, got {}",
+                            v.get_type()
+                                .name()
+                                .map(|n| n.to_string())
+                                .unwrap_or_default()
+                        ),
+                    })
+                })?;
+                readings.push((gauge, value));
+            }
+        }
+        self.service.set_resources(&readings).py()
+    }
+
+    #[pyo3(signature = (up, latency_ms=None))]
+    fn health(&self, up: bool, latency_ms: Option<f64>) -> PyResult<()> {
+        self.service.health(up, latency_ms).py()
+    }
+
+    #[pyo3(signature = (window=None))]
+    fn stats(&self, py: Python<'_>, window: Option<&Bound<'_, PyAny>>) -> PyResult<PyServiceStats> {
+        let w = window_s(&self.monitor, window)?;
+        let svc = &self.service;
+        Ok(py.detach(|| svc.stats(w)).into())
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Service({:?})", self.service.name())
+    }
+}
+
+/// Test support: records `per_thread` latencies from each of `threads` Rust
+/// threads at once, with the GIL released (exact-count stress tests).
+#[pyfunction]
+#[pyo3(signature = (service, threads, per_thread, error_every=0))]
+pub fn _stress_record_from_rust_threads(
+    py: Python<'_>,
+    service: &PyService,
+    threads: usize,
+    per_thread: usize,
+    error_every: usize,
+) -> PyResult<()> {
+    let svc = service.service.clone();
+    py.detach(move || {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let svc = svc.clone();
+                std::thread::spawn(move || {
+                    for i in 0..per_thread {
+                        let err = (error_every > 0 && i % error_every == 0).then_some("stress");
+                        svc.record(1.0 + ((i + t) % 97) as f64, err)?;
+                    }
+                    Ok::<(), MetricsError>(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| MetricsError::Clock("a stress thread panicked".into()))??;
+        }
+        Ok::<(), MetricsError>(())
+    })
+    .py()
+}

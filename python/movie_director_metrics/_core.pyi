@@ -1,0 +1,309 @@
+"""Typed interface of the Rust extension; the user documentation lives here."""
+
+from collections.abc import Sequence
+from typing import final
+
+import numpy as np
+import numpy.typing as npt
+from typing_extensions import Self
+
+__all__ = [
+    "DEFAULT_COMPRESSION",
+    "GaugeStats",
+    "Monitor",
+    "Service",
+    "ServiceStats",
+    "TDigest",
+    "__version__",
+    "_stress_record_from_rust_threads",
+]
+
+__version__: str
+#: Compression of ``TDigest()``: worst relative error ≤ 0.5 % at
+#: p50…p99.9 on lognormal, bimodal, Pareto(1.5) and sorted data (1e6
+#: values), ~2 KiB serialized.
+DEFAULT_COMPRESSION: float
+
+@final
+class GaugeStats:
+    """Readings of one resource gauge within a window."""
+
+    @property
+    def last(self) -> float | None:
+        """Latest reading inside the window."""
+    @property
+    def avg(self) -> float: ...
+    @property
+    def min(self) -> float: ...
+    @property
+    def max(self) -> float: ...
+    @property
+    def samples(self) -> int: ...
+
+@final
+class ServiceStats:
+    """Statistics of one service over one window (frozen).
+
+    Fields with no data in the window are ``None``, never a zero that looks
+    real.  Percentiles come from merged t-digests of exact log-linear bins
+    (bin error ≤ 0.39 %); count, errors, avg, min and max are exact.
+
+    The window covers whole buckets of the tier that answers it, so it may
+    start a little after ``end - window_s``: exactly for windows up to
+    5 min, within 10 s up to 1 h, within 1 min beyond.  ``start``/``end``
+    are the UTC epoch seconds actually covered.
+    """
+
+    @property
+    def service(self) -> str: ...
+    @property
+    def window_s(self) -> int:
+        """The window asked for, in seconds."""
+    @property
+    def start(self) -> float:
+        """UTC epoch seconds where the covered data starts."""
+    @property
+    def end(self) -> float:
+        """UTC epoch seconds of the query (now)."""
+    @property
+    def count(self) -> int:
+        """Requests recorded (successes and failures)."""
+    @property
+    def errors(self) -> int:
+        """Failed requests."""
+    @property
+    def success_rate(self) -> float | None:
+        """Successful / all requests, from 0 to 1."""
+    @property
+    def rpm(self) -> float:
+        """Requests per minute over the covered span."""
+    @property
+    def peak_rpm(self) -> float | None:
+        """Most requests in one aligned UTC minute of the window."""
+    @property
+    def peak_rpm_at(self) -> float | None:
+        """Start (UTC epoch seconds) of that minute."""
+    @property
+    def avg_ms(self) -> float | None: ...
+    @property
+    def min_ms(self) -> float | None: ...
+    @property
+    def max_ms(self) -> float | None: ...
+    @property
+    def p50_ms(self) -> float | None: ...
+    @property
+    def p90_ms(self) -> float | None: ...
+    @property
+    def p95_ms(self) -> float | None: ...
+    @property
+    def p99_ms(self) -> float | None: ...
+    @property
+    def error_counts(self) -> dict[str, int]:
+        """Failures per error type, most frequent first.  32 distinct types
+        are kept per service; later new types count under ``"other"``."""
+    @property
+    def last_error(self) -> str | None:
+        """Type of the latest failure inside the window."""
+    @property
+    def last_error_at(self) -> float | None: ...
+    @property
+    def uptime_pct(self) -> float | None:
+        """Time-weighted uptime from health results: 100·up/(up+down).
+
+        A result vouches for its state until the next result or for
+        ``health_ttl_s`` seconds, whichever is first; time no result vouches
+        for is unknown and counts neither way.  ``None`` when nothing is known.
+        """
+    @property
+    def uptime_known_s(self) -> int:
+        """Seconds of the window some health result vouched for."""
+    @property
+    def health_checks(self) -> int: ...
+    @property
+    def up(self) -> bool | None:
+        """Latest health state, ``None`` if no result vouches for now."""
+    @property
+    def last_health_at(self) -> float | None: ...
+    @property
+    def health_latency_ms(self) -> float | None:
+        """Mean latency of health probes in the window."""
+    @property
+    def queue_running(self) -> int | None:
+        """Latest reported running jobs inside the window."""
+    @property
+    def queue_pending(self) -> int | None: ...
+    @property
+    def queue_depth_avg(self) -> float | None:
+        """Mean of running+pending over the reports in the window."""
+    @property
+    def queue_depth_max(self) -> int | None: ...
+    @property
+    def processing_count(self) -> int: ...
+    @property
+    def processing_avg_ms(self) -> float | None: ...
+    @property
+    def processing_p50_ms(self) -> float | None: ...
+    @property
+    def processing_p95_ms(self) -> float | None: ...
+    @property
+    def resources(self) -> dict[str, GaugeStats]:
+        """Gauges reported in the window, e.g. ``"vram_used_bytes"``."""
+    def as_dict(self) -> dict[str, object]:
+        """All fields as plain Python values, in a stable order."""
+
+@final
+class Service:
+    """Recording handle of one service.  Thread-safe and lock-free: call it
+    from any thread; it never waits for a reader."""
+
+    @property
+    def name(self) -> str: ...
+    def record(self, latency_ms: float, ok: bool = True, error: str | None = None) -> None:
+        """Records one request.
+
+        ``ok=False`` marks a failure of type ``error`` (default ``"error"``).
+        Raises ``InvalidValueError`` (a ``ValueError``) for NaN, ±inf,
+        negative or > 1e9 ms latencies, recording nothing.
+        """
+    def record_many(
+        self,
+        latencies_ms: npt.NDArray[np.float64],
+        ok: npt.NDArray[np.bool_] | None = None,
+        error: str = "error",
+    ) -> None:
+        """Records a batch at the current time, zero-copy, with the GIL
+        released.  A bad element rejects the whole batch; the error names
+        its index."""
+    def set_queue(self, running: int = 0, pending: int = 0) -> None:
+        """Current queue: jobs running and waiting."""
+    def record_processing(self, ms: float) -> None:
+        """Time a job spent executing (separate from request latency)."""
+    def set_resource(self, **gauges: float) -> None:
+        """Resource readings, e.g. ``vram_used_bytes=6.1e9, gpu_temp_c=64``.
+
+        Gauges: vram_used_bytes, vram_total_bytes, ram_used_bytes,
+        ram_total_bytes, cpu_pct, gpu_util_pct, gpu_temp_c, gpu_power_w.
+        """
+    def health(self, up: bool, latency_ms: float | None = None) -> None:
+        """A health-check result, with the probe's latency if measured."""
+    def stats(self, window: str | float | None = None) -> ServiceStats:
+        """Same as ``Monitor.stats(self.name, window)``."""
+
+@final
+class Monitor:
+    """Registry of services with tiered retention and dashboard reads.
+
+    Default tiers: 300 × 1 s (5 min), 360 × 10 s (1 h), 1440 × 1 min (24 h);
+    ``tiers`` takes ``[(resolution_s, slots), ...]`` from fine to coarse,
+    each resolution a multiple of the previous one and each window longer.
+
+    With ``manual_clock=True`` time only moves by ``advance()``: for tests
+    and simulations.  Otherwise a background thread folds ended seconds into
+    the tiers every 250 ms; ``close()`` (or ``with Monitor() as m:``) stops it.
+
+    Windows are ``"1m"``, ``"5m"``, ``"15m"``, ``"1h"``, ``"6h"``, ``"24h"``,
+    any ``"<n>s|m|h|d"``, or a number of seconds; default ``"5m"``.
+    """
+
+    def __new__(
+        cls,
+        *,
+        tiers: Sequence[tuple[int, int]] | None = None,
+        max_services: int = 64,
+        health_ttl_s: int = 60,
+        manual_clock: bool = False,
+        start_time: float | None = None,
+        bucket_compression: float | None = None,
+        archive_compression: float | None = None,
+        query_compression: float | None = None,
+    ) -> Self: ...
+    @property
+    def tiers(self) -> list[tuple[int, int]]: ...
+    @property
+    def max_services(self) -> int: ...
+    @property
+    def health_ttl_s(self) -> int: ...
+    @property
+    def manual_clock(self) -> bool: ...
+    def service(self, name: str) -> Service:
+        """The handle of ``name`` (1–64 printable characters), created on
+        first use.  ``ServiceLimitError`` past ``max_services``."""
+    def services(self) -> list[str]:
+        """Service names in creation order."""
+    def stats(self, service: str, window: str | float | None = None) -> ServiceStats:
+        """Statistics of one service over the window ending now."""
+    def snapshot(self, window: str | float | None = None) -> dict[str, ServiceStats]:
+        """Every service's statistics in one call, in creation order."""
+    def series(
+        self,
+        service: str,
+        metric: str,
+        window: str | float | None = None,
+        points: int | None = None,
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """A chart of ``metric``: (UTC epoch seconds of each span's start,
+        values), NaN where a span has no data.  One span per bucket of the
+        finest tier covering the window, or ``points`` equal spans."""
+    def compare(self, metric: str, window: str | float | None = None) -> list[tuple[str, float | None]]:
+        """Services ranked best first by ``metric`` (lower latency, higher
+        success rate/uptime/rpm); services without data last."""
+    def memory_bytes(self) -> int:
+        """Bytes the engine holds for all services."""
+    def now(self) -> float:
+        """UTC epoch seconds on this monitor's clock."""
+    def advance(self, seconds: float) -> None:
+        """Manual clock only: move time forward and seal what ended."""
+    def close(self) -> None:
+        """Stops the background sealer after a last seal (idempotent)."""
+    def __enter__(self) -> Monitor: ...
+    def __exit__(self, *exc: object) -> bool: ...
+
+@final
+class TDigest:
+    """Merging t-digest (Dunning & Ertl), k2 scale, exact min/max.
+
+    Measured worst relative error at p50…p99.9 on 1e6 values of lognormal,
+    bimodal, Pareto(1.5) and sorted lognormal data (see the README table):
+    compression 100: 1.97 %, 200: 0.45 %, 300: 0.15 %, 500 (default): 0.27 %
+    worst case, 0.08 % at p50…p99.  Not thread-safe: one owner at a time.
+    """
+
+    def __new__(cls, compression: float = ...) -> Self:
+        """``compression`` in [10, 10000]; more is more accurate and larger."""
+    def update(self, value: float) -> None:
+        """Adds one finite value (``InvalidValueError`` otherwise)."""
+    def update_many(self, values: npt.NDArray[np.float64]) -> None:
+        """Adds an array, zero-copy with the GIL released; all or nothing."""
+    def quantile(self, q: float) -> float | None:
+        """Value at quantile ``q`` in [0, 1]; ``None`` when empty."""
+    def cdf(self, x: float) -> float | None:
+        """Fraction of values ≤ ``x`` (interpolated); ``None`` when empty."""
+    def merge(self, other: TDigest) -> None:
+        """Adds ``other``'s values into this digest."""
+    @property
+    def count(self) -> int: ...
+    @property
+    def min(self) -> float | None: ...
+    @property
+    def max(self) -> float | None: ...
+    @property
+    def sum(self) -> float: ...
+    @property
+    def compression(self) -> float: ...
+    @property
+    def centroid_count(self) -> int: ...
+    @property
+    def nbytes(self) -> int:
+        """Bytes of memory the digest holds (``len(to_bytes())`` is its
+        serialized size)."""
+    def to_bytes(self) -> bytes:
+        """Versioned compact serialization."""
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TDigest:
+        """Inverse of ``to_bytes``; ``DecodeError`` on invalid input."""
+    def __reduce__(self) -> tuple[object, tuple[bytes]]: ...
+    def __len__(self) -> int: ...
+
+def _stress_record_from_rust_threads(
+    service: Service, threads: int, per_thread: int, error_every: int = 0
+) -> None: ...

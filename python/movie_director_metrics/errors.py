@@ -1,0 +1,65 @@
+"""The exception hierarchy: everything the engine raises is a `MetricsError`.
+
+Bad input (values, names, windows, metrics, configuration, undecodable
+bytes) also subclasses `ValueError`, so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MetricsError",
+    "InvalidValueError",
+    "InvalidNameError",
+    "InvalidWindowError",
+    "InvalidMetricError",
+    "InvalidConfigError",
+    "DecodeError",
+    "UnknownServiceError",
+    "ServiceLimitError",
+    "ClockError",
+    "MonitorClosedError",
+]
+
+
+class MetricsError(Exception):
+    """Base class of every error raised by movie_director_metrics."""
+
+
+class InvalidValueError(MetricsError, ValueError):
+    """A recorded value is NaN, infinite or out of range; nothing was recorded."""
+
+
+class InvalidNameError(MetricsError, ValueError):
+    """A service name is empty, longer than 64 characters or not printable."""
+
+
+class InvalidWindowError(MetricsError, ValueError):
+    """A window is not one of the named windows or a number of seconds in range."""
+
+
+class InvalidMetricError(MetricsError, ValueError):
+    """A metric or resource gauge name is unknown; the message lists the valid ones."""
+
+
+class InvalidConfigError(MetricsError, ValueError):
+    """Monitor or digest configuration that cannot work (tiers, limits, compression)."""
+
+
+class DecodeError(MetricsError, ValueError):
+    """Bytes that are not a valid serialized TDigest."""
+
+
+class UnknownServiceError(MetricsError, LookupError):
+    """No service of that name exists; the message lists the known ones."""
+
+
+class ServiceLimitError(MetricsError):
+    """The monitor already has its maximum number of services."""
+
+
+class ClockError(MetricsError):
+    """A manual-clock operation on a system clock, or time moving backwards."""
+
+
+class MonitorClosedError(MetricsError):
+    """The monitor was closed."""
