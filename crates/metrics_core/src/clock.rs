@@ -12,11 +12,23 @@ use std::time::Instant;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where "now" comes from.
+///
+/// The base is the UTC midnight before the clock was created, and offsets
+/// count from it, so 1 s / 10 s / 1 min buckets (and minutes for peak rpm)
+/// line up with UTC wall-clock boundaries.
 #[derive(Debug)]
 pub struct Clock {
-    /// UTC epoch seconds (fractional) at monotonic offset 0.
+    /// UTC epoch seconds at offset 0: a UTC midnight.
     base_epoch_s: f64,
+    /// Nanoseconds from the base to the moment the clock was created.
+    start_offset_ns: u64,
     source: Source,
+}
+
+/// Splits an epoch time into (UTC midnight before it, ns since then).
+fn midnight_and_offset(epoch_s: f64) -> (f64, u64) {
+    let midnight = (epoch_s / 86_400.0).floor() * 86_400.0;
+    (midnight, ((epoch_s - midnight) * 1e9).round() as u64)
 }
 
 #[derive(Debug)]
@@ -37,12 +49,14 @@ pub struct ClockError(pub String);
 impl Clock {
     /// Real time: monotonic, anchored at the current UTC time.
     pub fn system() -> Self {
-        let base_epoch_s = SystemTime::now()
+        let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
+        let (base_epoch_s, start_offset_ns) = midnight_and_offset(now);
         Clock {
             base_epoch_s,
+            start_offset_ns,
             source: Source::System {
                 base: MonoBase::now(),
             },
@@ -52,8 +66,10 @@ impl Clock {
     /// A clock that only moves when told to, starting at `start_epoch_s`
     /// (UTC epoch seconds).
     pub fn manual(start_epoch_s: f64) -> Self {
+        let (base_epoch_s, start_offset_ns) = midnight_and_offset(start_epoch_s);
         Clock {
-            base_epoch_s: start_epoch_s,
+            base_epoch_s,
+            start_offset_ns,
             source: Source::Manual {
                 offset_ns: AtomicU64::new(0),
             },
@@ -62,6 +78,12 @@ impl Clock {
 
     pub fn is_manual(&self) -> bool {
         matches!(self.source, Source::Manual { .. })
+    }
+
+    /// The second (since the base) in which the clock was created: no data
+    /// can be older, so windows never reach back before it.
+    pub fn start_second(&self) -> u32 {
+        (self.start_offset_ns / 1_000_000_000) as u32
     }
 
     /// UTC epoch seconds of monotonic offset 0.
@@ -73,10 +95,11 @@ impl Clock {
     /// this is one coarse-clock read on Linux.
     #[inline]
     pub fn now_ns(&self) -> u64 {
-        match &self.source {
-            Source::System { base } => system_offset_ns(base),
-            Source::Manual { offset_ns } => offset_ns.load(Ordering::Acquire),
-        }
+        self.start_offset_ns
+            + match &self.source {
+                Source::System { base } => system_offset_ns(base),
+                Source::Manual { offset_ns } => offset_ns.load(Ordering::Acquire),
+            }
     }
 
     /// UTC epoch seconds now.
@@ -86,7 +109,10 @@ impl Clock {
 
     /// Converts a monotonic offset to UTC epoch seconds.
     pub fn epoch_of_ns(&self, offset_ns: u64) -> f64 {
-        self.base_epoch_s + offset_ns as f64 * 1e-9
+        // Whole seconds and the fraction apart, so whole seconds stay exact.
+        self.base_epoch_s
+            + (offset_ns / 1_000_000_000) as f64
+            + (offset_ns % 1_000_000_000) as f64 * 1e-9
     }
 
     /// Moves a manual clock forward by `seconds` (must be finite and >= 0).
@@ -177,6 +203,10 @@ mod tests {
     fn manual_clock_moves_only_forward() {
         let c = Clock::manual(1_000.0);
         assert_eq!(c.now_epoch_s(), 1_000.0);
+        assert_eq!(c.base_epoch_s(), 0.0, "based at the UTC midnight before");
+        let d = Clock::manual(1_700_000_123.5);
+        assert_eq!(d.base_epoch_s(), 1_699_920_000.0);
+        assert_eq!(d.now_ns() % 1_000_000_000, 500_000_000);
         c.advance(1.5).unwrap();
         assert!((c.now_epoch_s() - 1_001.5).abs() < 1e-9);
         assert!(c.advance(-1.0).is_err());

@@ -367,6 +367,9 @@ impl Service {
             }
         }
         let ttl = self.shared.config.health_ttl_s;
+        // Nothing is older than the clock: a window reaching further back
+        // starts (for rates) when the monitor did.
+        let covered_from = covered_from.max(self.shared.clock.start_second());
         let covered = health.covered(covered_from, now_s + 1, ttl, provisional);
         (acc, covered_from, now_s, now_ns, covered)
     }

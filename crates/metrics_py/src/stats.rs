@@ -23,9 +23,10 @@ pub struct PyGaugeStats {
 #[pymethods]
 impl PyGaugeStats {
     fn __repr__(&self) -> String {
+        let last = self.last.map_or("None".to_string(), |v| v.to_string());
         format!(
-            "GaugeStats(last={:?}, avg={}, min={}, max={}, samples={})",
-            self.last, self.avg, self.min, self.max, self.samples
+            "GaugeStats(last={last}, avg={}, min={}, max={}, samples={})",
+            self.avg, self.min, self.max, self.samples
         )
     }
 }

@@ -125,12 +125,13 @@ impl PyTDigest {
     }
 
     fn __repr__(&self) -> String {
+        let opt = |v: Option<f64>| v.map_or("None".to_string(), |x| format!("{x:?}"));
         format!(
-            "TDigest(compression={}, count={}, min={:?}, max={:?})",
+            "TDigest(compression={:?}, count={}, min={}, max={})",
             self.inner.compression(),
             self.inner.count(),
-            self.inner.min(),
-            self.inner.max()
+            opt(self.inner.min()),
+            opt(self.inner.max())
         )
     }
 }
