@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv build run test rust-test lint stubtest pytest loom wheel bench clean
+.PHONY: venv build run test rust-test lint stubtest pytest loom wheel wheel-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ pytest: build
 	$(PY) -m pytest
 
 ## Every check CI runs.
-test: lint rust-test stubtest pytest
+test: lint rust-test stubtest pytest wheel-check
 
 ## Model-check the lock-free protocols under loom.
 loom:
@@ -47,6 +47,15 @@ loom:
 
 wheel: venv
 	$(VENV)/bin/maturin build --release --out dist
+
+## `pip install .` must give one cp311-abi3 wheel that imports on 3.11 and on
+## every newer CPython found here.
+wheel-check: venv
+	rm -rf dist/pip && $(PY) -m pip wheel . --no-deps --quiet -w dist/pip
+	ls dist/pip/*-cp311-abi3-*.whl
+	for py in $(PY) $$(ls -d $(HOME)/.pyenv/versions/3.1[2-9]*/bin/python3 /usr/bin/python3.1[2-9] 2>/dev/null); do \
+	  tmp=$$(mktemp -d) && $$py -m venv $$tmp && $$tmp/bin/pip install --quiet dist/pip/*.whl && \
+	  $$tmp/bin/python scripts/wheel_smoke.py || exit 1; rm -rf $$tmp; done
 
 clean:
 	rm -rf $(VENV) target dist

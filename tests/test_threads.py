@@ -323,13 +323,13 @@ def test_concurrent_readers_and_writers(monitor: Monitor) -> None:
 
 def test_writers_under_advancing_manual_clock(manual_monitor: Monitor) -> None:
     """Python threads record while the main thread calls ``advance(1.0)``
-    1500 times (25 simulated minutes: seconds are sealed and rolled up into
+    600 times (10 simulated minutes: seconds are sealed and rolled up into
     the 10 s and 1 min tiers under the writers' feet): the 24 h window's count
     and error count are exact, and the records really spread over many
     seconds."""
     m = manual_monitor
     svc = m.service("jumpy")
-    n_writers, advances = 4, 1500
+    n_writers, advances = 4, 600
     counts = [0] * n_writers
     fails = [0] * n_writers
     stop = threading.Event()
@@ -359,7 +359,7 @@ def test_writers_under_advancing_manual_clock(manual_monitor: Monitor) -> None:
     # would win it straight back and the writers would hardly run between two
     # jumps; a short sleep hands it over.  A short switch interval then gets
     # it back to the main thread quickly (the default 5 ms would make 1500
-    # jumps take ~8 s).
+    # jumps take seconds).
     old_interval = sys.getswitchinterval()
     sys.setswitchinterval(0.0005)
     threads, errors = start_threads([writer(w) for w in range(n_writers)])

@@ -285,7 +285,7 @@ mod loom_tests {
     #[test]
     fn loom_no_write_lost_or_double_counted() {
         let mut model = loom::model::Builder::new();
-        model.preemption_bound = Some(3);
+        model.preemption_bound = Some(2);
         model.max_branches = 100_000;
         model.check(|| {
             let gate = Arc::new(SlotGate::default());
