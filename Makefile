@@ -39,7 +39,7 @@ pytest: build
 	$(PY) -m pytest
 
 ## Every check CI runs.
-test: lint rust-test stubtest pytest wheel-check
+test: lint rust-test loom stubtest pytest wheel-check
 
 ## Model-check the lock-free protocols under loom.
 loom:

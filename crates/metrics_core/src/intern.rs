@@ -139,3 +139,25 @@ mod tests {
         assert_eq!(uniq.len(), 20);
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// Two threads interning the same new name agree on one id, and a
+    /// different name gets another; nothing leaks (loom checks drops).
+    #[test]
+    fn loom_concurrent_intern_agrees() {
+        loom::model(|| {
+            let t = Arc::new(ErrorTypes::default());
+            let t2 = t.clone();
+            let h = loom::thread::spawn(move || (t2.intern("timeout"), t2.intern("oom")));
+            let mine = t.intern("timeout");
+            let (theirs, oom) = h.join().unwrap();
+            assert_eq!(mine, theirs);
+            assert_ne!(mine, oom);
+            assert_eq!(t.name(mine).as_deref(), Some("timeout"));
+        });
+    }
+}
