@@ -251,26 +251,34 @@ def test_stats_24h_after_tier_rollups_within_one_percent() -> None:
     )
 
 
-@pytest.mark.parametrize("window", [60, 80, 120, "5m"], ids=lambda w: f"window={w}")
-@pytest.mark.parametrize("offset", range(10), ids=lambda k: f"start+{k}s")
-def test_stats_counts_last_sealed_second_for_any_start_second(offset: int, window: object) -> None:
-    """Windows up to 5 min are exact whatever second the monitor started on:
-    a request recorded in the monitor's first second is still counted once
-    that second is sealed.
+@pytest.mark.parametrize("window", [60, 80, 120, 300], ids=lambda w: f"window={w}s")
+def test_stats_count_follows_reported_start_as_window_slides(window: int) -> None:
+    """``count`` agrees with ``start`` at every step while a window slides
+    past a service's last request: the request is counted exactly while
+    ``start`` is at or before its second, whatever that second's offset in
+    its 10 s bucket.
 
-    Regression guard: windows of 80 s and more are answered by the 1 s tier
-    for their first partial 10 s plus the 10 s tier for the rest, and the 1 s
-    tier's newest sealed second (its still-"building" bucket) must not fall
-    between the two when the start second is not a multiple of 10.
+    Regression guard: windows of 80 s to 5 min are answered by the 1 s tier
+    for their first, partial 10 s and by the 10 s tier for the rest.  The
+    1 s tier keeps its newest sealed second in a "building" bucket; when a
+    service's last request sits in the window's first partial 10 s, that
+    bucket must still be read.
     """
-    start = START + offset
-    monitor = Monitor(manual_clock=True, start_time=start)
-    svc = monitor.service("gen")
-    svc.record(123.0)
-    assert monitor.stats("gen", window).count == 1  # still the open second
-    monitor.advance(1.0)
-
-    s = monitor.stats("gen", window)
-    assert s.start <= start
-    assert s.count == 1
-    assert s.min_ms == s.max_ms == 123.0
+    failures = []
+    for offset in range(10):
+        monitor = Monitor(manual_clock=True, start_time=START)  # START: multiple of 10 s
+        svc = monitor.service("gen")
+        monitor.advance(100.0 + offset)
+        recorded_at = monitor.now()
+        svc.record(123.0)  # the service's last request
+        for _ in range(window + 2):
+            monitor.advance(1.0)
+            s = monitor.stats("gen", window)
+            expected = 1 if recorded_at >= s.start else 0
+            if s.count != expected:
+                failures.append(
+                    f"offset {offset}: now=rec+{monitor.now() - recorded_at:.0f}s "
+                    f"start=rec{s.start - recorded_at:+.0f}s count={s.count} expected={expected}"
+                )
+        assert monitor.stats("gen", window).count == 0  # slid past at last
+    assert not failures, f"{len(failures)} mismatches, first: " + "; ".join(failures[:4])

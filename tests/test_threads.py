@@ -20,10 +20,9 @@ from movie_director_metrics import Monitor
 from movie_director_metrics._core import _stress_record_from_rust_threads
 
 # Manual clocks start on a whole UTC minute, so that the 1 min buckets that
-# answer a "24h" window begin exactly at the monitor's start and the window
-# covers every record.  (From an unaligned start the engine leaves the first,
-# partial minute out of long windows and reports a later ``start``; these
-# tests are about concurrency, not about that edge.)
+# answer a "24h" window begin exactly at the monitor's start: the window then
+# covers every record whatever the bucket alignment rules, and these tests
+# stay about concurrency.
 START = 1_700_000_040.0
 
 

@@ -142,7 +142,8 @@ struct AtomicGauge {
 /// The counters of one open second.
 pub struct SlotData {
     latency: AtomicDuration,
-    errors: AtomicU64,
+    /// Failures per interned error type; their sum is the error count, so
+    /// a concurrent peek can never see counts that disagree.
     error_types: [AtomicU32; MAX_ERROR_TYPES + 1],
     processing: AtomicDuration,
     queue_n: AtomicU64,
@@ -162,7 +163,6 @@ impl SlotData {
     fn new() -> Self {
         SlotData {
             latency: AtomicDuration::new(LATENCY_BINS),
-            errors: AtomicU64::new(0),
             error_types: std::array::from_fn(|_| AtomicU32::new(0)),
             processing: AtomicDuration::new(PROCESSING_BINS),
             queue_n: AtomicU64::new(0),
@@ -187,7 +187,6 @@ impl SlotData {
     pub fn record(&self, latency_ms: f64, error: Option<u8>) {
         self.latency.add(latency_ms);
         if let Some(id) = error {
-            self.errors.fetch_add(1, Ordering::Relaxed);
             self.error_types[id as usize].fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -211,7 +210,6 @@ impl SlotData {
         if let Some(ok) = ok {
             let failed = ok.iter().filter(|&&b| !b).count() as u64;
             if failed > 0 {
-                self.errors.fetch_add(failed, Ordering::Relaxed);
                 self.error_types[error as usize].fetch_add(failed as u32, Ordering::Relaxed);
             }
         }
@@ -266,7 +264,7 @@ impl SlotData {
                 a.load(Ordering::Relaxed)
             }
         };
-        let error_types = self
+        let error_types: Vec<(u8, u32)> = self
             .error_types
             .iter()
             .enumerate()
@@ -315,7 +313,7 @@ impl SlotData {
         };
         Agg {
             latency: self.latency.harvest(reset),
-            errors: take64(&self.errors),
+            errors: error_types.iter().map(|&(_, n)| n as u64).sum(),
             error_types,
             processing: self.processing.harvest(reset),
             queue: QueueAgg {

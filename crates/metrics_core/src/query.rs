@@ -216,6 +216,14 @@ pub fn collect_window(
         for b in edge.sealed_between(edge_from, mid_from) {
             acc.add_bucket(b, edge.spec.resolution_s);
         }
+        // The edge tier's newest sealed second sits in its building bucket;
+        // it belongs to the left edge when the middle tier's buckets start
+        // after it (a window whose data all falls before `mid_from`).
+        if let Some((start, agg)) = &edge.building {
+            if (edge_from..mid_from).contains(start) {
+                acc.add_agg(*start, agg, edge.spec.resolution_s);
+            }
+        }
         edge_from
     } else {
         mid_from

@@ -333,3 +333,24 @@ fn memory_for_ten_services_with_full_retention_is_bounded() {
     eprintln!("memory_bytes for 10 services, full retention: {bytes}");
     assert!(bytes < 10 * 1024 * 1024, "{bytes}");
 }
+
+#[test]
+fn newest_sealed_second_counts_in_windows_starting_before_the_middle_tier() {
+    // Regression: the last record falls in the window's first partial 10 s
+    // bucket, so only the 1 s tier's building bucket holds it.
+    for window in [60u64, 80, 120, 300] {
+        let m = manual();
+        let s = m.service("a").unwrap();
+        m.advance(103.0).unwrap();
+        s.record(1.0, None).unwrap();
+        m.advance((window - 3) as f64).unwrap();
+        let st = m.stats("a", window).unwrap();
+        let covered = st.start <= T0 + 103.0;
+        assert_eq!(
+            st.count,
+            covered as u64,
+            "window {window}: start {}",
+            st.start - T0
+        );
+    }
+}
