@@ -24,11 +24,11 @@ build: venv
 run: build
 	$(PY) -m movie_director_metrics.demo
 
-lint:
+lint: venv
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-rust-test:
+rust-test: venv
 	cargo test --workspace --release
 
 stubtest: build
@@ -42,7 +42,7 @@ pytest: build
 test: lint rust-test loom stubtest pytest wheel-check
 
 ## Model-check the lock-free protocols under loom.
-loom:
+loom: venv
 	RUSTFLAGS="--cfg loom" cargo test -p metrics_core --release --lib --target-dir target/loom loom
 
 wheel: venv
