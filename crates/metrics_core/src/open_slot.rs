@@ -12,8 +12,9 @@
 use crate::agg::{Agg, DurationAgg, Gauge, GaugeAgg, HealthAgg, QueueAgg};
 use crate::gate::SlotGate;
 use crate::handoff::Handoff;
-use crate::histogram::{AtomicBins, BinLayout, LATENCY_BINS, PROCESSING_BINS};
+use crate::histogram::{AtomicBins, BinLayout, SparseBins, LATENCY_BINS, PROCESSING_BINS};
 use crate::primitive::{AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 /// Open seconds per service.  Four gives the sealer three seconds of slack
 /// before a recorder has to seal for it.
@@ -145,7 +146,6 @@ pub struct SlotData {
     /// Failures per interned error type; their sum is the error count, so
     /// a concurrent peek can never see counts that disagree.
     error_types: [AtomicU32; MAX_ERROR_TYPES + 1],
-    processing: AtomicDuration,
     queue_n: AtomicU64,
     queue_sum: AtomicU64,
     queue_max: AtomicU64,
@@ -164,7 +164,6 @@ impl SlotData {
         SlotData {
             latency: AtomicDuration::new(LATENCY_BINS),
             error_types: std::array::from_fn(|_| AtomicU32::new(0)),
-            processing: AtomicDuration::new(PROCESSING_BINS),
             queue_n: AtomicU64::new(0),
             queue_sum: AtomicU64::new(0),
             queue_max: AtomicU64::new(0),
@@ -213,10 +212,6 @@ impl SlotData {
                 self.error_types[error as usize].fetch_add(failed as u32, Ordering::Relaxed);
             }
         }
-    }
-
-    pub fn processing(&self, ms: f64) {
-        self.processing.add(ms);
     }
 
     pub fn queue(&self, depth: u64) {
@@ -315,7 +310,7 @@ impl SlotData {
             latency: self.latency.harvest(reset),
             errors: error_types.iter().map(|&(_, n)| n as u64).sum(),
             error_types,
-            processing: self.processing.harvest(reset),
+            processing: DurationAgg::empty(SparseBins::empty(PROCESSING_BINS)),
             queue: QueueAgg {
                 n: take64(&self.queue_n),
                 depth_sum: take64(&self.queue_sum),
@@ -327,7 +322,7 @@ impl SlotData {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.latency.bins.heap_bytes() + self.processing.bins.heap_bytes()
+        self.latency.bins.heap_bytes()
     }
 }
 
@@ -339,6 +334,9 @@ struct Slot {
 /// The open seconds of one service.
 pub struct OpenRing {
     slots: Box<[Slot]>,
+    /// Processing-time counters per slot, allocated together on the
+    /// service's first `record_processing`: most services never report one.
+    processing: OnceLock<Box<[AtomicDuration]>>,
     handoff: Handoff<(u32, Agg)>,
 }
 
@@ -351,6 +349,7 @@ impl Default for OpenRing {
                     data: SlotData::new(),
                 })
                 .collect(),
+            processing: OnceLock::new(),
             handoff: Handoff::default(),
         }
     }
@@ -362,9 +361,10 @@ impl OpenRing {
     pub fn write<R>(&self, second: u32, write: impl FnOnce(&SlotData) -> R) -> R {
         // A slot only ever opens for seconds congruent to its index, so a
         // newer second found in it (late clock read) is still this slot.
-        let slot = &self.slots[second as usize % OPEN_SLOTS];
+        let idx = second as usize % OPEN_SLOTS;
+        let slot = &self.slots[idx];
         slot.gate.enter(second, |ended| {
-            let agg = slot.data.harvest(true);
+            let agg = self.harvest(idx, true);
             self.handoff.push((ended, agg));
         });
         let r = write(&slot.data);
@@ -372,11 +372,30 @@ impl OpenRing {
         r
     }
 
+    /// Records a job's processing time in the open second.
+    pub fn write_processing(&self, second: u32, ms: f64) {
+        let per_slot = self.processing.get_or_init(|| {
+            (0..OPEN_SLOTS)
+                .map(|_| AtomicDuration::new(PROCESSING_BINS))
+                .collect()
+        });
+        self.write(second, |_| per_slot[second as usize % OPEN_SLOTS].add(ms));
+    }
+
+    /// Everything slot `idx` holds (its counters and its processing times).
+    fn harvest(&self, idx: usize, reset: bool) -> Agg {
+        let mut agg = self.slots[idx].data.harvest(reset);
+        if let Some(p) = self.processing.get() {
+            agg.processing = p[idx].harvest(reset);
+        }
+        agg
+    }
+
     /// Seals every second before `before`: harvested seconds, in any order.
     pub fn seal_ended(&self, before: u32, out: &mut Vec<(u32, Agg)>) {
-        for slot in self.slots.iter() {
+        for (idx, slot) in self.slots.iter().enumerate() {
             if let Some(second) = slot.gate.claim_ended(before) {
-                let agg = slot.data.harvest(true);
+                let agg = self.harvest(idx, true);
                 slot.gate.release();
                 out.push((second, agg));
             }
@@ -387,9 +406,9 @@ impl OpenRing {
     /// Non-destructive view of the seconds still open (for reads of "now").
     pub fn peek_open(&self) -> Vec<(u32, Agg)> {
         let mut out = Vec::new();
-        for slot in self.slots.iter() {
+        for (idx, slot) in self.slots.iter().enumerate() {
             if let Some(s) = slot.gate.open_second() {
-                let agg = slot.data.harvest(false);
+                let agg = self.harvest(idx, false);
                 // The slot may have been sealed and reopened meanwhile; the
                 // view then mixes seconds, so drop it (the data is sealed).
                 if slot.gate.open_second() == Some(s) && !agg.is_empty() {
@@ -407,6 +426,11 @@ impl OpenRing {
                 .iter()
                 .map(|s| s.data.heap_bytes())
                 .sum::<usize>()
+            + self.processing.get().map_or(0, |p| {
+                p.iter()
+                    .map(|d| std::mem::size_of::<AtomicDuration>() + d.bins.heap_bytes())
+                    .sum()
+            })
     }
 }
 
@@ -420,13 +444,13 @@ mod tests {
         ring.write(5, |d| {
             d.record(10.0, None);
             d.record(30.0, Some(2));
-            d.processing(1500.0);
             d.queue(3);
             d.queue(1);
             d.gauge(Gauge::GpuTempC, -5.0);
             d.health(true, 5_100_000_000, Some(4.0));
         });
         ring.write(5, |d| d.health(false, 5_200_000_000, None));
+        ring.write_processing(5, 1500.0);
         let peek = ring.peek_open();
         assert_eq!(peek.len(), 1);
         let mut out = vec![];

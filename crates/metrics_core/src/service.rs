@@ -240,7 +240,7 @@ impl Service {
     pub fn record_processing(&self, ms: f64) -> Result<()> {
         check_duration("processing_ms", ms)?;
         let (_, s) = self.shared.now();
-        self.open.write(s, |d| d.processing(ms));
+        self.open.write_processing(s, ms);
         Ok(())
     }
 

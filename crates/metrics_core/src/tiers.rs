@@ -14,11 +14,12 @@ use crate::config::RetentionTier;
 use crate::histogram::SparseBins;
 use crate::tdigest::TDigest;
 
-/// A digest frozen into its centroids, about 3 bytes each: the mean as a
-/// 16-bit fixed-point log2 (steps of 2^(1/1024), so ≤ 0.034 % off — an
-/// order of magnitude under the 0.39 % of the bins it came from) and the
-/// weight as a LEB128 varint.  Means stay sorted because the code is
-/// monotone.  24 h of 1-minute buckets is most of a service's memory, so
+/// A digest frozen into its centroids, about 2 bytes each.  Means are
+/// coded as 16-bit fixed-point log2 (steps of 2^(1/1024), so ≤ 0.034 % off,
+/// an order of magnitude under the 0.39 % of the bins they came from), and
+/// since centroids are sorted, each code is stored as a LEB128 varint delta
+/// from the previous one (one byte for neighbours), followed by the weight
+/// as a varint.  24 h of 1-minute buckets is most of a service's memory, so
 /// this is where bytes matter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SealedDigest(Box<[u8]>);
@@ -45,6 +46,33 @@ fn decode_mean(code: u16) -> f64 {
     }
 }
 
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7F) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn read_varint(bytes: &[u8], i: &mut usize) -> u64 {
+    let mut v = 0u64;
+    let mut shift = 0;
+    while *i < bytes.len() && shift < 64 {
+        let b = bytes[*i];
+        *i += 1;
+        v |= ((b & 0x7F) as u64) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    v
+}
+
 impl SealedDigest {
     /// Compresses exact bins into a digest of `compression`.
     pub fn from_duration(d: &DurationAgg, compression: f64) -> Option<SealedDigest> {
@@ -56,69 +84,49 @@ impl SealedDigest {
             return None;
         }
         let digest = TDigest::from_weighted(compression, points, d.min_ms, d.max_ms).ok()?;
-        let mut out = Vec::with_capacity(digest.centroid_count() * 3);
-        let mut last: Option<u16> = None;
-        let mut acc = 0u64;
+        let mut out = Vec::with_capacity(digest.centroid_count() * 2 + 4);
+        let mut prev = 0u16;
+        let mut pending: Option<(u16, u64)> = None;
         // Centroids whose means quantize to the same code are merged: the
         // code is all a reader could tell them apart by.
         for (mean, w) in digest.centroids() {
             let code = encode_mean(mean);
-            if last == Some(code) {
-                acc += w;
-                continue;
+            match &mut pending {
+                Some((c, acc)) if *c == code => *acc += w,
+                _ => {
+                    if let Some((c, acc)) = pending.take() {
+                        push_varint(&mut out, (c - prev) as u64);
+                        push_varint(&mut out, acc);
+                        prev = c;
+                    }
+                    pending = Some((code, w));
+                }
             }
-            if let Some(c) = last {
-                push_centroid(&mut out, c, acc);
-            }
-            last = Some(code);
-            acc = w;
         }
-        if let Some(c) = last {
-            push_centroid(&mut out, c, acc);
+        if let Some((c, acc)) = pending {
+            push_varint(&mut out, (c - prev) as u64);
+            push_varint(&mut out, acc);
         }
         Some(SealedDigest(out.into_boxed_slice()))
     }
 
-    /// The centroids as weighted points.
+    /// The centroids as weighted points, ascending.
     pub fn points(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
         let bytes = &self.0;
         let mut i = 0;
+        let mut code = 0u64;
         std::iter::from_fn(move || {
-            if i + 2 > bytes.len() {
+            if i >= bytes.len() {
                 return None;
             }
-            let code = u16::from_le_bytes([bytes[i], bytes[i + 1]]);
-            i += 2;
-            let mut w = 0u64;
-            let mut shift = 0;
-            while i < bytes.len() {
-                let b = bytes[i];
-                i += 1;
-                w |= ((b & 0x7F) as u64) << shift;
-                shift += 7;
-                if b & 0x80 == 0 {
-                    break;
-                }
-            }
-            Some((decode_mean(code), w))
+            code += read_varint(bytes, &mut i);
+            let w = read_varint(bytes, &mut i);
+            Some((decode_mean(code.min(u16::MAX as u64) as u16), w))
         })
     }
 
     pub fn heap_bytes(&self) -> usize {
         self.0.len()
-    }
-}
-
-fn push_centroid(out: &mut Vec<u8>, code: u16, mut w: u64) {
-    out.extend_from_slice(&code.to_le_bytes());
-    loop {
-        let b = (w & 0x7F) as u8;
-        w >>= 7;
-        if w == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
     }
 }
 
@@ -138,15 +146,44 @@ pub struct Bucket {
 }
 
 /// The less common parts of a sealed bucket, each only as big as what it
-/// holds (most buckets of a service with a queue have a few queue samples
-/// and one or two gauges, and nothing else).
+/// holds: most buckets of a service with a queue have a few queue samples,
+/// a health result and one to three gauges, and nothing else.
 #[derive(Debug, Clone)]
 pub struct Extras {
     pub error_types: Box<[(u8, u32)]>,
     pub processing: Option<Box<SealedDuration>>,
-    pub queue: QueueAgg,
-    pub gauges: Box<[(Gauge, GaugeAgg)]>,
-    pub health: HealthAgg,
+    pub queue: SealedQueue,
+    pub gauges: Box<[SealedGauge]>,
+    pub health: SealedHealth,
+}
+
+/// Queue samples of a sealed bucket (depths fit u32: `set_queue` checks).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SealedQueue {
+    pub n: u32,
+    pub depth_max: u32,
+    pub depth_sum: u64,
+}
+
+/// One gauge of a sealed bucket.  Min/max as f32 (7 significant digits:
+/// VRAM to the kilobyte, temperatures to 1e-5 °C); the sum stays f64 so
+/// averages over a day do not drift.
+#[derive(Debug, Clone, Copy)]
+pub struct SealedGauge {
+    pub gauge: Gauge,
+    pub n: u32,
+    pub min: f32,
+    pub max: f32,
+    pub sum: f64,
+}
+
+/// Health-check counts of a sealed bucket.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SealedHealth {
+    pub up: u32,
+    pub down: u32,
+    pub latency_n: u32,
+    pub latency_sum_ms: f64,
 }
 
 /// Exact scalars and frozen digest of a sealed duration distribution.
@@ -180,9 +217,28 @@ impl Bucket {
                         digest: SealedDigest::from_duration(p, compression),
                     })
                 }),
-                queue: agg.queue,
-                gauges: agg.gauges.clone().into_boxed_slice(),
-                health: agg.health,
+                queue: SealedQueue {
+                    n: agg.queue.n.min(u32::MAX as u64) as u32,
+                    depth_max: agg.queue.depth_max.min(u32::MAX as u64) as u32,
+                    depth_sum: agg.queue.depth_sum,
+                },
+                gauges: agg
+                    .gauges
+                    .iter()
+                    .map(|(g, a)| SealedGauge {
+                        gauge: *g,
+                        n: a.n.min(u32::MAX as u64) as u32,
+                        min: a.min as f32,
+                        max: a.max as f32,
+                        sum: a.sum,
+                    })
+                    .collect(),
+                health: SealedHealth {
+                    up: agg.health.up,
+                    down: agg.health.down,
+                    latency_n: agg.health.latency_n,
+                    latency_sum_ms: agg.health.latency_sum_ms,
+                },
             })
         });
         let l = &agg.latency;
@@ -215,9 +271,27 @@ impl Bucket {
                 d.min_ms = d.min_ms.min(p.min_ms);
                 d.max_ms = d.max_ms.max(p.max_ms);
             }
-            into.queue.merge(&x.queue);
-            merge_sorted(&mut into.gauges, &x.gauges, |a, b| a.merge(b));
-            into.health.merge(&x.health);
+            into.queue.merge(&QueueAgg {
+                n: x.queue.n as u64,
+                depth_sum: x.queue.depth_sum,
+                depth_max: x.queue.depth_max as u64,
+            });
+            for g in x.gauges.iter() {
+                let agg = GaugeAgg {
+                    n: g.n as u64,
+                    sum: g.sum,
+                    min: g.min as f64,
+                    max: g.max as f64,
+                };
+                merge_sorted(&mut into.gauges, &[(g.gauge, agg)], |a, b| a.merge(b));
+            }
+            into.health.merge(&HealthAgg {
+                up: x.health.up,
+                down: x.health.down,
+                last: None,
+                latency_n: x.health.latency_n,
+                latency_sum_ms: x.health.latency_sum_ms,
+            });
         }
     }
 
@@ -316,6 +390,16 @@ impl Tier {
     }
 }
 
+/// Appends a bucket, growing the ring by doubling but never past the tier's
+/// slot count (a full 1440-slot tier would otherwise reserve 2048 slots).
+fn push_capped(buckets: &mut VecDeque<Bucket>, slots: usize, bucket: Bucket) {
+    let (len, cap) = (buckets.len(), buckets.capacity());
+    if len == cap {
+        buckets.reserve_exact(cap.max(8).min(slots.saturating_sub(len)).max(1));
+    }
+    buckets.push_back(bucket);
+}
+
 /// All tiers of one service.
 #[derive(Debug)]
 pub struct TierStore {
@@ -373,8 +457,8 @@ impl TierStore {
                 building => {
                     if let Some((b, acc)) = building.take() {
                         if !acc.is_empty() {
-                            tier.buckets
-                                .push_back(Bucket::seal(b, acc, tier.compression));
+                            let bucket = Bucket::seal(b, acc, tier.compression);
+                            push_capped(&mut tier.buckets, tier.spec.slots as usize, bucket);
                         }
                     }
                     *building = Some((start, agg.clone()));
@@ -481,13 +565,33 @@ mod tests {
                 assert!((back - v).abs() / v < 3.4e-4, "{v} -> {back}");
             }
         }
-        let mut out = vec![];
-        push_centroid(&mut out, 42, 300);
-        push_centroid(&mut out, 43, 1);
-        let d = SealedDigest(out.into_boxed_slice());
-        let pts: Vec<_> = d.points().collect();
-        assert_eq!(pts.len(), 2);
-        assert_eq!((pts[0].1, pts[1].1), (300, 1));
+        let bins = crate::histogram::AtomicBins::new(crate::histogram::LATENCY_BINS);
+        let values = [0.0, 0.5, 3.0, 3.0, 250.0, 4e8];
+        for v in values {
+            bins.add(v, 1);
+        }
+        let d = DurationAgg {
+            count: values.len() as u64,
+            sum_ms: values.iter().sum(),
+            min_ms: 0.0,
+            max_ms: 4e8,
+            bins: bins.collect(false),
+        };
+        let sealed = SealedDigest::from_duration(&d, 200.0).unwrap();
+        let pts: Vec<_> = sealed.points().collect();
+        assert_eq!(pts.iter().map(|p| p.1).sum::<u64>(), 6);
+        assert_eq!(pts.len(), 5, "the two 3.0s share a centroid");
+        // Bin 0 holds [0, 2^-10 ms); its midpoint stands for it.
+        assert!(pts[0].0 < 1e-3);
+        for (p, v) in pts.iter().zip([0.0, 0.5, 3.0, 250.0, 4e8]).skip(1) {
+            let tol = crate::histogram::LATENCY_BINS.max_relative_error() + 3.4e-4;
+            assert!((p.0 - v).abs() <= v * tol, "{} vs {v}", p.0);
+        }
+        assert!(
+            sealed.heap_bytes() <= 3 * 5,
+            "{} bytes",
+            sealed.heap_bytes()
+        );
     }
 
     #[test]

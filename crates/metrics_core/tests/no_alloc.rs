@@ -37,6 +37,7 @@ fn record_success_path_does_not_allocate() {
     let m = Monitor::new(MonitorConfig::default(), Clock::system()).unwrap();
     let s = m.service("hot").unwrap();
     s.record(1.0, Some("timeout")).unwrap(); // interns the error type once
+    s.record_processing(1.0).unwrap(); // allocates the processing counters once
     s.record(1.0, None).unwrap();
     WATCH.with(|w| w.set(true));
     for i in 0..200_000 {
