@@ -27,6 +27,7 @@ pub mod monitor;
 pub mod open_slot;
 mod primitive;
 pub mod query;
+mod sealed;
 pub mod service;
 pub mod stats;
 pub mod tdigest;

@@ -38,12 +38,11 @@ pub struct WindowAcc {
 
 impl WindowAcc {
     pub fn add_bucket(&mut self, b: &Bucket, resolution_s: u32) {
-        b.merge_into(&mut self.agg);
-        if let Some(d) = &b.latency {
-            self.latency_points.extend(d.points());
-        }
-        if let Some(d) = b.processing() {
+        if let Some(d) = b.merge_into(&mut self.agg) {
             self.processing_points.extend(d.points());
+        }
+        if let Some(d) = b.latency() {
+            self.latency_points.extend(d.points());
         }
         self.add_minute(b.start_s, b.count, resolution_s);
     }

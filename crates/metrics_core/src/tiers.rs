@@ -3,136 +3,19 @@
 //! Every sealed second is added to the *building* bucket of every tier (the
 //! 1 s, 10 s and 1 min bucket it falls in).  When a second arrives for a
 //! later bucket, the building one is sealed: its exact latency / processing
-//! bins become a t-digest, kept as compact `(f32 mean, u32 weight)`
-//! centroids, and the scalars stay exact.  Buckets roll off by time: a tier
+//! bins become t-digests frozen into a compact byte string (`sealed`), and
+//! the scalars stay exact.  Buckets roll off by time: a tier
 //! keeps the buckets that start within its window of "now".
 
 use std::collections::VecDeque;
 
-use crate::agg::{merge_sorted, Agg, DurationAgg, Gauge, GaugeAgg, HealthAgg, QueueAgg};
+use crate::agg::{Agg, DurationAgg};
 use crate::config::RetentionTier;
-use crate::histogram::SparseBins;
-use crate::tdigest::TDigest;
+use crate::sealed::{self, DigestView};
 
-/// A digest frozen into its centroids, about 2 bytes each.  Means are
-/// coded as 16-bit fixed-point log2 (steps of 2^(1/1024), so ≤ 0.034 % off,
-/// an order of magnitude under the 0.39 % of the bins they came from), and
-/// since centroids are sorted, each code is stored as a LEB128 varint delta
-/// from the previous one (one byte for neighbours), followed by the weight
-/// as a varint.  24 h of 1-minute buckets is most of a service's memory, so
-/// this is where bytes matter.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SealedDigest(Box<[u8]>);
-
-/// log2 fixed-point scale of [`SealedDigest`] means.
-const LOG_STEPS: f64 = 1024.0;
-/// Offset so that 2^-11 ms (below the finest bin) codes as 1; 0 codes 0.0.
-const LOG_OFFSET: f64 = 11.0;
-
-fn encode_mean(v: f64) -> u16 {
-    if v <= 0.0 {
-        return 0;
-    }
-    ((v.log2() + LOG_OFFSET) * LOG_STEPS)
-        .round()
-        .clamp(1.0, u16::MAX as f64) as u16
-}
-
-fn decode_mean(code: u16) -> f64 {
-    if code == 0 {
-        0.0
-    } else {
-        (code as f64 / LOG_STEPS - LOG_OFFSET).exp2()
-    }
-}
-
-fn push_varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let b = (v & 0x7F) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
-fn read_varint(bytes: &[u8], i: &mut usize) -> u64 {
-    let mut v = 0u64;
-    let mut shift = 0;
-    while *i < bytes.len() && shift < 64 {
-        let b = bytes[*i];
-        *i += 1;
-        v |= ((b & 0x7F) as u64) << shift;
-        shift += 7;
-        if b & 0x80 == 0 {
-            break;
-        }
-    }
-    v
-}
-
-impl SealedDigest {
-    /// Compresses exact bins into a digest of `compression`.
-    pub fn from_duration(d: &DurationAgg, compression: f64) -> Option<SealedDigest> {
-        Self::from_points(&d.bins.weighted_points(d.min_ms, d.max_ms), d, compression)
-    }
-
-    fn from_points(points: &[(f64, u64)], d: &DurationAgg, compression: f64) -> Option<Self> {
-        if d.count == 0 || points.is_empty() {
-            return None;
-        }
-        let digest = TDigest::from_weighted(compression, points, d.min_ms, d.max_ms).ok()?;
-        let mut out = Vec::with_capacity(digest.centroid_count() * 2 + 4);
-        let mut prev = 0u16;
-        let mut pending: Option<(u16, u64)> = None;
-        // Centroids whose means quantize to the same code are merged: the
-        // code is all a reader could tell them apart by.
-        for (mean, w) in digest.centroids() {
-            let code = encode_mean(mean);
-            match &mut pending {
-                Some((c, acc)) if *c == code => *acc += w,
-                _ => {
-                    if let Some((c, acc)) = pending.take() {
-                        push_varint(&mut out, (c - prev) as u64);
-                        push_varint(&mut out, acc);
-                        prev = c;
-                    }
-                    pending = Some((code, w));
-                }
-            }
-        }
-        if let Some((c, acc)) = pending {
-            push_varint(&mut out, (c - prev) as u64);
-            push_varint(&mut out, acc);
-        }
-        Some(SealedDigest(out.into_boxed_slice()))
-    }
-
-    /// The centroids as weighted points, ascending.
-    pub fn points(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
-        let bytes = &self.0;
-        let mut i = 0;
-        let mut code = 0u64;
-        std::iter::from_fn(move || {
-            if i >= bytes.len() {
-                return None;
-            }
-            code += read_varint(bytes, &mut i);
-            let w = read_varint(bytes, &mut i);
-            Some((decode_mean(code.min(u16::MAX as u64) as u16), w))
-        })
-    }
-
-    pub fn heap_bytes(&self) -> usize {
-        self.0.len()
-    }
-}
-
-/// A sealed bucket: exact latency scalars inline, a frozen latency digest,
-/// and everything else (error types, processing, queue, gauges, health)
-/// boxed only when the bucket has any, since most buckets have none.
+/// A sealed bucket: the hot scalars inline (exact), everything else —
+/// latency and processing digests, error types, queue, gauges, health — in
+/// one byte string (see `sealed`), absent when the bucket had none.
 #[derive(Debug, Clone)]
 pub struct Bucket {
     pub start_s: u32,
@@ -141,106 +24,27 @@ pub struct Bucket {
     pub sum_ms: f64,
     pub min_ms: f64,
     pub max_ms: f64,
-    pub latency: Option<SealedDigest>,
-    pub extras: Option<Box<Extras>>,
-}
-
-/// The less common parts of a sealed bucket, each only as big as what it
-/// holds: most buckets of a service with a queue have a few queue samples,
-/// a health result and one to three gauges, and nothing else.
-#[derive(Debug, Clone)]
-pub struct Extras {
-    pub error_types: Box<[(u8, u32)]>,
-    pub processing: Option<Box<SealedDuration>>,
-    pub queue: SealedQueue,
-    pub gauges: Box<[SealedGauge]>,
-    pub health: SealedHealth,
-}
-
-/// Queue samples of a sealed bucket (depths fit u32: `set_queue` checks).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SealedQueue {
-    pub n: u32,
-    pub depth_max: u32,
-    pub depth_sum: u64,
-}
-
-/// One gauge of a sealed bucket.  Min/max as f32 (7 significant digits:
-/// VRAM to the kilobyte, temperatures to 1e-5 °C); the sum stays f64 so
-/// averages over a day do not drift.
-#[derive(Debug, Clone, Copy)]
-pub struct SealedGauge {
-    pub gauge: Gauge,
-    pub n: u32,
-    pub min: f32,
-    pub max: f32,
-    pub sum: f64,
-}
-
-/// Health-check counts of a sealed bucket.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SealedHealth {
-    pub up: u32,
-    pub down: u32,
-    pub latency_n: u32,
-    pub latency_sum_ms: f64,
-}
-
-/// Exact scalars and frozen digest of a sealed duration distribution.
-#[derive(Debug, Clone)]
-pub struct SealedDuration {
-    pub count: u64,
-    pub sum_ms: f64,
-    pub min_ms: f64,
-    pub max_ms: f64,
-    pub digest: Option<SealedDigest>,
+    blob: Option<Box<[u8]>>,
 }
 
 impl Bucket {
-    fn seal(start_s: u32, agg: Agg, compression: f64) -> Bucket {
-        let latency = SealedDigest::from_duration(&agg.latency, compression);
-        let has_extras = !agg.error_types.is_empty()
-            || agg.processing.count > 0
-            || agg.queue.n > 0
-            || !agg.gauges.is_empty()
-            || agg.health.up + agg.health.down + agg.health.latency_n > 0;
-        let extras = has_extras.then(|| {
-            let p = &agg.processing;
-            Box::new(Extras {
-                error_types: agg.error_types.clone().into_boxed_slice(),
-                processing: (p.count > 0).then(|| {
-                    Box::new(SealedDuration {
-                        count: p.count,
-                        sum_ms: p.sum_ms,
-                        min_ms: p.min_ms,
-                        max_ms: p.max_ms,
-                        digest: SealedDigest::from_duration(p, compression),
-                    })
-                }),
-                queue: SealedQueue {
-                    n: agg.queue.n.min(u32::MAX as u64) as u32,
-                    depth_max: agg.queue.depth_max.min(u32::MAX as u64) as u32,
-                    depth_sum: agg.queue.depth_sum,
-                },
-                gauges: agg
-                    .gauges
-                    .iter()
-                    .map(|(g, a)| SealedGauge {
-                        gauge: *g,
-                        n: a.n.min(u32::MAX as u64) as u32,
-                        min: a.min as f32,
-                        max: a.max as f32,
-                        sum: a.sum,
-                    })
-                    .collect(),
-                health: SealedHealth {
-                    up: agg.health.up,
-                    down: agg.health.down,
-                    latency_n: agg.health.latency_n,
-                    latency_sum_ms: agg.health.latency_sum_ms,
-                },
-            })
-        });
+    fn seal(start_s: u32, agg: &Agg, compression: f64) -> Bucket {
+        let lp = agg
+            .latency
+            .bins
+            .weighted_points(agg.latency.min_ms, agg.latency.max_ms);
+        let p = &agg.processing;
+        let pp = p.bins.weighted_points(p.min_ms, p.max_ms);
+        Self::seal_points(start_s, agg, &lp, &pp, compression)
+    }
+
+    fn seal_points(
+        start_s: u32,
+        agg: &Agg,
+        latency_points: &[(f64, u64)],
+        processing_points: &[(f64, u64)],
+        compression: f64,
+    ) -> Bucket {
         let l = &agg.latency;
         Bucket {
             start_s,
@@ -249,57 +53,34 @@ impl Bucket {
             sum_ms: l.sum_ms,
             min_ms: l.min_ms,
             max_ms: l.max_ms,
-            latency,
-            extras,
+            blob: sealed::encode_blob(agg, latency_points, processing_points, compression),
         }
     }
 
-    /// Adds this bucket's exact scalars to `into` (digests are separate).
-    pub fn merge_into(&self, into: &mut Agg) {
+    /// The frozen latency digest.
+    pub fn latency(&self) -> Option<DigestView<'_>> {
+        self.blob.as_deref().and_then(sealed::latency)
+    }
+
+    /// The frozen processing-time digest.
+    pub fn processing(&self) -> Option<DigestView<'_>> {
+        self.blob
+            .as_deref()
+            .and_then(|b| sealed::merge_extras(b, None))
+    }
+
+    /// Adds this bucket's exact scalars to `into`; returns the processing
+    /// digest found on the way (the latency digest is [`Bucket::latency`]).
+    pub fn merge_into(&self, into: &mut Agg) -> Option<DigestView<'_>> {
         let l = &mut into.latency;
         l.count += self.count;
         l.sum_ms += self.sum_ms;
         l.min_ms = l.min_ms.min(self.min_ms);
         l.max_ms = l.max_ms.max(self.max_ms);
         into.errors += self.errors;
-        if let Some(x) = &self.extras {
-            merge_sorted(&mut into.error_types, &x.error_types, |a, b| *a += *b);
-            if let Some(p) = &x.processing {
-                let d = &mut into.processing;
-                d.count += p.count;
-                d.sum_ms += p.sum_ms;
-                d.min_ms = d.min_ms.min(p.min_ms);
-                d.max_ms = d.max_ms.max(p.max_ms);
-            }
-            into.queue.merge(&QueueAgg {
-                n: x.queue.n as u64,
-                depth_sum: x.queue.depth_sum,
-                depth_max: x.queue.depth_max as u64,
-            });
-            for g in x.gauges.iter() {
-                let agg = GaugeAgg {
-                    n: g.n as u64,
-                    sum: g.sum,
-                    min: g.min as f64,
-                    max: g.max as f64,
-                };
-                merge_sorted(&mut into.gauges, &[(g.gauge, agg)], |a, b| a.merge(b));
-            }
-            into.health.merge(&HealthAgg {
-                up: x.health.up,
-                down: x.health.down,
-                last: None,
-                latency_n: x.health.latency_n,
-                latency_sum_ms: x.health.latency_sum_ms,
-            });
-        }
-    }
-
-    pub fn processing(&self) -> Option<&SealedDigest> {
-        self.extras
-            .as_ref()
-            .and_then(|x| x.processing.as_ref())
-            .and_then(|p| p.digest.as_ref())
+        self.blob
+            .as_deref()
+            .and_then(|b| sealed::merge_extras(b, Some(into)))
     }
 
     /// Adds a late second to an already sealed bucket (rare: a second
@@ -308,34 +89,18 @@ impl Bucket {
         let mut merged = Agg::default();
         self.merge_into(&mut merged);
         merged.merge(late);
-        let thaw = |old: Option<&SealedDigest>, add: &DurationAgg, all: &mut DurationAgg| {
-            let mut pts: Vec<(f64, u64)> = old.iter().flat_map(|d| d.points()).collect();
+        let thaw = |old: Option<DigestView<'_>>, add: &DurationAgg| {
+            let mut pts: Vec<(f64, u64)> = old.into_iter().flat_map(|d| d.points()).collect();
             pts.extend(add.bins.weighted_points(add.min_ms, add.max_ms));
-            SealedDigest::from_points(&pts, all, compression)
+            pts
         };
-        let latency = thaw(self.latency.as_ref(), &late.latency, &mut merged.latency);
-        let processing = thaw(self.processing(), &late.processing, &mut merged.processing);
-        merged.latency.bins = SparseBins::empty(merged.latency.bins_layout());
-        merged.processing.bins = SparseBins::empty(merged.processing.bins_layout());
-        let mut sealed = Bucket::seal(self.start_s, merged, compression);
-        sealed.latency = latency;
-        if let Some(p) = sealed.extras.as_mut().and_then(|x| x.processing.as_mut()) {
-            p.digest = processing;
-        }
-        *self = sealed;
+        let lp = thaw(self.latency(), &late.latency);
+        let pp = thaw(self.processing(), &late.processing);
+        *self = Bucket::seal_points(self.start_s, &merged, &lp, &pp, compression);
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.latency.as_ref().map_or(0, |d| d.heap_bytes())
-            + self.extras.as_ref().map_or(0, |x| {
-                std::mem::size_of::<Extras>()
-                    + std::mem::size_of_val(&*x.error_types)
-                    + std::mem::size_of_val(&*x.gauges)
-                    + x.processing.as_ref().map_or(0, |p| {
-                        std::mem::size_of::<SealedDuration>()
-                            + p.digest.as_ref().map_or(0, |d| d.heap_bytes())
-                    })
-            })
+        self.blob.as_ref().map_or(0, |b| b.len())
     }
 }
 
@@ -451,13 +216,13 @@ impl TierStore {
                         _ if pos == 0 && full => self.late_dropped += 1,
                         _ => tier
                             .buckets
-                            .insert(pos, Bucket::seal(start, agg.clone(), tier.compression)),
+                            .insert(pos, Bucket::seal(start, agg, tier.compression)),
                     }
                 }
                 building => {
                     if let Some((b, acc)) = building.take() {
                         if !acc.is_empty() {
-                            let bucket = Bucket::seal(b, acc, tier.compression);
+                            let bucket = Bucket::seal(b, &acc, tier.compression);
                             push_capped(&mut tier.buckets, tier.spec.slots as usize, bucket);
                         }
                     }
@@ -537,8 +302,8 @@ mod tests {
         assert_eq!(total60, 7200);
         let b = &t10.buckets[0];
         assert_eq!(b.count, 10);
-        assert!(b.extras.is_none(), "latency-only buckets box nothing");
-        let w: u64 = b.latency.as_ref().unwrap().points().map(|p| p.1).sum();
+        assert!(b.processing().is_none());
+        let w: u64 = b.latency().unwrap().points().map(|p| p.1).sum();
         assert_eq!(w, 10);
     }
 
@@ -553,45 +318,6 @@ mod tests {
             assert!(t.buckets.is_empty(), "tier {:?} kept old buckets", t.spec);
             assert_eq!(t.building.as_ref().unwrap().0, t.bucket_start(200_000));
         }
-    }
-
-    #[test]
-    fn sealed_digest_codes_means_within_a_step() {
-        for v in [0.0, 1e-3, 0.5, 1.0, 37.25, 1234.5, 9.99e8] {
-            let back = decode_mean(encode_mean(v));
-            if v == 0.0 {
-                assert_eq!(back, 0.0);
-            } else {
-                assert!((back - v).abs() / v < 3.4e-4, "{v} -> {back}");
-            }
-        }
-        let bins = crate::histogram::AtomicBins::new(crate::histogram::LATENCY_BINS);
-        let values = [0.0, 0.5, 3.0, 3.0, 250.0, 4e8];
-        for v in values {
-            bins.add(v, 1);
-        }
-        let d = DurationAgg {
-            count: values.len() as u64,
-            sum_ms: values.iter().sum(),
-            min_ms: 0.0,
-            max_ms: 4e8,
-            bins: bins.collect(false),
-        };
-        let sealed = SealedDigest::from_duration(&d, 200.0).unwrap();
-        let pts: Vec<_> = sealed.points().collect();
-        assert_eq!(pts.iter().map(|p| p.1).sum::<u64>(), 6);
-        assert_eq!(pts.len(), 5, "the two 3.0s share a centroid");
-        // Bin 0 holds [0, 2^-10 ms); its midpoint stands for it.
-        assert!(pts[0].0 < 1e-3);
-        for (p, v) in pts.iter().zip([0.0, 0.5, 3.0, 250.0, 4e8]).skip(1) {
-            let tol = crate::histogram::LATENCY_BINS.max_relative_error() + 3.4e-4;
-            assert!((p.0 - v).abs() <= v * tol, "{} vs {v}", p.0);
-        }
-        assert!(
-            sealed.heap_bytes() <= 3 * 5,
-            "{} bytes",
-            sealed.heap_bytes()
-        );
     }
 
     #[test]
