@@ -73,7 +73,7 @@ impl<T> Handoff<T> {
         out
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub fn is_empty(&self) -> bool {
         self.head.load(Ordering::Acquire).is_null()
     }
