@@ -223,12 +223,45 @@ impl Agg {
     }
 }
 
-/// Merges `(key, value)` lists sorted by key, combining equal keys.
+/// Merges `(key, value)` lists sorted by key, combining equal keys.  A few
+/// entries are inserted by binary search; longer lists by one linear merge
+/// (a day of per-minute counts is 1440 entries).
 pub(crate) fn merge_sorted<K: Ord + Copy, V: Copy>(
     into: &mut Vec<(K, V)>,
     from: &[(K, V)],
     combine: impl Fn(&mut V, &V),
 ) {
+    if into.is_empty() {
+        into.extend_from_slice(from);
+        return;
+    }
+    if from.len() > 8 {
+        let mut out = Vec::with_capacity(into.len() + from.len());
+        let (mut i, mut j) = (0, 0);
+        while i < into.len() && j < from.len() {
+            match into[i].0.cmp(&from[j].0) {
+                std::cmp::Ordering::Less => {
+                    out.push(into[i]);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push(from[j]);
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    let mut v = into[i].1;
+                    combine(&mut v, &from[j].1);
+                    out.push((into[i].0, v));
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        out.extend_from_slice(&into[i..]);
+        out.extend_from_slice(&from[j..]);
+        *into = out;
+        return;
+    }
     for (k, v) in from {
         match into.binary_search_by(|e| e.0.cmp(k)) {
             Ok(i) => combine(&mut into[i].1, v),
@@ -247,6 +280,22 @@ mod tests {
             assert_eq!(Gauge::from_name(g.name()), Some(g));
         }
         assert_eq!(Gauge::from_name("vram"), None);
+    }
+
+    #[test]
+    fn merge_sorted_short_and_long_lists_agree() {
+        let a: Vec<(u32, u64)> = (0..40).map(|i| (i * 3, 1)).collect();
+        let b: Vec<(u32, u64)> = (0..40).map(|i| (i * 2, 10)).collect();
+        let mut linear = a.clone();
+        merge_sorted(&mut linear, &b, |x, y| *x += *y);
+        let mut one_by_one = a.clone();
+        for e in &b {
+            merge_sorted(&mut one_by_one, std::slice::from_ref(e), |x, y| *x += *y);
+        }
+        assert_eq!(linear, one_by_one);
+        assert!(linear.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(linear.iter().map(|e| e.1).sum::<u64>(), 40 + 400);
+        assert_eq!(linear.iter().find(|e| e.0 == 6).unwrap().1, 11);
     }
 
     #[test]
