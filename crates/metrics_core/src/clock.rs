@@ -42,6 +42,10 @@ enum Source {
     },
 }
 
+/// Longest time a monitor's clock can span: seconds are counted in `u32`
+/// from the base, so stay well inside that (about 100 years).
+pub const MAX_SPAN_S: f64 = 3.1e9;
+
 /// A manual clock refused to go backwards.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClockError(pub String);
@@ -122,12 +126,19 @@ impl Clock {
                 "advance() needs a manual clock; this monitor uses the system clock".into(),
             )),
             Source::Manual { offset_ns } => {
-                if !seconds.is_finite() || !(0.0..=1e10).contains(&seconds) {
+                if !seconds.is_finite() || !(0.0..=MAX_SPAN_S).contains(&seconds) {
                     return Err(ClockError(format!(
-                        "cannot advance the clock by {seconds} s: expected a finite number of seconds in [0, 1e10]"
+                        "cannot advance the clock by {seconds} s: expected a finite number of seconds in [0, {MAX_SPAN_S:e}]"
                     )));
                 }
-                offset_ns.fetch_add((seconds * 1e9).round() as u64, Ordering::AcqRel);
+                let step = (seconds * 1e9).round() as u64;
+                let now = offset_ns.load(Ordering::Acquire);
+                if self.start_offset_ns + now + step > (MAX_SPAN_S * 1e9) as u64 {
+                    return Err(ClockError(format!(
+                        "cannot advance the clock by {seconds} s: a monitor's clock spans at most {MAX_SPAN_S:e} s (about 100 years)"
+                    )));
+                }
+                offset_ns.fetch_add(step, Ordering::AcqRel);
                 Ok(())
             }
         }
@@ -214,6 +225,9 @@ mod tests {
         assert!(c.set_epoch_s(1_000.0).is_err());
         c.set_epoch_s(2_000.0).unwrap();
         assert!((c.now_epoch_s() - 2_000.0).abs() < 1e-6);
+        c.advance(3.0e9).unwrap();
+        let e = c.advance(2.0e8).unwrap_err().0;
+        assert!(e.contains("100 years"), "{e}");
     }
 
     #[test]
