@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv build run test rust-test lint stubtest pytest loom wheel wheel-check clean
+.PHONY: venv build run test rust-test lint stubtest pytest loom wheel wheel-check bench bench-quick bench-smoke bench-peers clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+# The peers the benchmarks compare against (pyproject's `bench` extra).
+BENCH_PEERS := fastdigest pytdigest tdigest ddsketch hdrhistogram prometheus-client
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet $(BENCH_PEERS)
+	touch $@
+
+bench-peers: $(VENV)/.bench-installed
 
 ## Build the extension (release) into the project venv.
 build: venv
@@ -39,7 +47,20 @@ pytest: build
 	$(PY) -m pytest
 
 ## Every check CI runs.
-test: lint rust-test loom stubtest pytest wheel-check
+test: lint rust-test loom stubtest pytest bench-smoke wheel-check
+
+## Benchmarks against peers, side by side; the table lands in
+## benchmarks/results/latest.json (BENCH_JSON=path to change).
+bench: build bench-peers
+	$(PY) -m pytest benchmarks -q -p no:cacheprovider
+
+## Same, with sizes that finish in under two minutes.
+bench-quick: build bench-peers
+	$(PY) -m pytest benchmarks -q -p no:cacheprovider --quick
+
+## Tiny sizes, no targets asserted: keeps the benchmark code from rotting.
+bench-smoke: build bench-peers
+	BENCH_JSON=$(abspath target/bench-smoke.json) $(PY) -m pytest benchmarks -q -p no:cacheprovider --smoke
 
 ## Model-check the lock-free protocols under loom.
 loom: venv

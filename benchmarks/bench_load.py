@@ -38,3 +38,15 @@ def build(services: int, hours: float, seed: int = 20240607, extra_s: int = 600)
                 h.set_resource(vram_used_bytes=6e9 + 1e6 * (k % 100), gpu_util_pct=float(k % 100))
         m.advance(STEP_S)
     return m
+
+
+_TICK = np.array([180.0, 240.0])
+
+
+def traffic(m: Monitor, seconds: int) -> None:
+    """Keeps the load going for ``seconds`` more simulated seconds (2 requests/s per service)."""
+    handles = [m.service(name) for name in m.services()]
+    for _ in range(seconds):
+        for h in handles:
+            h.record_many(_TICK)
+        m.advance(1)

@@ -68,12 +68,13 @@ class Report:
         if self.mode != "smoke":
             assert met, message
 
-    def need(self, section: str, peer: Peer) -> Any:
-        """The peer's module, or a 'missing' row and a skip."""
+    def need(self, section: str, peer: Peer, *more: str) -> Any:
+        """The peer's module, or a 'missing' row (in each section) and a skip."""
         try:
             return peer.mod()
         except PeerMissing as exc:
-            self.add(section, peer.name, None, "", note=f"missing: {exc}")
+            for sec in (section, *more):
+                self.add(sec, peer.name, None, "", note=f"missing: {exc}")
             pytest.skip(f"{peer.name} missing: {exc}")
 
     # ------------------------------------------------------------------ output

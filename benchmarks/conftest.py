@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,9 +36,9 @@ def _mode(config: pytest.Config) -> str:
 # Sizes per mode.  n: values per accuracy set; calls: calls per timed round.
 SIZES = {
     "full": dict(n=1_000_000, batch_n=1_000_000, calls=200_000, slow_calls=5_000, rounds=7,
-                 stream_n=200_000, hours=24, growth=(1, 10, 64), frames=200, repeats=5, reads_rounds=200),
+                 stream_n=200_000, hours=24, growth=(1, 10, 64), frames=50, repeats=40, reads_rounds=200),
     "quick": dict(n=200_000, batch_n=1_000_000, calls=50_000, slow_calls=1_000, rounds=5,
-                  stream_n=50_000, hours=24, growth=(1, 10, 16), frames=100, repeats=3, reads_rounds=50),
+                  stream_n=50_000, hours=24, growth=(1, 10, 16), frames=50, repeats=12, reads_rounds=50),
     "smoke": dict(n=5_000, batch_n=10_000, calls=500, slow_calls=20, rounds=2,
                   stream_n=2_000, hours=1, growth=(1, 2), frames=5, repeats=1, reads_rounds=3),
 }
@@ -48,7 +50,7 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def sizes(mode: str) -> dict:
+def sizes(mode: str) -> dict[str, Any]:
     return SIZES[mode]
 
 
@@ -70,10 +72,17 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
 
 
 @pytest.fixture(scope="session")
-def loaded_monitor(sizes: dict):  # type: ignore[no-untyped-def]
+def loaded_monitor(sizes: dict[str, Any]) -> Iterator[Any]:
     """10 services with every tier full (24 h + 10 min of traffic; 1 h in smoke)."""
     from bench_load import build
 
     m = build(10, sizes["hours"])
     yield m
     m.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Smoke mode asserts no target, so the xfail marks of known misses would only read as XPASS."""
+    if _mode(config) == "smoke":
+        for item in items:
+            item.own_markers = [m for m in item.own_markers if m.name != "xfail"]

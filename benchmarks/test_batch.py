@@ -20,8 +20,9 @@ FD = "fastdigest(default=1000): batch_update(arr)"
 
 
 @pytest.fixture(scope="module")
-def arr(sizes: dict) -> F64:
-    return np.random.default_rng(SEED).lognormal(np.log(200.0), 0.6, sizes["batch_n"])
+def arr(sizes: dict[str, Any]) -> F64:
+    arr: F64 = np.random.default_rng(SEED).lognormal(np.log(200.0), 0.6, sizes["batch_n"])
+    return arr
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def monitor() -> Iterator[Monitor]:
     m.close()
 
 
-def _rate(benchmark: Any, report: Report, sizes: dict, name: str, make: Callable[[], Any],
+def _rate(benchmark: Any, report: Report, sizes: dict[str, Any], name: str, make: Callable[[], Any],
           fn: Callable[[Any, F64], Any], arr: F64, ours: bool = False, note: str = "") -> float:
     """A fresh sink per round (setup, untimed) so every round ingests into the same state."""
     s = median_s(benchmark, lambda sink: fn(sink, arr), sizes["rounds"], setup=make)
@@ -40,25 +41,25 @@ def _rate(benchmark: Any, report: Report, sizes: dict, name: str, make: Callable
     return rate
 
 
-def test_record_many(benchmark: Any, report: Report, sizes: dict, arr: F64, monitor: Monitor) -> None:
+def test_record_many(benchmark: Any, report: Report, sizes: dict[str, Any], arr: F64, monitor: Monitor) -> None:
     counter = iter(range(1 << 30))
     # one fresh service per round; all values land in the open second's bins
     _rate(benchmark, report, sizes, OURS, lambda: monitor.service(f"b{next(counter)}"),
           lambda h, a: h.record_many(a), arr, ours=True, note=f"n={arr.size:,}, one service, one second")
 
 
-def test_tdigest_update_many(benchmark: Any, report: Report, sizes: dict, arr: F64) -> None:
+def test_tdigest_update_many(benchmark: Any, report: Report, sizes: dict[str, Any], arr: F64) -> None:
     _rate(benchmark, report, sizes, "ours: TDigest().update_many(arr)", TDigest, lambda t, a: t.update_many(a), arr)
 
 
-def test_numpy_percentile(benchmark: Any, report: Report, sizes: dict, arr: F64) -> None:
+def test_numpy_percentile(benchmark: Any, report: Report, sizes: dict[str, Any], arr: F64) -> None:
     _rate(benchmark, report, sizes, "numpy: np.percentile x5 (exact)", lambda: None,
           lambda _, a: np.percentile(a, [50, 90, 95, 99, 99.9]), arr, note="reference, keeps all values")
 
 
 @pytest.mark.parametrize("peer", ["fastdigest(default=1000)", "fastdigest(max_centroids=100)",
                                   "pytdigest(compression=100)"])
-def test_peer_batch(peer: str, benchmark: Any, report: Report, sizes: dict, arr: F64) -> None:
+def test_peer_batch(peer: str, benchmark: Any, report: Report, sizes: dict[str, Any], arr: F64) -> None:
     p = by_name(peer)
     mod = report.need(SECTION, p)
     assert p.batch is not None

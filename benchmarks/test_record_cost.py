@@ -20,7 +20,7 @@ OURS = "ours: handle.record(x)"
 
 
 @pytest.fixture(scope="module")
-def values(sizes: dict) -> list[float]:
+def values(sizes: dict[str, Any]) -> list[float]:
     rng = np.random.default_rng(SEED)
     return [float(x) for x in rng.lognormal(np.log(200.0), 0.6, sizes["calls"])]
 
@@ -39,7 +39,7 @@ def handle() -> Iterator[Any]:
     m.close()
 
 
-def _measure(benchmark: Any, report: Report, sizes: dict, loop_ns: float, name: str,
+def _measure(benchmark: Any, report: Report, sizes: dict[str, Any], loop_ns: float, name: str,
              fn: Callable[..., Any], values: list[Any], ours: bool = False, note: str = "",
              loop: Callable[..., None] | None = None) -> float:
     kw = {} if loop is None else {"loop": loop}
@@ -74,7 +74,7 @@ OUR_CALLS: dict[str, tuple[bool, Callable[..., None] | None]] = {
 
 
 @pytest.mark.parametrize("name", list(OUR_CALLS))
-def test_ours(name: str, benchmark: Any, report: Report, sizes: dict, loop_ns: float, handle: Any,
+def test_ours(name: str, benchmark: Any, report: Report, sizes: dict[str, Any], loop_ns: float, handle: Any,
               values: list[float]) -> None:
     bound, loop = OUR_CALLS[name]
     fn = handle.record if bound else handle
@@ -83,7 +83,7 @@ def test_ours(name: str, benchmark: Any, report: Report, sizes: dict, loop_ns: f
 
 
 @pytest.mark.parametrize("peer", [p.name for p in PEERS])
-def test_peer_insert(peer: str, benchmark: Any, report: Report, sizes: dict, loop_ns: float,
+def test_peer_insert(peer: str, benchmark: Any, report: Report, sizes: dict[str, Any], loop_ns: float,
                      values: list[float]) -> None:
     p = by_name(peer)
     mod = report.need(SECTION, p)
@@ -95,7 +95,7 @@ def test_peer_insert(peer: str, benchmark: Any, report: Report, sizes: dict, loo
 
 
 @pytest.mark.parametrize("kind", ["Counter.inc()", "Gauge.set(v)"])
-def test_prometheus_counter_gauge(kind: str, benchmark: Any, report: Report, sizes: dict, loop_ns: float,
+def test_prometheus_counter_gauge(kind: str, benchmark: Any, report: Report, sizes: dict[str, Any], loop_ns: float,
                                   values: list[float]) -> None:
     prom = by_name("prometheus Histogram(default buckets)")
     mod = report.need(SECTION, prom)

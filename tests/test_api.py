@@ -74,8 +74,12 @@ def test_record_success_and_failures(mon: Monitor) -> None:
 
 def test_error_with_ok_true_is_rejected(mon: Monitor) -> None:
     s = mon.service("x")
-    with pytest.raises(errors.InvalidValueError, match="ok=False"):
-        s.record(1.0, ok=True, error="timeout")
+    with pytest.raises(errors.InvalidValueError) as ei:
+        s.record(1.5, ok=True, error="timeout")
+    assert str(ei.value) == (
+        "record(1.5, ok=True, error=\"timeout\") is contradictory: pass ok=False to record "
+        "a failure of type \"timeout\"; nothing was recorded"
+    )
     assert mon.stats("x").count == 0
 
 

@@ -41,6 +41,8 @@ pub enum MetricsError {
     },
     /// Monitor configuration (tiers, limits) that cannot work.
     InvalidConfig(String),
+    /// Arguments that contradict each other; the message says how to call.
+    InvalidArgument(String),
     /// A manual-clock operation that cannot be done.
     Clock(String),
     /// The monitor was closed.
@@ -84,6 +86,7 @@ impl fmt::Display for MetricsError {
                 write!(f, "unknown resource gauge {gauge:?}; valid gauges: {}", valid.join(", "))
             }
             MetricsError::InvalidConfig(msg) => write!(f, "invalid monitor configuration: {msg}"),
+            MetricsError::InvalidArgument(msg) => f.write_str(msg),
             MetricsError::Clock(msg) => f.write_str(msg),
             MetricsError::Closed => f.write_str("the monitor is closed"),
         }

@@ -11,9 +11,9 @@ use pyo3::types::PyType;
 /// Name of the Python exception class for an error.
 pub fn class_name(e: &MetricsError) -> &'static str {
     match e {
-        MetricsError::InvalidValue { .. } | MetricsError::InvalidValueAt { .. } => {
-            "InvalidValueError"
-        }
+        MetricsError::InvalidValue { .. }
+        | MetricsError::InvalidValueAt { .. }
+        | MetricsError::InvalidArgument(_) => "InvalidValueError",
         MetricsError::InvalidName { .. } => "InvalidNameError",
         MetricsError::ServiceLimit { .. } => "ServiceLimitError",
         MetricsError::UnknownService { .. } => "UnknownServiceError",

@@ -32,11 +32,9 @@ impl PyService {
             (true, None) => None,
             (false, e) => Some(e.unwrap_or("error")),
             (true, Some(e)) => {
-                return Err(MetricsError::InvalidValue {
-                    what: "error for a successful record",
-                    value: f64::NAN,
-                    expected: format!("ok=False when an error type ({e:?}) is given"),
-                })
+                return Err(MetricsError::InvalidArgument(format!(
+                    "record({latency_ms}, ok=True, error={e:?}) is contradictory: pass ok=False to record a failure of type {e:?}; nothing was recorded"
+                )))
                 .py()
             }
         };

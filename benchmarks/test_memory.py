@@ -1,0 +1,63 @@
+"""Memory of full retention: memory_bytes() and process RSS delta, measured in
+a fresh subprocess per load so other tests cannot pollute it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench_report import Report
+
+SECTION = "memory with every tier full (24 h + 10 min of traffic)"
+HERE = Path(__file__).parent
+LIMIT = 10_000_000
+STRETCH = 4_000_000
+LLM_NOTE = "5 of them with queues+resource gauges standing for LLM endpoints (no LLM model tracking in the engine yet)"
+
+
+_CACHE: dict[tuple[int, float], dict[str, Any]] = {}
+
+
+def measure(services: int, hours: float) -> dict[str, Any]:
+    if (services, hours) not in _CACHE:
+        _CACHE[services, hours] = _run_child(services, hours)
+    return _CACHE[services, hours]
+
+
+def _run_child(services: int, hours: float) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, str(HERE / "bench_memory_child.py"), str(services), str(hours)],
+                         cwd=HERE, capture_output=True, text=True, timeout=300, check=True)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_ten_services(report: Report, sizes: dict[str, Any]) -> None:
+    r = measure(10, sizes["hours"])
+    mem, rss = r["memory_bytes"], r["rss_delta"]
+    report.add(SECTION, "ours: 10 services, memory_bytes()", mem, "B", ours=True, note=LLM_NOTE)
+    report.add(SECTION, "ours: 10 services, process RSS delta", rss, "B", note="VmRSS after - before the build")
+    if sizes["hours"] < 24:
+        report.add(SECTION, "targets", None, "", note=f"not checked: smoke fills only {sizes['hours']} h")
+        return
+    met_mem = report.target(SECTION, "10 services memory_bytes", mem, "B", "<= 10 MB", mem <= LIMIT)
+    met_rss = report.target(SECTION, "10 services RSS delta", rss, "B", "<= 10 MB", rss <= LIMIT)
+    report.add(SECTION, "10 services memory_bytes (stretch)", mem, "B", target="<= 4 MB", met=mem <= STRETCH,
+               note="stretch goal, shown, not enforced")
+    report.enforce(met_mem and met_rss, f"10 services: memory_bytes {mem:,} B, RSS delta {rss:,} B (target <= 10 MB)")
+
+
+@pytest.mark.parametrize("services", [1, 10, 64])
+def test_growth(services: int, report: Report, sizes: dict[str, Any]) -> None:
+    if services not in sizes["growth"]:
+        services = max(sizes["growth"])  # quick/smoke shrink the largest count
+        if any(r.name.startswith(f"growth: {services} services") for r in report.rows):
+            pytest.skip(f"largest count shrunk to {services} in this mode, already measured")
+    r = measure(services, sizes["hours"])
+    mem = r["memory_bytes"]
+    report.add(SECTION, f"growth: {services} services, memory_bytes()", mem, "B",
+               note=f"{mem / services / 1024:.0f} KiB/service; RSS delta {r['rss_delta'] / 2**20:.2f} MiB")
