@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::agg::{merge_sorted, Agg};
 use crate::config::RetentionTier;
 use crate::tdigest::TDigest;
-use crate::tiers::{Bucket, TierStore};
+use crate::tiers::{Bucket, Tier, TierStore};
 
 /// Exact scalars plus the weighted points of a window's digests.
 #[derive(Debug, Clone, Default)]
@@ -52,6 +52,17 @@ impl WindowAcc {
     pub fn add_agg(&mut self, start_s: u32, agg: &Agg, resolution_s: u32) {
         self.agg.merge(agg);
         self.add_minute(start_s, agg.latency.count, resolution_s);
+    }
+
+    /// The busiest aligned minute: (start, requests).
+    pub fn peak(&self) -> Option<(u32, f64)> {
+        self.minutes
+            .iter()
+            .copied()
+            .fold(None, |best: Option<(u32, f64)>, m| match best {
+                Some(b) if b.1 >= m.1 => Some(b),
+                _ => Some(m),
+            })
     }
 
     pub fn add_acc(&mut self, o: &WindowAcc) {
@@ -85,8 +96,19 @@ impl WindowAcc {
         digest_of(&self.processing_points, &self.agg.processing, compression)
     }
 
-    /// Shrinks the points to one digest's centroids (for the cache).
+    /// Shrinks the points to one digest's centroids and the minutes to
+    /// those peak-rpm can still need (for the cache).  Only the first and
+    /// last minute of a part can share a minute with a neighbouring part;
+    /// of the others, the busiest is all that matters.
     fn compact(mut self, compression: f64) -> WindowAcc {
+        if self.minutes.len() > 3 {
+            let last = self.minutes.len() - 1;
+            let inner = self.minutes[1..last]
+                .iter()
+                .copied()
+                .fold(self.minutes[1], |b, m| if m.1 > b.1 { m } else { b });
+            self.minutes = vec![self.minutes[0], inner, self.minutes[last]];
+        }
         if let Some(d) = self.latency_digest(compression) {
             self.latency_points = d.centroids().collect();
         }
@@ -149,30 +171,92 @@ pub fn plan(tiers: &[RetentionTier], window_s: u64) -> Plan {
     }
 }
 
-/// Key of a cached middle part: (tier, first bucket start, end).
-pub type MiddleKey = (usize, u32, u32);
+/// Key of a cached middle part: (window length, tier, first bucket start, end).
+pub type MiddleKey = (u64, usize, u32, u32);
 
-/// A few recently used middle parts.
+/// A few recently used middle parts, and summaries of whole blocks of
+/// `BLOCK` sealed buckets that rebuilding a middle reuses.
 #[derive(Debug, Default)]
 pub struct MiddleCache {
     entries: Vec<(MiddleKey, Arc<WindowAcc>)>,
+    /// ((tier, block start), summary), ascending.
+    blocks: Vec<((usize, u32), Block)>,
 }
 
-const CACHE_ENTRIES: usize = 12;
+/// Buckets per cached block: an hour of minutes, ten minutes of 10 s.
+pub const BLOCK: u32 = 60;
+
+/// The merged, frozen content of one block of sealed buckets.  A block
+/// spans `BLOCK` × resolution seconds, a whole number of UTC minutes, so
+/// its busiest minute is all that peak-rpm needs from it.
+#[derive(Debug)]
+struct Block {
+    agg: Agg,
+    latency: Box<[u8]>,
+    processing: Box<[u8]>,
+    peak: Option<(u32, f64)>,
+}
+
+impl Block {
+    fn build<'a>(
+        buckets: impl Iterator<Item = &'a Bucket>,
+        resolution_s: u32,
+        compression: f64,
+    ) -> Block {
+        let mut w = WindowAcc::default();
+        for b in buckets {
+            w.add_bucket(b, resolution_s);
+        }
+        let peak = w.peak();
+        let mut agg = w.agg;
+        let latency = crate::sealed::freeze(&w.latency_points, &agg.latency, compression);
+        let processing = crate::sealed::freeze(&w.processing_points, &agg.processing, compression);
+        agg.latency.bins = crate::histogram::SparseBins::empty(agg.latency.bins_layout());
+        agg.processing.bins = crate::histogram::SparseBins::empty(agg.processing.bins_layout());
+        Block {
+            agg,
+            latency,
+            processing,
+            peak,
+        }
+    }
+
+    fn add_to(&self, w: &mut WindowAcc) {
+        w.agg.merge(&self.agg);
+        w.latency_points
+            .extend(crate::sealed::DigestView::new(&self.latency).points());
+        w.processing_points
+            .extend(crate::sealed::DigestView::new(&self.processing).points());
+        if let Some(p) = self.peak {
+            merge_sorted(&mut w.minutes, &[p], |a, b| *a += *b);
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Block>()
+            + self.agg.heap_bytes()
+            + self.latency.len()
+            + self.processing.len()
+    }
+}
+
+/// Distinct window lengths cached per service (one middle each).
+const CACHE_ENTRIES: usize = 8;
 
 impl MiddleCache {
-    fn get_or_build(
-        &mut self,
-        key: MiddleKey,
-        build: impl FnOnce() -> WindowAcc,
-    ) -> Arc<WindowAcc> {
-        if let Some(i) = self.entries.iter().position(|(k, _)| *k == key) {
-            let e = self.entries.remove(i);
-            let acc = e.1.clone();
-            self.entries.push(e);
-            return acc;
-        }
-        let acc = Arc::new(build());
+    /// A cached middle, marked most recently used.
+    fn get(&mut self, key: MiddleKey) -> Option<Arc<WindowAcc>> {
+        let i = self.entries.iter().position(|(k, _)| *k == key)?;
+        let e = self.entries.remove(i);
+        let acc = e.1.clone();
+        self.entries.push(e);
+        Some(acc)
+    }
+
+    fn insert(&mut self, key: MiddleKey, acc: WindowAcc) -> Arc<WindowAcc> {
+        let acc = Arc::new(acc);
+        // A window's previous middle is stale once it has slid.
+        self.entries.retain(|(k, _)| k.0 != key.0);
         if self.entries.len() >= CACHE_ENTRIES {
             self.entries.remove(0);
         }
@@ -182,6 +266,7 @@ impl MiddleCache {
 
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.blocks.clear();
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -190,6 +275,62 @@ impl MiddleCache {
             .map(|(_, a)| a.heap_bytes())
             .sum::<usize>()
             + self.entries.capacity() * std::mem::size_of::<(MiddleKey, Arc<WindowAcc>)>()
+            + self
+                .blocks
+                .iter()
+                .map(|(_, b)| b.heap_bytes())
+                .sum::<usize>()
+    }
+
+    /// Merges the sealed buckets of `tier` in `[from, to)`: whole blocks
+    /// from their cached summaries (built on first use), the rest bucket
+    /// by bucket.  Turns rebuilding a day of minutes from 1440 digests into
+    /// at most 24 block summaries plus 118 buckets.
+    fn merge_range(
+        &mut self,
+        ti: usize,
+        tier: &Tier,
+        from: u32,
+        to: u32,
+        compression: f64,
+    ) -> WindowAcc {
+        let res = tier.spec.resolution_s;
+        let span = res * BLOCK;
+        let first_block = from.div_ceil(span) * span;
+        let end_blocks = to / span * span;
+        let mut m = WindowAcc::default();
+        if first_block >= end_blocks {
+            for b in tier.sealed_between(from, to) {
+                m.add_bucket(b, res);
+            }
+            return m;
+        }
+        for b in tier.sealed_between(from, first_block) {
+            m.add_bucket(b, res);
+        }
+        // Blocks older than the tier keeps are of no further use.
+        let oldest = tier.buckets.front().map_or(0, |b| b.start_s);
+        self.blocks
+            .retain(|((t, start), _)| *t != ti || start + span > oldest);
+        let mut start = first_block;
+        while start < end_blocks {
+            let key = (ti, start);
+            let i = match self.blocks.binary_search_by(|(k, _)| k.cmp(&key)) {
+                Ok(i) => i,
+                Err(i) => {
+                    let block =
+                        Block::build(tier.sealed_between(start, start + span), res, compression);
+                    self.blocks.insert(i, (key, block));
+                    i
+                }
+            };
+            self.blocks[i].1.add_to(&mut m);
+            start += span;
+        }
+        for b in tier.sealed_between(end_blocks, to) {
+            m.add_bucket(b, res);
+        }
+        m
     }
 }
 
@@ -227,14 +368,16 @@ pub fn collect_window(
     } else {
         mid_from
     };
-    let key = (p.middle_tier, mid_from, mid_to);
-    let middle = cache.get_or_build(key, || {
-        let mut m = WindowAcc::default();
-        for b in mid.sealed_between(mid_from, mid_to) {
-            m.add_bucket(b, mid.spec.resolution_s);
+    let key = (window_s, p.middle_tier, mid_from, mid_to);
+    let middle = match cache.get(key) {
+        Some(m) => m,
+        None => {
+            let m = cache
+                .merge_range(p.middle_tier, mid, mid_from, mid_to, compression)
+                .compact(compression);
+            cache.insert(key, m)
         }
-        m.compact(compression)
-    });
+    };
     acc.add_acc(&middle);
     if let Some((start, agg)) = &mid.building {
         if *start >= mid_from {

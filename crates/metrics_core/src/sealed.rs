@@ -140,7 +140,19 @@ fn encode_digest(points: &[(f64, u64)], d: &DurationAgg, compression: f64, out: 
 #[derive(Debug, Clone, Copy)]
 pub struct DigestView<'a>(&'a [u8]);
 
+/// Freezes the digest of `points` on its own (for cached summaries).
+pub fn freeze(points: &[(f64, u64)], d: &DurationAgg, compression: f64) -> Box<[u8]> {
+    let mut out = Vec::new();
+    encode_digest(points, d, compression, &mut out);
+    out.into_boxed_slice()
+}
+
 impl<'a> DigestView<'a> {
+    /// A view of bytes made by [`freeze`].
+    pub fn new(bytes: &'a [u8]) -> Self {
+        DigestView(bytes)
+    }
+
     /// The centroids as weighted points, ascending.
     pub fn points(self) -> impl Iterator<Item = (f64, u64)> + 'a {
         let mut r = Reader {

@@ -410,14 +410,7 @@ impl Service {
             .filter_map(|&(id, n)| self.error_types.name(id).map(|s| (s, n as u64)))
             .collect();
         error_counts.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
-        let peak = acc
-            .minutes
-            .iter()
-            .copied()
-            .fold(None::<(u32, f64)>, |best, m| match best {
-                Some(b) if b.1 >= m.1 => Some(b),
-                _ => Some(m),
-            });
+        let peak = acc.peak();
         // "Latest" values only when they fall inside the window.
         let in_window = |at_plus_one: u64| latest && at_plus_one > from_ms && at_plus_one != 0;
         let last_err = self.last.error.load(Ordering::Relaxed);

@@ -68,6 +68,15 @@ proptest! {
                 prop_assert!((avg - sum / inside.len() as f64).abs() <= 1e-9 * avg.abs().max(1.0));
                 let p50 = st.p50_ms.unwrap();
                 prop_assert!(p50 >= min && p50 <= max);
+                // Peak rpm: the busiest aligned UTC minute of the covered records.
+                let mut per_minute = std::collections::BTreeMap::<i64, u64>::new();
+                for r in &inside {
+                    *per_minute.entry((r.0 / 60.0).floor() as i64 * 60).or_default() += 1;
+                }
+                let busiest = per_minute.values().copied().max().unwrap();
+                prop_assert_eq!(st.peak_rpm, Some(busiest as f64), "window {}", window);
+                let at = st.peak_rpm_at.unwrap();
+                prop_assert_eq!(per_minute.get(&(at as i64)).copied(), Some(busiest));
             }
             // The covered span never starts before the window asks, and
             // starts at most one coarse bucket late.
