@@ -111,6 +111,22 @@ impl DurationAgg {
         }
     }
 
+    /// Exact aggregate of `values` (tests build expectations with it).
+    #[cfg(test)]
+    pub(crate) fn from_values(values: &[f64], layout: crate::histogram::BinLayout) -> Self {
+        let bins = crate::histogram::AtomicBins::new(layout);
+        for &v in values {
+            bins.add(v, 1);
+        }
+        DurationAgg {
+            count: values.len() as u64,
+            sum_ms: values.iter().sum(),
+            min_ms: values.iter().cloned().fold(f64::INFINITY, f64::min),
+            max_ms: values.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            bins: bins.collect(false),
+        }
+    }
+
     pub fn bins_layout(&self) -> crate::histogram::BinLayout {
         self.bins.layout()
     }

@@ -331,20 +331,10 @@ pub fn merge_extras<'a>(blob: &'a [u8], into: Option<&mut Agg>) -> Option<Digest
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::histogram::{AtomicBins, LATENCY_BINS, PROCESSING_BINS};
+    use crate::histogram::{LATENCY_BINS, PROCESSING_BINS};
 
     fn duration(values: &[f64], layout: crate::histogram::BinLayout) -> DurationAgg {
-        let bins = AtomicBins::new(layout);
-        for &v in values {
-            bins.add(v, 1);
-        }
-        DurationAgg {
-            count: values.len() as u64,
-            sum_ms: values.iter().sum(),
-            min_ms: values.iter().cloned().fold(f64::INFINITY, f64::min),
-            max_ms: values.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
-            bins: bins.collect(false),
-        }
+        DurationAgg::from_values(values, layout)
     }
 
     #[test]

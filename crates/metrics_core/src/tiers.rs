@@ -263,22 +263,13 @@ impl TierStore {
 mod tests {
     use super::*;
     use crate::config::DEFAULT_TIERS;
-    use crate::histogram::{AtomicBins, LATENCY_BINS};
+    use crate::histogram::LATENCY_BINS;
 
     fn second_with(values: &[f64]) -> Agg {
-        let bins = AtomicBins::new(LATENCY_BINS);
-        for &v in values {
-            bins.add(v, 1);
+        Agg {
+            latency: DurationAgg::from_values(values, LATENCY_BINS),
+            ..Agg::default()
         }
-        let mut a = Agg::default();
-        a.latency = DurationAgg {
-            count: values.len() as u64,
-            sum_ms: values.iter().sum(),
-            min_ms: values.iter().cloned().fold(f64::INFINITY, f64::min),
-            max_ms: values.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
-            bins: bins.collect(false),
-        };
-        a
     }
 
     #[test]
