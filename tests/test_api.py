@@ -231,6 +231,8 @@ def test_metric_names_constant_matches_engine(mon: Monitor) -> None:
         t, v = mon.series("a", name, "1m")
         assert t.shape == v.shape == (60,)
     assert set(mdm.GAUGES) <= set(mdm.METRICS)
+    assert len(mdm.METRICS) == 27 and len(mdm.GAUGES) == 8
+    assert {"p95_ms", "uptime_pct", "vram_used_bytes"} <= set(mdm.METRICS)
 
 
 def test_snapshot_is_every_service_in_order(mon: Monitor) -> None:

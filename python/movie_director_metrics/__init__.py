@@ -13,7 +13,7 @@ Quick use::
 
 from __future__ import annotations
 
-from . import errors
+from . import _core, errors
 from ._core import (
     DEFAULT_COMPRESSION,
     GaugeStats,
@@ -41,41 +41,11 @@ from .timing import timed
 #: Windows with a name; any number of seconds up to the longest tier works too.
 WINDOWS: tuple[str, ...] = ("1m", "5m", "15m", "1h", "6h", "24h")
 
-#: Gauges accepted by ``Service.set_resource``.
-GAUGES: tuple[str, ...] = (
-    "vram_used_bytes",
-    "vram_total_bytes",
-    "ram_used_bytes",
-    "ram_total_bytes",
-    "cpu_pct",
-    "gpu_util_pct",
-    "gpu_temp_c",
-    "gpu_power_w",
-)
+#: Gauges accepted by ``Service.set_resource`` (from the engine).
+GAUGES: tuple[str, ...] = tuple(_core.GAUGES)
 
-#: Metrics accepted by ``Monitor.series`` and ``Monitor.compare``.
-METRICS: tuple[str, ...] = (
-    "count",
-    "errors",
-    "rpm",
-    "success_rate",
-    "error_rate",
-    "avg_ms",
-    "min_ms",
-    "max_ms",
-    "p50_ms",
-    "p90_ms",
-    "p95_ms",
-    "p99_ms",
-    "uptime_pct",
-    "queue_depth_avg",
-    "queue_depth_max",
-    "processing_avg_ms",
-    "processing_p50_ms",
-    "processing_p95_ms",
-    "health_latency_ms",
-    *GAUGES,
-)
+#: Metrics accepted by ``Monitor.series`` and ``Monitor.compare`` (from the engine).
+METRICS: tuple[str, ...] = tuple(_core.METRICS)
 
 __all__ = [
     "DEFAULT_COMPRESSION",

@@ -9,7 +9,9 @@ from typing_extensions import Self
 
 __all__ = [
     "DEFAULT_COMPRESSION",
+    "GAUGES",
     "GaugeStats",
+    "METRICS",
     "Monitor",
     "Service",
     "ServiceStats",
@@ -23,6 +25,10 @@ __version__: str
 #: p50…p99.9 on lognormal, bimodal, Pareto(1.5) and sorted data (1e6
 #: values), ~2 KiB serialized.
 DEFAULT_COMPRESSION: float
+#: Gauge names ``Service.set_resource`` accepts.
+GAUGES: list[str]
+#: Metric names ``Monitor.series`` and ``Monitor.compare`` accept.
+METRICS: list[str]
 
 @final
 class GaugeStats:

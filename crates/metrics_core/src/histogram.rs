@@ -168,33 +168,7 @@ impl SparseBins {
         if other.bins.is_empty() {
             return;
         }
-        if self.bins.is_empty() {
-            self.bins.extend_from_slice(&other.bins);
-            return;
-        }
-        let mut out = Vec::with_capacity(self.bins.len() + other.bins.len());
-        let (mut i, mut j) = (0, 0);
-        let (a, b) = (&self.bins, &other.bins);
-        while i < a.len() && j < b.len() {
-            match a[i].0.cmp(&b[j].0) {
-                std::cmp::Ordering::Less => {
-                    out.push(a[i]);
-                    i += 1;
-                }
-                std::cmp::Ordering::Greater => {
-                    out.push(b[j]);
-                    j += 1;
-                }
-                std::cmp::Ordering::Equal => {
-                    out.push((a[i].0, a[i].1 + b[j].1));
-                    i += 1;
-                    j += 1;
-                }
-            }
-        }
-        out.extend_from_slice(&a[i..]);
-        out.extend_from_slice(&b[j..]);
-        self.bins = out;
+        crate::agg::merge_sorted(&mut self.bins, &other.bins, |a, b| *a += *b);
     }
 
     /// Weighted points for a digest: bin representatives clamped to the

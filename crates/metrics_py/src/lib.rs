@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+mod arrays;
 mod errors;
 mod monitor;
 mod service;
@@ -22,6 +23,14 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m
     )?)?;
     m.add("DEFAULT_COMPRESSION", metrics_core::DEFAULT_COMPRESSION)?;
+    m.add("METRICS", metrics_core::Metric::names())?;
+    m.add(
+        "GAUGES",
+        metrics_core::Gauge::ALL
+            .iter()
+            .map(|g| g.name())
+            .collect::<Vec<_>>(),
+    )?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -50,25 +50,9 @@ impl PyService {
         error: &str,
     ) -> PyResult<()> {
         // Zero-copy for contiguous arrays; a strided view is copied once.
-        let owned_l;
-        let l: &[f64] = match latencies_ms.as_slice() {
-            Ok(s) => s,
-            Err(_) => {
-                owned_l = latencies_ms.as_array().to_vec();
-                &owned_l
-            }
-        };
-        let owned_ok;
-        let ok_slice: Option<&[bool]> = match &ok {
-            None => None,
-            Some(a) => Some(match a.as_slice() {
-                Ok(s) => s,
-                Err(_) => {
-                    owned_ok = a.as_array().to_vec();
-                    &owned_ok
-                }
-            }),
-        };
+        let l = crate::arrays::contiguous(&latencies_ms);
+        let ok = ok.as_ref().map(crate::arrays::contiguous);
+        let (l, ok_slice): (&[f64], Option<&[bool]>) = (&l, ok.as_deref());
         let svc = &self.service;
         py.detach(|| svc.record_batch(l, ok_slice, error)).py()
     }

@@ -29,14 +29,8 @@ impl PyTDigest {
     }
 
     fn update_many(&mut self, py: Python<'_>, values: PyReadonlyArray1<'_, f64>) -> PyResult<()> {
-        let owned;
-        let xs: &[f64] = match values.as_slice() {
-            Ok(s) => s,
-            Err(_) => {
-                owned = values.as_array().to_vec();
-                &owned
-            }
-        };
+        let xs = crate::arrays::contiguous(&values);
+        let xs: &[f64] = &xs;
         let d = &mut self.inner;
         py.detach(|| {
             d.add_slice(xs)?;
