@@ -13,7 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where "now" comes from.
 ///
-/// The base is the UTC midnight before the clock was created, and offsets
+/// The base is a UTC midnight [`HISTORY_DAYS`] before the clock was
+/// created (so reloaded history has seconds of its own), and offsets
 /// count from it, so 1 s / 10 s / 1 min buckets (and minutes for peak rpm)
 /// line up with UTC wall-clock boundaries.
 #[derive(Debug)]
@@ -25,9 +26,16 @@ pub struct Clock {
     source: Source,
 }
 
-/// Splits an epoch time into (UTC midnight before it, ns since then).
+/// Days of history before a clock's start that its seconds can express:
+/// history reloaded from storage (30 days of hourly buckets, with room to
+/// spare) must sit at non-negative seconds.
+pub const HISTORY_DAYS: f64 = 400.0;
+
+/// Splits an epoch time into (a UTC midnight `HISTORY_DAYS` before it, ns
+/// since then).  Never before the Unix epoch, so simulated clocks may start
+/// at 0.
 fn midnight_and_offset(epoch_s: f64) -> (f64, u64) {
-    let midnight = (epoch_s / 86_400.0).floor() * 86_400.0;
+    let midnight = ((epoch_s / 86_400.0).floor() - HISTORY_DAYS).max(0.0) * 86_400.0;
     (midnight, ((epoch_s - midnight) * 1e9).round() as u64)
 }
 
@@ -214,9 +222,10 @@ mod tests {
     fn manual_clock_moves_only_forward() {
         let c = Clock::manual(1_000.0);
         assert_eq!(c.now_epoch_s(), 1_000.0);
-        assert_eq!(c.base_epoch_s(), 0.0, "based at the UTC midnight before");
+        assert_eq!(c.base_epoch_s(), 0.0, "never before the Unix epoch");
         let d = Clock::manual(1_700_000_123.5);
-        assert_eq!(d.base_epoch_s(), 1_699_920_000.0);
+        // The UTC midnight before, less HISTORY_DAYS.
+        assert_eq!(d.base_epoch_s(), 1_699_920_000.0 - 400.0 * 86_400.0);
         assert_eq!(d.now_ns() % 1_000_000_000, 500_000_000);
         c.advance(1.5).unwrap();
         assert!((c.now_epoch_s() - 1_001.5).abs() < 1e-9);

@@ -73,6 +73,31 @@ impl HealthLog {
         });
     }
 
+    /// The runs as (first second, last second, up), oldest first.
+    pub fn runs(&self) -> impl Iterator<Item = (u32, u32, bool)> + '_ {
+        self.runs.iter().map(|r| (r.first_s, r.last_s, r.up))
+    }
+
+    /// Puts a stored run back in front of the log: kept only when it ends
+    /// before the first run held (history is reloaded before new results,
+    /// oldest first, so this only refuses overlaps).
+    pub fn restore_run(&mut self, first_s: u32, last_s: u32, up: bool) -> bool {
+        let run = Run {
+            first_s,
+            last_s,
+            up,
+        };
+        let pos = self.runs.partition_point(|r| r.last_s < first_s);
+        let fits_before = self.runs.get(pos).is_none_or(|next| last_s < next.first_s);
+        let fits_after = pos == 0 || self.runs[pos - 1].last_s < first_s;
+        if fits_before && fits_after && self.runs.len() < MAX_RUNS {
+            self.runs.insert(pos, run);
+            true
+        } else {
+            false
+        }
+    }
+
     /// Drops runs that ended before `before_s`.
     pub fn prune(&mut self, before_s: u32, ttl_s: u32) {
         let keep_from = self

@@ -172,6 +172,18 @@ impl Monitor {
             .unzip())
     }
 
+    /// Per-span statistics of one service (see [`Service::series_stats_at`]).
+    pub fn series_stats(
+        &self,
+        name: &str,
+        window_s: u64,
+        points: Option<usize>,
+        resolution_s: Option<u32>,
+    ) -> Result<Vec<ServiceStats>> {
+        self.get(name)?
+            .series_stats_at(window_s, points, resolution_s)
+    }
+
     /// Services ranked best first by `metric`; services without data last.
     pub fn compare(&self, metric: Metric, window_s: u64) -> Vec<(String, Option<f64>)> {
         let mut rows: Vec<(String, Option<f64>)> = self

@@ -18,6 +18,7 @@
 //! sums as f64 so averages over a day do not drift.
 
 use crate::agg::{merge_sorted, Agg, DurationAgg, Gauge, GaugeAgg, HealthAgg, QueueAgg};
+use crate::open_slot::MAX_ERROR_TYPES;
 use crate::tdigest::TDigest;
 
 const HAS_ERROR_TYPES: u8 = 1;
@@ -88,14 +89,10 @@ impl<'a> Reader<'a> {
         s
     }
     fn f64(&mut self) -> f64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(self.take(8));
-        f64::from_le_bytes(b)
+        self.take(8).try_into().map_or(0.0, f64::from_le_bytes)
     }
     fn f32(&mut self) -> f32 {
-        let mut b = [0u8; 4];
-        b.copy_from_slice(self.take(4));
-        f32::from_le_bytes(b)
+        self.take(4).try_into().map_or(0.0, f32::from_le_bytes)
     }
     fn u8(&mut self) -> u8 {
         self.take(1).first().copied().unwrap_or(0)
@@ -326,6 +323,186 @@ pub fn merge_extras<'a>(blob: &'a [u8], into: Option<&mut Agg>) -> Option<Digest
         });
     }
     processing
+}
+
+/// A strict cursor for bytes that come from outside (storage): every read
+/// that runs short, or a varint longer than 64 bits, marks it bad.
+struct Strict<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    bad: bool,
+}
+
+impl<'a> Strict<'a> {
+    fn varint(&mut self) -> u64 {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let Some(&b) = self.bytes.get(self.at) else {
+                self.bad = true;
+                return 0;
+            };
+            self.at += 1;
+            v |= ((b & 0x7F) as u64) << shift;
+            if b & 0x80 == 0 {
+                return v;
+            }
+        }
+        self.bad = true;
+        v
+    }
+    fn take(&mut self, n: u64) -> &'a [u8] {
+        let left = (self.bytes.len() - self.at) as u64;
+        if n > left {
+            self.bad = true;
+            self.at = self.bytes.len();
+            return &[];
+        }
+        let s = &self.bytes[self.at..self.at + n as usize];
+        self.at += n as usize;
+        s
+    }
+    fn u8(&mut self) -> u8 {
+        self.take(1).first().copied().unwrap_or(0)
+    }
+    fn finite(&mut self, width: u64) {
+        let b = self.take(width);
+        let ok = match b.len() {
+            8 => f64::from_le_bytes(b.try_into().unwrap_or([0; 8])).is_finite(),
+            4 => f32::from_le_bytes(b.try_into().unwrap_or([0; 4])).is_finite(),
+            _ => false,
+        };
+        self.bad |= !ok;
+    }
+}
+
+/// Total weight of a digest section, or `None` when it is malformed.
+fn check_digest(bytes: &[u8]) -> Option<u64> {
+    let mut r = Strict {
+        bytes,
+        at: 0,
+        bad: false,
+    };
+    let (mut code, mut total) = (0u64, 0u64);
+    while r.at < bytes.len() {
+        code += r.varint();
+        let w = r.varint();
+        if r.bad || code > u16::MAX as u64 || w == 0 {
+            return None;
+        }
+        total = total.checked_add(w)?;
+    }
+    Some(total)
+}
+
+/// What a well-formed stored blob holds, for checks against its bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobShape {
+    /// Total weight of the latency digest (the bucket's request count).
+    pub latency_weight: u64,
+    /// Highest error-type id used, if any.
+    pub max_error_id: Option<u8>,
+}
+
+/// Checks bytes read back from storage before they become a bucket: every
+/// section parses, lengths fit, floats are finite, ids are in range and
+/// nothing trails.  `None` when anything is off.
+pub fn check_blob(blob: &[u8]) -> Option<BlobShape> {
+    let mut r = Strict {
+        bytes: blob,
+        at: 0,
+        bad: false,
+    };
+    let n = r.varint();
+    let latency_weight = check_digest(r.take(n))?;
+    let flags = r.u8();
+    if r.bad
+        || flags & !(HAS_ERROR_TYPES | HAS_PROCESSING | HAS_QUEUE | HAS_GAUGES | HAS_HEALTH) != 0
+    {
+        return None;
+    }
+    let mut max_error_id = None;
+    if flags & HAS_ERROR_TYPES != 0 {
+        let k = r.varint();
+        if k > MAX_ERROR_TYPES as u64 + 1 {
+            return None;
+        }
+        for _ in 0..k {
+            let id = r.u8();
+            r.varint();
+            if id as usize > MAX_ERROR_TYPES {
+                return None;
+            }
+            max_error_id = max_error_id.max(Some(id));
+        }
+    }
+    if flags & HAS_PROCESSING != 0 {
+        r.varint();
+        for _ in 0..3 {
+            r.finite(8);
+        }
+        let n = r.varint();
+        check_digest(r.take(n))?;
+    }
+    if flags & HAS_QUEUE != 0 {
+        for _ in 0..3 {
+            r.varint();
+        }
+    }
+    if flags & HAS_GAUGES != 0 {
+        let k = r.varint();
+        if k > Gauge::ALL.len() as u64 {
+            return None;
+        }
+        for _ in 0..k {
+            if r.u8() as usize >= Gauge::ALL.len() {
+                return None;
+            }
+            r.varint();
+            r.finite(8);
+            r.finite(4);
+            r.finite(4);
+        }
+    }
+    if flags & HAS_HEALTH != 0 {
+        let (up, down, latency_n) = (r.varint(), r.varint(), r.varint());
+        if up.max(down).max(latency_n) > u32::MAX as u64 {
+            return None;
+        }
+        if latency_n > 0 {
+            r.finite(8);
+        }
+    }
+    (!r.bad && r.at == blob.len()).then_some(BlobShape {
+        latency_weight,
+        max_error_id,
+    })
+}
+
+/// Rewrites the error-type ids of a checked blob through `map` (old id →
+/// new id), for history reloaded into a service whose ids differ.
+pub fn remap_error_ids(blob: &[u8], map: &[u8; MAX_ERROR_TYPES + 1]) -> Box<[u8]> {
+    let (latency, mut r) = split(blob);
+    let mut out = Vec::with_capacity(blob.len());
+    push_varint(&mut out, latency.len_bytes() as u64);
+    out.extend_from_slice(latency.0);
+    let flags = r.u8();
+    out.push(flags);
+    if flags & HAS_ERROR_TYPES != 0 {
+        let k = r.varint();
+        let mut types: Vec<(u8, u32)> = Vec::new();
+        for _ in 0..k {
+            let id = map[(r.u8() as usize).min(MAX_ERROR_TYPES)];
+            let n = r.varint() as u32;
+            merge_sorted(&mut types, &[(id, n)], |a, b| *a += *b);
+        }
+        push_varint(&mut out, types.len() as u64);
+        for (id, n) in types {
+            out.push(id);
+            push_varint(&mut out, n as u64);
+        }
+    }
+    out.extend_from_slice(&r.bytes[r.at..]);
+    out.into_boxed_slice()
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ use crate::query::{collect_window, MiddleCache, WindowAcc};
 use crate::stats::{GaugeStats, ServiceStats};
 use crate::tiers::TierStore;
 
+mod persist;
+pub use persist::{NamedTotals, RestoreReport, StoredBucket, StoredRun, Totals};
+
 /// Largest accepted duration: 1e9 ms (11.6 days).
 pub const MAX_DURATION_MS: f64 = 1e9;
 /// Longest service name, in characters.
@@ -131,6 +134,11 @@ struct History {
     tiers: TierStore,
     health: HealthLog,
     cache: MiddleCache,
+    /// Oldest second with data: the clock's start, or older history
+    /// reloaded from storage.  Windows reaching further back start here.
+    earliest_s: u32,
+    /// Lifetime counts of sealed seconds.
+    totals: Totals,
 }
 
 pub struct Service {
@@ -147,6 +155,7 @@ impl Service {
         check_name(name)?;
         let c = &shared.config;
         let tiers = TierStore::new(&c.tiers, c.bucket_compression, c.archive_compression);
+        let earliest_s = shared.clock.start_second();
         Ok(Service {
             name: name.to_owned(),
             shared,
@@ -157,6 +166,8 @@ impl Service {
                 tiers,
                 health: HealthLog::default(),
                 cache: MiddleCache::default(),
+                earliest_s,
+                totals: Totals::default(),
             }),
         })
     }
@@ -324,6 +335,7 @@ impl Service {
         let ttl = self.shared.config.health_ttl_s;
         let revision = h.tiers.revision;
         for (s, agg) in &ended {
+            h.totals.add(agg);
             h.tiers.insert(*s, agg);
             if let Some((_, up)) = agg.health.last {
                 h.health.push(*s, up, ttl);
@@ -347,6 +359,8 @@ impl Service {
             tiers,
             cache,
             health,
+            earliest_s,
+            ..
         } = &mut *h;
         let (mut acc, covered_from) = collect_window(
             tiers,
@@ -367,9 +381,9 @@ impl Service {
             }
         }
         let ttl = self.shared.config.health_ttl_s;
-        // Nothing is older than the clock: a window reaching further back
-        // starts (for rates) when the monitor did.
-        let covered_from = covered_from.max(self.shared.clock.start_second());
+        // Nothing is older than the clock or the history reloaded from
+        // storage: a window reaching further back starts (for rates) there.
+        let covered_from = covered_from.max(*earliest_s);
         let covered = health.covered(covered_from, now_s + 1, ttl, provisional);
         (acc, covered_from, now_s, now_ns, covered)
     }
@@ -505,11 +519,26 @@ impl Service {
     /// Spans before the monitor existed are present and empty, so a chart
     /// of a window always spans the whole window.
     pub fn series_stats(&self, window_s: u64, points: Option<usize>) -> Vec<ServiceStats> {
+        self.series_stats_at(window_s, points, None)
+            .unwrap_or_default()
+    }
+
+    /// [`Service::series_stats`] from the tier with `resolution_s` (for
+    /// exports at a chosen resolution) instead of the finest covering one.
+    pub fn series_stats_at(
+        &self,
+        window_s: u64,
+        points: Option<usize>,
+        resolution_s: Option<u32>,
+    ) -> Result<Vec<ServiceStats>> {
         let (now_ns, now_s) = self.shared.now();
         let mut h = self.lock();
         self.seal_locked(&mut h, now_s);
         let specs: Vec<_> = h.tiers.tiers.iter().map(|t| t.spec).collect();
-        let ti = crate::query::plan(&specs, window_s).edge_tier;
+        let ti = match resolution_s {
+            None => crate::query::plan(&specs, window_s).edge_tier,
+            Some(r) => self.tier_index(&h, r)?,
+        };
         let tier = &h.tiers.tiers[ti];
         let res = tier.spec.resolution_s as i64;
         let end = now_s as i64 + 1;
@@ -546,7 +575,8 @@ impl Service {
         let health = h.health.clone();
         drop(h);
         let base = self.shared.clock.base_epoch_s();
-        accs.iter()
+        Ok(accs
+            .iter()
             .enumerate()
             .map(|(k, acc)| {
                 let g_from = first + k as i64 * span;
@@ -573,7 +603,7 @@ impl Service {
                 st.start = base + g_from as f64;
                 st
             })
-            .collect()
+            .collect())
     }
 
     /// Bytes this service owns (open slots, history, caches, names).

@@ -85,7 +85,7 @@ impl Bucket {
 
     /// Adds a late second to an already sealed bucket (rare: a second
     /// harvested by a recorder after later seconds were sealed).
-    fn absorb(&mut self, late: &Agg, compression: f64) {
+    pub(crate) fn absorb(&mut self, late: &Agg, compression: f64) {
         let mut merged = Agg::default();
         self.merge_into(&mut merged);
         merged.merge(late);
@@ -97,6 +97,56 @@ impl Bucket {
         let lp = thaw(self.latency(), &late.latency);
         let pp = thaw(self.processing(), &late.processing);
         *self = Bucket::seal_points(self.start_s, &merged, &lp, &pp, compression);
+    }
+
+    /// Merges another bucket of the same span into this one (a bucket
+    /// reloaded from storage meeting the one this process built).
+    fn absorb_bucket(&mut self, other: &Bucket, compression: f64) {
+        let mut merged = Agg::default();
+        self.merge_into(&mut merged);
+        other.merge_into(&mut merged);
+        let points = |a: Option<DigestView<'_>>, b: Option<DigestView<'_>>| {
+            a.into_iter()
+                .chain(b)
+                .flat_map(|d| d.points())
+                .collect::<Vec<_>>()
+        };
+        let lp = points(self.latency(), other.latency());
+        let pp = points(self.processing(), other.processing());
+        *self = Bucket::seal_points(self.start_s, &merged, &lp, &pp, compression);
+    }
+
+    /// A bucket from its stored parts; the blob must have passed
+    /// [`sealed::check_blob`].
+    pub fn from_parts(
+        start_s: u32,
+        count: u64,
+        errors: u64,
+        sum_ms: f64,
+        min_ms: f64,
+        max_ms: f64,
+        blob: Option<Box<[u8]>>,
+    ) -> Bucket {
+        Bucket {
+            start_s,
+            count,
+            errors,
+            sum_ms,
+            min_ms,
+            max_ms,
+            blob,
+        }
+    }
+
+    /// Seals the exact aggregate of a bucket still being built (a partial
+    /// bucket written out at close).
+    pub fn seal_building(start_s: u32, agg: &Agg, compression: f64) -> Bucket {
+        Bucket::seal(start_s, agg, compression)
+    }
+
+    /// The encoded digests and extras (see `sealed`), as stored.
+    pub fn blob(&self) -> Option<&[u8]> {
+        self.blob.as_deref()
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -148,6 +198,9 @@ impl Tier {
     /// last sealed bucket.
     pub fn sealed_end(&self) -> u32 {
         match (&self.building, self.buckets.back()) {
+            // A partial bucket reloaded from storage shares the building
+            // bucket's span until the two merge when it seals.
+            (Some((s, _)), Some(b)) if b.start_s == *s => *s + self.spec.resolution_s,
             (Some((s, _)), _) => *s,
             (None, Some(b)) => b.start_s + self.spec.resolution_s,
             (None, None) => 0,
@@ -222,14 +275,62 @@ impl TierStore {
                 building => {
                     if let Some((b, acc)) = building.take() {
                         if !acc.is_empty() {
-                            let bucket = Bucket::seal(b, &acc, tier.compression);
-                            push_capped(&mut tier.buckets, tier.spec.slots as usize, bucket);
+                            match tier.buckets.back_mut() {
+                                // A partial bucket reloaded from storage
+                                // (the previous run closed mid-bucket).
+                                Some(last) if last.start_s == b => {
+                                    self.revision += 1;
+                                    last.absorb(&acc, tier.compression);
+                                }
+                                _ => {
+                                    let bucket = Bucket::seal(b, &acc, tier.compression);
+                                    push_capped(
+                                        &mut tier.buckets,
+                                        tier.spec.slots as usize,
+                                        bucket,
+                                    );
+                                }
+                            }
                         }
                     }
                     *building = Some((start, agg.clone()));
                 }
             }
         }
+    }
+
+    /// Index of the tier with this resolution.
+    pub fn tier_of(&self, resolution_s: u32) -> Option<usize> {
+        self.tiers
+            .iter()
+            .position(|t| t.spec.resolution_s == resolution_s)
+    }
+
+    /// Puts reloaded buckets back into tier `ti`: each goes in start order,
+    /// and one whose span already has a bucket is merged into it.  Buckets
+    /// outside the tier's window of `now_s` are skipped.  Returns how many
+    /// were kept.
+    pub fn restore(&mut self, ti: usize, buckets: Vec<Bucket>, now_s: u32) -> usize {
+        let tier = &mut self.tiers[ti];
+        let res = tier.spec.resolution_s;
+        let newest = tier.bucket_start(now_s);
+        let oldest = newest.saturating_sub((tier.spec.slots - 1).saturating_mul(res));
+        let mut kept = 0;
+        for b in buckets {
+            if b.start_s % res != 0 || b.start_s < oldest || b.start_s > newest {
+                continue;
+            }
+            let pos = tier.buckets.partition_point(|x| x.start_s < b.start_s);
+            match tier.buckets.get_mut(pos) {
+                Some(same) if same.start_s == b.start_s => same.absorb_bucket(&b, tier.compression),
+                _ => tier.buckets.insert(pos, b),
+            }
+            kept += 1;
+        }
+        if kept > 0 {
+            self.revision += 1;
+        }
+        kept
     }
 
     /// Drops buckets that started before each tier's window of `now_s`.

@@ -166,6 +166,31 @@ impl PyMonitor {
         Ok((PyArray1::from_vec(py, t), PyArray1::from_vec(py, v)))
     }
 
+    #[pyo3(signature = (service, window=None, points=None, resolution_s=None))]
+    fn series_stats(
+        &self,
+        py: Python<'_>,
+        service: &str,
+        window: Option<&Bound<'_, PyAny>>,
+        points: Option<usize>,
+        resolution_s: Option<u32>,
+    ) -> PyResult<Vec<PyServiceStats>> {
+        let w = window_s(&self.inner, window)?;
+        if points == Some(0) {
+            return Err(metrics_core::MetricsError::InvalidValue {
+                what: "points",
+                value: 0.0,
+                expected: "a positive number of points, or None for one per bucket".into(),
+            })
+            .py();
+        }
+        let m = &self.inner;
+        let per = py
+            .detach(|| m.series_stats(service, w, points, resolution_s))
+            .py()?;
+        Ok(per.into_iter().map(PyServiceStats::from).collect())
+    }
+
     #[pyo3(signature = (metric, window=None))]
     fn compare(
         &self,

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
+use metrics_core::service::{StoredBucket, StoredRun};
 use metrics_core::{Gauge, MetricsError, Monitor, Service};
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 
 use crate::errors::IntoPyResult;
 use crate::stats::PyServiceStats;
@@ -109,10 +110,131 @@ impl PyService {
         Ok(py.detach(|| svc.stats(w)).into())
     }
 
+    fn totals<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let svc = &self.service;
+        let t = py.detach(|| svc.totals());
+        let d = PyDict::new(py);
+        d.set_item("count", t.count)?;
+        d.set_item("errors", t.errors)?;
+        d.set_item("sum_ms", t.sum_ms)?;
+        d.set_item("error_counts", t.error_counts)?;
+        d.set_item("processing_count", t.processing_count)?;
+        d.set_item("processing_sum_ms", t.processing_sum_ms)?;
+        d.set_item("health_up", t.health_up)?;
+        d.set_item("health_down", t.health_down)?;
+        Ok(d)
+    }
+
+    fn error_types(&self) -> Vec<String> {
+        self.service.error_type_names()
+    }
+
+    #[pyo3(signature = (resolution_s, since=0, include_building=false))]
+    fn stored_buckets<'py>(
+        &self,
+        py: Python<'py>,
+        resolution_s: u32,
+        since: i64,
+        include_building: bool,
+    ) -> PyResult<Vec<StoredRow<'py>>> {
+        let svc = &self.service;
+        let rows = py
+            .detach(|| svc.stored_buckets(resolution_s, since, include_building))
+            .py()?;
+        Ok(rows
+            .into_iter()
+            .map(|b| {
+                (
+                    b.start_epoch_s,
+                    b.count,
+                    b.errors,
+                    b.sum_ms,
+                    b.min_ms,
+                    b.max_ms,
+                    b.blob.map(|x| PyBytes::new(py, &x)),
+                    b.partial,
+                    b.error_counts,
+                )
+            })
+            .collect())
+    }
+
+    fn restore_buckets<'py>(
+        &self,
+        py: Python<'py>,
+        resolution_s: u32,
+        rows: Vec<InRow<'py>>,
+        error_types: Vec<String>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let rows: Vec<StoredBucket> = rows
+            .into_iter()
+            .map(
+                |(start, count, errors, sum_ms, min_ms, max_ms, blob)| StoredBucket {
+                    start_epoch_s: start,
+                    count,
+                    errors,
+                    sum_ms,
+                    min_ms,
+                    max_ms,
+                    blob: blob.map(|b| b.as_bytes().to_vec()),
+                    partial: false,
+                    error_counts: Vec::new(),
+                },
+            )
+            .collect();
+        let svc = &self.service;
+        let r = py
+            .detach(|| svc.restore_buckets(resolution_s, rows, &error_types))
+            .py()?;
+        let d = PyDict::new(py);
+        d.set_item("restored", r.restored)?;
+        d.set_item("out_of_window", r.out_of_window)?;
+        d.set_item("rejected", r.rejected)?;
+        Ok(d)
+    }
+
+    #[pyo3(signature = (since=0))]
+    fn stored_health(&self, py: Python<'_>, since: i64) -> Vec<(i64, i64, bool)> {
+        let svc = &self.service;
+        py.detach(|| svc.stored_health(since))
+            .into_iter()
+            .map(|r| (r.first_epoch_s, r.last_epoch_s, r.up))
+            .collect()
+    }
+
+    fn restore_health(&self, py: Python<'_>, runs: Vec<(i64, i64, bool)>) -> usize {
+        let runs = runs
+            .into_iter()
+            .map(|(first, last, up)| StoredRun {
+                first_epoch_s: first,
+                last_epoch_s: last,
+                up,
+            })
+            .collect();
+        let svc = &self.service;
+        py.detach(|| svc.restore_health(runs))
+    }
+
     fn __repr__(&self) -> String {
         format!("Service({:?})", self.service.name())
     }
 }
+
+/// A stored bucket as Python sees it: (start epoch s, count, errors,
+/// sum ms, min ms, max ms, blob, partial, [(error id, count)]).
+type StoredRow<'py> = (
+    i64,
+    u64,
+    u64,
+    f64,
+    f64,
+    f64,
+    Option<Bound<'py, PyBytes>>,
+    bool,
+    Vec<(u8, u64)>,
+);
+/// A bucket handed back for restoring (no partial flag).
+type InRow<'py> = (i64, u64, u64, f64, f64, f64, Option<Bound<'py, PyBytes>>);
 
 /// Test support: records `per_thread` latencies from each of `threads` Rust
 /// threads at once, with the GIL released (exact-count stress tests).
