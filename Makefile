@@ -11,7 +11,8 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "maturin>=1.7,<2" "numpy>=1.24" "pytest>=8" "pytest-benchmark>=4" "mypy>=1.10"
+	$(PY) -m pip install --quiet "maturin>=1.7,<2" "numpy>=1.24" "pytest>=8" "pytest-benchmark>=4" "mypy>=1.10" \
+		"prometheus-client>=0.20" "jsonschema>=4" "pandas>=2"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -17,7 +17,6 @@ from . import _core, errors
 from ._core import (
     DEFAULT_COMPRESSION,
     GaugeStats,
-    Monitor,
     Service,
     ServiceStats,
     TDigest,
@@ -26,6 +25,7 @@ from ._core import (
 from .errors import (
     ClockError,
     DecodeError,
+    ExportError,
     InvalidConfigError,
     InvalidMetricError,
     InvalidNameError,
@@ -34,12 +34,20 @@ from .errors import (
     MetricsError,
     MonitorClosedError,
     ServiceLimitError,
+    StorageError,
+    StorageLockedError,
+    StorageWarning,
     UnknownServiceError,
 )
+from .monitor import Monitor
+from .storage import Retention
 from .timing import timed
 
 #: Windows with a name; any number of seconds up to the longest tier works too.
 WINDOWS: tuple[str, ...] = ("1m", "5m", "15m", "1h", "6h", "24h")
+
+#: Longer windows, available when the monitor has storage (30 days of hours).
+LONG_WINDOWS: tuple[str, ...] = ("7d", "30d")
 
 #: Gauges accepted by ``Service.set_resource`` (from the engine).
 GAUGES: tuple[str, ...] = tuple(_core.GAUGES)
@@ -54,18 +62,24 @@ __all__ = [
     "WINDOWS",
     "ClockError",
     "DecodeError",
+    "ExportError",
     "GaugeStats",
     "InvalidConfigError",
     "InvalidMetricError",
     "InvalidNameError",
     "InvalidValueError",
     "InvalidWindowError",
+    "LONG_WINDOWS",
     "MetricsError",
     "Monitor",
     "MonitorClosedError",
+    "Retention",
     "Service",
     "ServiceLimitError",
     "ServiceStats",
+    "StorageError",
+    "StorageLockedError",
+    "StorageWarning",
     "TDigest",
     "UnknownServiceError",
     "__version__",

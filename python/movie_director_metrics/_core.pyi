@@ -1,7 +1,7 @@
 """Typed interface of the Rust extension; the user documentation lives here."""
 
 from collections.abc import Sequence
-from typing import final
+from typing import Any, final, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +21,12 @@ __all__ = [
 ]
 
 __version__: str
+
+#: A stored bucket: (start epoch s, count, errors, sum ms, min ms, max ms,
+#: blob, partial, [(error id, n)]).
+_StoredRow: TypeAlias = tuple[int, int, int, float, float, float, bytes | None, bool, list[tuple[int, int]]]
+#: A bucket to restore: the first seven fields of a stored one.
+_RestoreRow: TypeAlias = tuple[int, int, int, float, float, float, bytes | None]
 #: Compression of ``TDigest()``: worst relative error ≤ 0.5 % at
 #: p50…p99.9 on lognormal, bimodal, Pareto(1.5) and sorted data (1e6
 #: values), ~2 KiB serialized.
@@ -194,6 +200,44 @@ class Service:
         """A health-check result, with the probe's latency if measured."""
     def stats(self, window: str | float | None = None) -> ServiceStats:
         """Same as ``Monitor.stats(self.name, window)``."""
+    def totals(self) -> dict[str, Any]:
+        """Lifetime counts since the service was created, for monotonic
+        counters: ``count``, ``errors``, ``sum_ms``, ``error_counts``
+        (``[(type, n)]``, most frequent first), ``processing_count``,
+        ``processing_sum_ms``, ``health_up``, ``health_down``."""
+    def error_types(self) -> list[str]:
+        """Error-type names in id order (the ids stored buckets use)."""
+    def stored_buckets(
+        self,
+        resolution_s: int,
+        since: int = 0,
+        include_building: bool = False,
+        error_ids: Sequence[int] | None = None,
+    ) -> list[_StoredRow]:
+        """Storage hook: sealed buckets of the tier with ``resolution_s``
+        starting at or after ``since`` (UTC epoch seconds), oldest first, as
+        ``(start, count, errors, sum_ms, min_ms, max_ms, blob, partial,
+        [(error id, n)])``.  A bucket whose span has ended is included;
+        with ``include_building`` so is the one still being built
+        (``partial=True``), after sealing the second still open.
+        ``error_ids[live id]`` renumbers error types to the ids storage
+        knows them by (ids past the list become "other").
+        ``InvalidValueError`` for a resolution the monitor has no tier of."""
+    def restore_buckets(
+        self, resolution_s: int, rows: Sequence[_RestoreRow], error_types: Sequence[str]
+    ) -> dict[str, int]:
+        """Storage hook: puts stored buckets back (``rows`` as
+        ``stored_buckets`` gave them, without the last two fields).
+        ``error_types`` are the writer's names in id order; ids are
+        renumbered if this service numbers them differently.  Buckets are
+        checked first: malformed ones are counted as ``rejected``, ones
+        outside the tier's window as ``out_of_window``, never trusted."""
+    def stored_health(self, since: int = 0) -> list[tuple[int, int, bool]]:
+        """Storage hook: health runs ``(first, last, up)`` (UTC epoch
+        seconds) that still vouch for time at or after ``since``."""
+    def restore_health(self, runs: Sequence[tuple[int, int, bool]]) -> int:
+        """Storage hook: puts stored health runs back before newer results;
+        returns how many were kept (overlapping runs are skipped)."""
 
 @final
 class Monitor:
@@ -250,6 +294,16 @@ class Monitor:
         """A chart of ``metric``: (UTC epoch seconds of each span's start,
         values), NaN where a span has no data.  One span per bucket of the
         finest tier covering the window, or ``points`` equal spans."""
+    def series_stats(
+        self,
+        service: str,
+        window: str | float | None = None,
+        points: int | None = None,
+        resolution_s: int | None = None,
+    ) -> list[ServiceStats]:
+        """Full statistics per span of the window: one per bucket of the
+        finest tier covering it (or of the tier with ``resolution_s``), or
+        ``points`` equal spans."""
     def compare(self, metric: str, window: str | float | None = None) -> list[tuple[str, float | None]]:
         """Services ranked best first by ``metric`` (lower latency, higher
         success rate/uptime/rpm); services without data last."""

@@ -18,6 +18,10 @@ __all__ = [
     "ServiceLimitError",
     "ClockError",
     "MonitorClosedError",
+    "StorageError",
+    "StorageLockedError",
+    "ExportError",
+    "StorageWarning",
 ]
 
 
@@ -63,3 +67,21 @@ class ClockError(MetricsError):
 
 class MonitorClosedError(MetricsError):
     """The monitor was closed."""
+
+
+class StorageError(MetricsError):
+    """The history database cannot be used as asked (a newer schema, say)."""
+
+
+class StorageLockedError(StorageError):
+    """Another process owns the history database; the message names it."""
+
+
+class ExportError(MetricsError, OSError):
+    """An export could not be written (the path is unwritable, the disk full);
+    no partial file is left behind."""
+
+
+class StorageWarning(UserWarning):
+    """History could not be read or written (corrupt file moved aside, disk
+    full, read-only directory); recording goes on in memory."""

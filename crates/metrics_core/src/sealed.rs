@@ -14,7 +14,8 @@
 //! ≤ 0.034 % off, an order of magnitude under the 0.39 % of the bins the
 //! values came from), stored as the delta from the previous code, so a
 //! centroid usually costs two bytes.  Extras only hold the sections that
-//! have data; gauge min/max are kept as f32 (7 significant digits) and all
+//! have data; gauge min/max are kept as f32 (7 significant digits, rounded
+//! outward so min <= avg <= max still holds after reading back) and all
 //! sums as f64 so averages over a day do not drift.
 
 use crate::agg::{merge_sorted, Agg, DurationAgg, Gauge, GaugeAgg, HealthAgg, QueueAgg};
@@ -47,6 +48,28 @@ fn decode_mean(code: u16) -> f64 {
     } else {
         (code as f64 / LOG_STEPS - LOG_OFFSET).exp2()
     }
+}
+
+/// `v` as the nearest f32 not past it in the given direction (up: >= v,
+/// down: <= v).
+fn f32_toward(v: f64, up: bool) -> f32 {
+    let f = v as f32;
+    if !f.is_finite() || f as f64 == v {
+        return f;
+    }
+    let past = if up { f as f64 > v } else { (f as f64) < v };
+    if past {
+        return f;
+    }
+    // One ulp further out: away from zero when moving outward from the
+    // value's own sign, toward zero otherwise.
+    let bits = f.to_bits();
+    let away = (f > 0.0) == up;
+    if f == 0.0 {
+        let tiny = f32::from_bits(1);
+        return if up { tiny } else { -tiny };
+    }
+    f32::from_bits(if away { bits + 1 } else { bits - 1 })
 }
 
 fn push_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -231,8 +254,8 @@ pub fn encode_blob(
             out.push(*g as u8);
             push_varint(&mut out, a.n);
             out.extend_from_slice(&a.sum.to_le_bytes());
-            out.extend_from_slice(&(a.min as f32).to_le_bytes());
-            out.extend_from_slice(&(a.max as f32).to_le_bytes());
+            out.extend_from_slice(&f32_toward(a.min, false).to_le_bytes());
+            out.extend_from_slice(&f32_toward(a.max, true).to_le_bytes());
         }
     }
     if flags & HAS_HEALTH != 0 {
@@ -512,6 +535,24 @@ mod tests {
 
     fn duration(values: &[f64], layout: crate::histogram::BinLayout) -> DurationAgg {
         DurationAgg::from_values(values, layout)
+    }
+
+    #[test]
+    fn gauge_bounds_round_outward() {
+        for v in [
+            1e9 + 90.0,
+            -1e9 - 90.0,
+            0.1,
+            -0.1,
+            6.1e9 + 7.0,
+            3.0,
+            1e-50,
+            -1e-50,
+        ] {
+            let (lo, hi) = (f32_toward(v, false) as f64, f32_toward(v, true) as f64);
+            assert!(lo <= v && v <= hi, "{v}: {lo} .. {hi}");
+            assert!((hi - lo) <= v.abs() * 2.5e-7 + 1e-44, "{v}: {lo} .. {hi}");
+        }
     }
 
     #[test]

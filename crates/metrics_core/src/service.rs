@@ -329,8 +329,14 @@ impl Service {
     }
 
     fn seal_locked(&self, h: &mut History, now_s: u32) {
+        self.seal_locked_before(h, now_s, now_s);
+    }
+
+    /// Seals the open seconds before `before` (normally `now_s`: the ones
+    /// that ended), then prunes history older than the tiers of `now_s`.
+    fn seal_locked_before(&self, h: &mut History, now_s: u32, before: u32) {
         let mut ended = Vec::new();
-        self.open.seal_ended(now_s, &mut ended);
+        self.open.seal_ended(before, &mut ended);
         ended.sort_by_key(|e| e.0);
         let ttl = self.shared.config.health_ttl_s;
         let revision = h.tiers.revision;

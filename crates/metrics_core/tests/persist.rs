@@ -45,7 +45,7 @@ fn copy(from: &Monitor, to: &Monitor, include_building: bool) {
     let b = to.service("comfyui").unwrap();
     let names = a.error_type_names();
     for res in [60, 3600] {
-        let rows = a.stored_buckets(res, 0, include_building).unwrap();
+        let rows = a.stored_buckets(res, 0, include_building, None).unwrap();
         let report = b.restore_buckets(res, rows, &names).unwrap();
         assert_eq!(report.rejected, 0);
     }
@@ -104,7 +104,7 @@ fn a_partial_bucket_merges_with_the_same_span_built_after_restart() {
     // After the minute and the hour seal, one bucket each holds all 15.
     b.advance(3700.0).unwrap();
     for res in [60, 3600] {
-        let rows = svc_b.stored_buckets(res, 0, false).unwrap();
+        let rows = svc_b.stored_buckets(res, 0, false, None).unwrap();
         assert_eq!(rows.len(), 1, "resolution {res}");
         assert_eq!((rows[0].count, rows[0].errors), (15, 5));
         assert_eq!(rows[0].max_ms, 20.0);
@@ -120,7 +120,7 @@ fn error_ids_are_renumbered_into_the_new_service() {
     svc.record(1.0, Some("second")).unwrap();
     svc.record(1.0, Some("second")).unwrap();
     a.advance(61.0).unwrap();
-    let rows = svc.stored_buckets(60, 0, false).unwrap();
+    let rows = svc.stored_buckets(60, 0, false, None).unwrap();
     let b = with_hours(a.clock().now_epoch_s());
     let t = b.service("s").unwrap();
     // This process met "second" first: its ids differ from the file's.
@@ -143,7 +143,7 @@ fn malformed_rows_are_rejected_and_counted() {
             .unwrap();
     }
     a.advance(61.0).unwrap();
-    let good = svc.stored_buckets(60, 0, false).unwrap().remove(0);
+    let good = svc.stored_buckets(60, 0, false, None).unwrap().remove(0);
     let blob = good.blob.clone().unwrap();
     let mut bad: Vec<StoredBucket> = Vec::new();
     // Truncated at every length, a flipped flag byte, a count that the

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use metrics_core::open_slot::{MAX_ERROR_TYPES, OTHER_ERROR};
 use metrics_core::service::{StoredBucket, StoredRun};
 use metrics_core::{Gauge, MetricsError, Monitor, Service};
 use numpy::PyReadonlyArray1;
@@ -129,17 +130,19 @@ impl PyService {
         self.service.error_type_names()
     }
 
-    #[pyo3(signature = (resolution_s, since=0, include_building=false))]
+    #[pyo3(signature = (resolution_s, since=0, include_building=false, error_ids=None))]
     fn stored_buckets<'py>(
         &self,
         py: Python<'py>,
         resolution_s: u32,
         since: i64,
         include_building: bool,
+        error_ids: Option<Vec<u8>>,
     ) -> PyResult<Vec<StoredRow<'py>>> {
+        let map = error_ids.map(|ids| error_id_map(&ids)).transpose().py()?;
         let svc = &self.service;
         let rows = py
-            .detach(|| svc.stored_buckets(resolution_s, since, include_building))
+            .detach(|| svc.stored_buckets(resolution_s, since, include_building, map.as_ref()))
             .py()?;
         Ok(rows
             .into_iter()
@@ -218,6 +221,20 @@ impl PyService {
     fn __repr__(&self) -> String {
         format!("Service({:?})", self.service.name())
     }
+}
+
+/// `ids[live id] = stored id`; ids past the list (types interned after the
+/// caller read the names) become "other".
+fn error_id_map(ids: &[u8]) -> Result<[u8; MAX_ERROR_TYPES + 1], MetricsError> {
+    if ids.len() > MAX_ERROR_TYPES + 1 || ids.iter().any(|&i| i as usize > MAX_ERROR_TYPES) {
+        return Err(MetricsError::InvalidArgument(format!(
+            "error_ids={ids:?}: expected at most {} ids, each 0 to {MAX_ERROR_TYPES}",
+            MAX_ERROR_TYPES + 1
+        )));
+    }
+    let mut map = [OTHER_ERROR; MAX_ERROR_TYPES + 1];
+    map[..ids.len()].copy_from_slice(ids);
+    Ok(map)
 }
 
 /// A stored bucket as Python sees it: (start epoch s, count, errors,

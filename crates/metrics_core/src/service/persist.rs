@@ -124,17 +124,24 @@ impl Service {
     }
 
     /// Sealed buckets of the tier with `resolution_s` that start at or after
-    /// `from_epoch_s`, oldest first; with `include_building`, the bucket
-    /// still being built comes last, marked partial.
+    /// `from_epoch_s`, oldest first; with `include_building`, the current
+    /// second is sealed too and the bucket still being built comes last,
+    /// marked partial.  `error_ids` renumbers error types (this service's
+    /// id → the id storage knows the name by) in blobs and counts.
     pub fn stored_buckets(
         &self,
         resolution_s: u32,
         from_epoch_s: i64,
         include_building: bool,
+        error_ids: Option<&[u8; MAX_ERROR_TYPES + 1]>,
     ) -> Result<Vec<StoredBucket>> {
         let (_, now_s) = self.shared.now();
         let mut h = self.lock();
-        self.seal_locked(&mut h, now_s);
+        // Sealing the second still open (at close, or for an export up to
+        // now) is safe: a record that lands in it afterwards reopens the
+        // slot and arrives as a late second, merged into the same buckets.
+        let seal_before = if include_building { now_s + 1 } else { now_s };
+        self.seal_locked_before(&mut h, now_s, seal_before);
         let ti = self.tier_index(&h, resolution_s)?;
         let tier = &h.tiers.tiers[ti];
         let from_s = self.epoch_to_second(from_epoch_s.max(0)).unwrap_or(0);
@@ -143,23 +150,29 @@ impl Service {
         } else {
             from_s
         };
-        let row = |b: &Bucket, partial: bool| StoredBucket {
-            error_counts: b.blob().map_or_else(Vec::new, |blob| {
-                let mut agg = Agg::default();
-                sealed::merge_extras(blob, Some(&mut agg));
-                agg.error_types
-                    .iter()
-                    .map(|&(id, n)| (id, n as u64))
-                    .collect()
-            }),
-            start_epoch_s: self.second_to_epoch(b.start_s),
-            count: b.count,
-            errors: b.errors,
-            sum_ms: b.sum_ms,
-            min_ms: b.min_ms,
-            max_ms: b.max_ms,
-            blob: b.blob().map(<[u8]>::to_vec),
-            partial,
+        let row = |b: &Bucket, partial: bool| {
+            let blob: Option<Vec<u8>> = b.blob().map(|x| match error_ids {
+                Some(map) => sealed::remap_error_ids(x, map).into_vec(),
+                None => x.to_vec(),
+            });
+            StoredBucket {
+                error_counts: blob.as_deref().map_or_else(Vec::new, |blob| {
+                    let mut agg = Agg::default();
+                    sealed::merge_extras(blob, Some(&mut agg));
+                    agg.error_types
+                        .iter()
+                        .map(|&(id, n)| (id, n as u64))
+                        .collect()
+                }),
+                start_epoch_s: self.second_to_epoch(b.start_s),
+                count: b.count,
+                errors: b.errors,
+                sum_ms: b.sum_ms,
+                min_ms: b.min_ms,
+                max_ms: b.max_ms,
+                blob,
+                partial,
+            }
         };
         let mut out: Vec<StoredBucket> = tier
             .sealed_between(from_s, u32::MAX)
@@ -171,27 +184,19 @@ impl Service {
             let ended = *start + resolution_s <= now_s;
             if (include_building || ended) && *start >= from_s && !agg.is_empty() {
                 let partial = !ended;
-                {
-                    let b = Bucket::seal_building(*start, agg, tier.compression);
-                    // A reloaded partial bucket of the same span is merged
-                    // into what this process built, as sealing would.
-                    match out.last_mut() {
-                        Some(last) if last.start_epoch_s == self.second_to_epoch(*start) => {
-                            let mut merged = Bucket::from_parts(
-                                *start,
-                                last.count,
-                                last.errors,
-                                last.sum_ms,
-                                last.min_ms,
-                                last.max_ms,
-                                last.blob.clone().map(Vec::into_boxed_slice),
-                            );
-                            merged.absorb(agg, tier.compression);
-                            *last = row(&merged, partial);
-                        }
-                        _ => out.push(row(&b, partial)),
+                // A reloaded partial bucket of the same span is merged into
+                // what this process built, as sealing would (from the
+                // tier's own bucket: rows may carry renumbered ids).
+                let b = match tier.buckets.back() {
+                    Some(prev) if prev.start_s == *start => {
+                        out.pop();
+                        let mut merged = prev.clone();
+                        merged.absorb(agg, tier.compression);
+                        merged
                     }
-                }
+                    _ => Bucket::seal_building(*start, agg, tier.compression),
+                };
+                out.push(row(&b, partial));
             }
         }
         Ok(out)
@@ -263,8 +268,15 @@ impl Service {
                 report.rejected += 1;
                 continue;
             }
+            // An empty bucket (health or gauges only) has no latency bounds;
+            // storage may hand back anything there, so it is never trusted.
+            let (min_ms, max_ms) = if row.count == 0 {
+                (f64::INFINITY, f64::NEG_INFINITY)
+            } else {
+                (row.min_ms, row.max_ms)
+            };
             buckets.push(Bucket::from_parts(
-                start_s, row.count, row.errors, row.sum_ms, row.min_ms, row.max_ms, blob,
+                start_s, row.count, row.errors, row.sum_ms, min_ms, max_ms, blob,
             ));
         }
         buckets.sort_by_key(|b| b.start_s);

@@ -1,0 +1,337 @@
+"""`Monitor`: the engine plus what lives around it — history on disk,
+exports, and the Prometheus view.
+
+Recording goes straight to the engine's lock-free ``Service`` handles;
+this class only adds the slow paths (flushing, reloading, exporting), so
+nothing here sits between a recorder and the engine.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import sqlite3
+import threading
+import warnings
+import weakref
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _core
+from .errors import InvalidConfigError, MonitorClosedError, StorageError, StorageLockedError, StorageWarning
+from .storage import HOUR, MINUTE, Flusher, Retention, Storage, default_path
+
+if TYPE_CHECKING:
+    from .openmetrics import MetricsServer
+
+#: Tiers when storage is on: the engine's defaults plus 30 days of hours,
+#: so "7d" and "30d" windows (and their uptime) come from reloaded history.
+STORAGE_TIERS: tuple[tuple[int, int], ...] = ((1, 300), (10, 360), (60, 1440), (3600, 720))
+
+StorageArg = str | os.PathLike[str] | bool | None
+
+
+#: Monitors with storage still open: closed (so flushed) at interpreter exit.
+_WITH_STORAGE: weakref.WeakSet[Monitor] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for m in list(_WITH_STORAGE):
+        m.close()
+
+
+def resolve_storage(storage: StorageArg) -> Path | None:
+    """``None``/``False``: memory only; ``True``: the default file (see
+    :func:`movie_director_metrics.storage.default_path`); else a path."""
+    if storage is None or storage is False:
+        return None
+    if storage is True:
+        return default_path()
+    if isinstance(storage, (str, os.PathLike)):
+        return Path(storage).expanduser()
+    raise InvalidConfigError(
+        f"storage={storage!r} is not understood: expected None (memory only), True (the default "
+        "file), or a path to a SQLite file"
+    )
+
+
+class Monitor:
+    """Registry of services with tiered retention, dashboard reads, and
+    optional history on disk.
+
+    ``storage``: ``None`` (default) keeps everything in memory; ``True``
+    uses the default file (``$MOVIE_DIRECTOR_METRICS_DB``, else the
+    platform's user data directory); a path uses that SQLite file.  With
+    storage, history is reloaded at start, flushed every
+    ``flush_interval_s`` seconds by a background thread and at
+    ``close()``, and windows up to ``"30d"`` are available.
+
+    Every other keyword is the engine's (see ``_core.Monitor``): ``tiers``,
+    ``max_services``, ``health_ttl_s``, ``manual_clock``, ``start_time``
+    and the compressions.
+    """
+
+    def __init__(
+        self,
+        *,
+        storage: StorageArg = None,
+        flush_interval_s: float = 10.0,
+        retention: Retention | None = None,
+        tiers: Sequence[tuple[int, int]] | None = None,
+        **engine: Any,
+    ) -> None:
+        path = resolve_storage(storage)
+        if not (isinstance(flush_interval_s, (int, float)) and 0.05 <= flush_interval_s <= 86_400):
+            raise InvalidConfigError(
+                f"flush_interval_s={flush_interval_s!r} is out of range: expected 0.05 to 86400 seconds"
+            )
+        if path is not None and tiers is None:
+            tiers = STORAGE_TIERS
+        self._core = _core.Monitor(tiers=tiers, **engine)
+        self._flush_lock = threading.Lock()
+        self._closed = False
+        self._storage: Storage | None = None
+        self._flusher: Flusher | None = None
+        self._failure: str | None = None
+        self.load_report: dict[str, int] = {}
+        if path is None:
+            return
+        self._resolutions = [r for r, _ in self._core.tiers if r in (MINUTE, HOUR)]
+        if not self._resolutions:
+            self._closed = True
+            self._core.close()
+            raise InvalidConfigError(
+                f"storage needs a 60 s or 3600 s tier to persist; tiers are {self._core.tiers}"
+            )
+        self._storage = Storage(path, retention)
+        try:
+            self._open_storage()
+        except (StorageLockedError, StorageError):
+            self._closed = True
+            self._core.close()
+            raise
+        except (OSError, sqlite3.Error) as e:
+            self._report(e)  # e.g. a read-only directory: retried at each flush
+        self._flusher = Flusher(self._background_flush, float(flush_interval_s))
+        _WITH_STORAGE.add(self)
+
+    # ---- storage ---------------------------------------------------------
+
+    def _open_storage(self) -> None:
+        st = self._storage
+        assert st is not None
+        st.open()
+        windows = {r: r * s for r, s in self._core.tiers if r in self._resolutions}
+        self.load_report = st.load(self._core, self._resolutions, windows, self._core.now())
+
+    def _report(self, e: BaseException) -> None:
+        """Surfaces a storage failure once until a flush succeeds again."""
+        msg = f"{type(e).__name__}: {e}"
+        if self._failure is None:
+            assert self._storage is not None
+            warnings.warn(
+                StorageWarning(
+                    f"cannot write metrics history to {self._storage.path} ({msg}); recording "
+                    "continues in memory and flushing is retried"
+                ),
+                stacklevel=3,
+            )
+        self._failure = msg
+
+    def _flush(self, final: bool) -> int:
+        st = self._storage
+        if st is None:
+            return 0
+        with self._flush_lock:
+            if self._closed and not final:
+                raise MonitorClosedError("the monitor is closed; its history file was released")
+            if not st.is_open:
+                self._open_storage()
+            n = st.write(self._core, self._resolutions, self._core.now(), final)
+            self._failure = None
+            return n
+
+    def _background_flush(self) -> None:
+        try:
+            self._flush(final=False)
+        except (StorageLockedError, StorageError, OSError, sqlite3.Error) as e:
+            self._report(e)
+        except Exception as e:  # never let the flush thread die
+            self._report(e)
+
+    def flush(self) -> int:
+        """Writes history now; returns the bucket rows written (0 without
+        storage).  Raises ``StorageError`` when the file cannot be written
+        (the data stays in memory and the next flush retries)."""
+        try:
+            return self._flush(final=False)
+        except (OSError, sqlite3.Error) as e:
+            self._report(e)
+            raise StorageError(f"cannot write {self._storage.path if self._storage else ''}: {e}") from e
+
+    @property
+    def storage_path(self) -> Path | None:
+        """The history file, or None when history is kept in memory only."""
+        return self._storage.path if self._storage else None
+
+    @property
+    def storage_error(self) -> str | None:
+        """Why the last flush failed, or None when storage is healthy (or off)."""
+        return self._failure
+
+    @property
+    def storage(self) -> Storage | None:
+        """The history file's reader/writer, or None.  Read it inside
+        :meth:`storage_session`, which keeps the flush thread out."""
+        return self._storage
+
+    @contextlib.contextmanager
+    def storage_session(self) -> Iterator[Storage | None]:
+        """Holds the flush lock for a consistent read of the history file
+        (the storage object, or None without storage or when closed)."""
+        with self._flush_lock:
+            st = self._storage
+            yield st if st is not None and st.is_open and not self._closed else None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ---- the engine ------------------------------------------------------
+
+    @property
+    def engine(self) -> _core.Monitor:
+        """The Rust engine this monitor wraps."""
+        return self._core
+
+    @property
+    def tiers(self) -> list[tuple[int, int]]:
+        return self._core.tiers
+
+    @property
+    def max_services(self) -> int:
+        return self._core.max_services
+
+    @property
+    def health_ttl_s(self) -> int:
+        return self._core.health_ttl_s
+
+    @property
+    def manual_clock(self) -> bool:
+        return self._core.manual_clock
+
+    def service(self, name: str) -> _core.Service:
+        """The lock-free recording handle of ``name``, created on first use."""
+        return self._core.service(name)
+
+    def services(self) -> list[str]:
+        return self._core.services()
+
+    def stats(self, service: str, window: str | float | None = None) -> _core.ServiceStats:
+        return self._core.stats(service, window)
+
+    def snapshot(self, window: str | float | None = None) -> dict[str, _core.ServiceStats]:
+        return self._core.snapshot(window)
+
+    def series(
+        self, service: str, metric: str, window: str | float | None = None, points: int | None = None
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        return self._core.series(service, metric, window, points)
+
+    def series_stats(
+        self,
+        service: str,
+        window: str | float | None = None,
+        points: int | None = None,
+        resolution_s: int | None = None,
+    ) -> list[_core.ServiceStats]:
+        return self._core.series_stats(service, window, points, resolution_s)
+
+    def compare(self, metric: str, window: str | float | None = None) -> list[tuple[str, float | None]]:
+        return self._core.compare(metric, window)
+
+    def memory_bytes(self) -> int:
+        return self._core.memory_bytes()
+
+    def now(self) -> float:
+        return self._core.now()
+
+    def advance(self, seconds: float) -> None:
+        self._core.advance(seconds)
+
+    # ---- export and Prometheus -------------------------------------------
+
+    def export(
+        self,
+        path: str | os.PathLike[str],
+        format: Literal["csv", "json"] = "csv",
+        *,
+        window: str | float | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        services: Sequence[str] | None = None,
+        resolution: Literal["raw", "1m", "1h"] = "1m",
+    ) -> Path:
+        """Writes statistics per service per bucket to ``path`` (CSV or
+        JSON; see the README for columns and ``schemas/export.schema.json``)
+        atomically; returns the path."""
+        from .export import export
+
+        return export(self, path, format, window=window, start=start, end=end, services=services, resolution=resolution)
+
+    def openmetrics(self, *, openmetrics: bool = True) -> str:
+        """The Prometheus exposition of every service (OpenMetrics 1.0, or
+        text 0.0.4 with ``openmetrics=False``)."""
+        from .openmetrics import render
+
+        return render(self, openmetrics=openmetrics)
+
+    def serve_metrics(self, host: str = "127.0.0.1", port: int = 9464) -> MetricsServer:
+        """Serves ``/metrics`` from a background thread; returns the server
+        (``.url``, ``.close()``)."""
+        from .openmetrics import serve_metrics
+
+        return serve_metrics(self, host=host, port=port)
+
+    # ---- lifetime --------------------------------------------------------
+
+    def close(self) -> None:
+        """Stops the flush thread, writes what is left (partial buckets
+        included) and closes the file and the engine (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._flusher is not None:
+            self._flusher.stop()
+        if self._storage is not None:
+            try:
+                self._flush(final=True)
+            except Exception as e:
+                self._report(e)
+            self._storage.close()
+        self._core.close()
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc: object) -> Literal[False]:
+        self.close()
+        return False
+
+    def __del__(self) -> None:
+        # A forgotten close() must not leave the flush thread and file lock.
+        if not getattr(self, "_closed", True):
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    def __repr__(self) -> str:
+        where = f"storage={str(self._storage.path)!r}" if self._storage else "in memory"
+        return f"Monitor({len(self.services())} services, {where})"

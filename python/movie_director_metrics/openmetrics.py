@@ -1,0 +1,460 @@
+"""Prometheus / OpenMetrics exposition of a monitor, and a ``/metrics`` server.
+
+``render(monitor)`` turns the engine's figures into exposition text:
+OpenMetrics 1.0 by default, Prometheus text 0.0.4 with ``openmetrics=False``.
+``serve_metrics(monitor)`` serves it over HTTP for a Prometheus scraper.
+
+Where the numbers come from, and why:
+
+* Counters and summary ``_count``/``_sum`` use ``Service.totals()``, the
+  lifetime totals, because Prometheus needs monotonic counters to compute
+  ``rate()``; windowed counts would drop as the window slides.
+* Summary quantiles, gauges (queue, health, resources) and the uptime ratios
+  come from ``monitor.snapshot(window)``.  Quantiles are over
+  ``quantile_window`` (published as ``mdm_quantile_window_seconds``), since a
+  summary's quantiles cannot be aggregated or re-windowed by Prometheus.
+* Everything is in base units (seconds, bytes, ratios 0..1).  Missing data
+  omits the sample rather than emitting NaN or a zero that looks real, and
+  optional features a service never reported (health checks, processing)
+  omit its series.  Families without samples are left out.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+import socketserver
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol, Self
+from urllib.parse import urlsplit
+
+from .errors import InvalidWindowError, MonitorClosedError
+
+__all__ = [
+    "CONTENT_TYPE_OPENMETRICS",
+    "CONTENT_TYPE_TEXT",
+    "MetricsServer",
+    "negotiate",
+    "render",
+    "serve_metrics",
+]
+
+#: Content type of OpenMetrics 1.0 output.
+CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+#: Content type of Prometheus text 0.0.4 output.  Hard-coded because
+#: ``prometheus_client.CONTENT_TYPE_LATEST`` moved to 1.0.0 in 0.26.
+CONTENT_TYPE_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+_log = logging.getLogger(__name__)
+
+
+# --- What the exporter reads ----------------------------------------------
+# Protocols rather than the ``_core`` classes, so a Python wrapper with the
+# same methods (and ``Service.totals()``) renders too.
+
+
+class _GaugeReading(Protocol):
+    @property
+    def last(self) -> float | None: ...
+
+
+class _WindowStats(Protocol):
+    @property
+    def service(self) -> str: ...
+    @property
+    def window_s(self) -> int: ...
+    @property
+    def p50_ms(self) -> float | None: ...
+    @property
+    def p90_ms(self) -> float | None: ...
+    @property
+    def p95_ms(self) -> float | None: ...
+    @property
+    def p99_ms(self) -> float | None: ...
+    @property
+    def up(self) -> bool | None: ...
+    @property
+    def uptime_pct(self) -> float | None: ...
+    @property
+    def queue_running(self) -> int | None: ...
+    @property
+    def queue_pending(self) -> int | None: ...
+    @property
+    def processing_p50_ms(self) -> float | None: ...
+    @property
+    def processing_p95_ms(self) -> float | None: ...
+    @property
+    def resources(self) -> Mapping[str, _GaugeReading]: ...
+
+
+class _ServiceTotals(Protocol):
+    def totals(self) -> Mapping[str, Any]: ...
+
+
+class MonitorLike(Protocol):
+    """What ``render`` needs of a monitor: ``_core.Monitor`` or a wrapper."""
+
+    def services(self) -> list[str]: ...
+    def service(self, name: str, /) -> _ServiceTotals: ...
+    def snapshot(
+        self, window: str, /
+    ) -> Mapping[str, _WindowStats] | Sequence[_WindowStats]: ...
+
+
+# --- Families ---------------------------------------------------------------
+
+_Labels = tuple[tuple[str, str], ...]
+
+# Engine gauge -> (family, unit, divisor to the base unit, help).  Percentages
+# become ratios because Prometheus conventions keep 0..1 in base units.
+_RESOURCES: dict[str, tuple[str, str, float, str]] = {
+    "vram_used_bytes": ("mdm_vram_used_bytes", "bytes", 1.0, "GPU memory in use."),
+    "vram_total_bytes": ("mdm_vram_total_bytes", "bytes", 1.0, "GPU memory installed."),
+    "ram_used_bytes": ("mdm_ram_used_bytes", "bytes", 1.0, "System memory in use."),
+    "ram_total_bytes": ("mdm_ram_total_bytes", "bytes", 1.0, "System memory installed."),
+    "cpu_pct": ("mdm_cpu_usage_ratio", "ratio", 100.0, "CPU busy fraction, 0 to 1."),
+    "gpu_util_pct": ("mdm_gpu_utilization_ratio", "ratio", 100.0, "GPU busy fraction, 0 to 1."),
+    "gpu_temp_c": ("mdm_gpu_temp_celsius", "celsius", 1.0, "GPU temperature."),
+    "gpu_power_w": ("mdm_gpu_power_watts", "watts", 1.0, "GPU power draw."),
+}
+
+_LATENCY_QUANTILES = (("0.5", "p50_ms"), ("0.9", "p90_ms"), ("0.95", "p95_ms"), ("0.99", "p99_ms"))
+_PROCESSING_QUANTILES = (("0.5", "processing_p50_ms"), ("0.95", "processing_p95_ms"))
+
+
+@dataclass
+class _Family:
+    """One metric family; ``name`` is without the counter ``_total`` suffix."""
+
+    name: str
+    kind: str  # "counter" | "gauge" | "summary"
+    help: str
+    unit: str = ""
+    samples: list[tuple[str, _Labels, float]] = field(default_factory=list)
+
+    def add(self, value: float | None, suffix: str = "", **labels: str) -> None:
+        # None and non-finite values are missing data: omit, never NaN.
+        if value is None or not math.isfinite(value):
+            return
+        self.samples.append((suffix, tuple(labels.items()), value))
+
+    def expose(self, openmetrics: bool) -> Iterable[str]:
+        # OpenMetrics names a counter family without `_total`; 0.0.4 tools
+        # expect the TYPE line to carry the full sample name.
+        is_counter = self.kind == "counter"
+        head = self.name if openmetrics or not is_counter else self.name + "_total"
+        yield f"# HELP {head} {self.help}"
+        yield f"# TYPE {head} {self.kind}"
+        if openmetrics and self.unit:
+            yield f"# UNIT {head} {self.unit}"
+        for suffix, labels, value in self.samples:
+            name = self.name + ("_total" if is_counter else suffix)
+            yield f"{name}{_labels(labels)} {_number(value)}"
+
+
+def _escape(value: str) -> str:
+    # The only three escapes both formats define for label values.
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(labels: _Labels) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels) + "}"
+
+
+def _number(value: float) -> str:
+    # Integers stay integers (exact counts); floats use repr, which round-trips.
+    if isinstance(value, int) or value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(value)
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1e3
+
+
+def _by_service(result: Mapping[str, _WindowStats] | Sequence[_WindowStats]) -> dict[str, _WindowStats]:
+    # The engine answers a dict keyed by service; accept a list of stats too.
+    if isinstance(result, Mapping):
+        return dict(result)
+    return {s.service: s for s in result}
+
+
+def render(
+    monitor: MonitorLike,
+    *,
+    openmetrics: bool = True,
+    quantile_window: str = "5m",
+    uptime_windows: Iterable[str] = ("1h", "24h", "7d", "30d"),
+) -> str:
+    """Exposition text of every service of ``monitor``.
+
+    OpenMetrics 1.0 (ending in ``# EOF``) or, with ``openmetrics=False``,
+    Prometheus text 0.0.4.  Quantiles cover ``quantile_window``; an invalid
+    one raises ``InvalidWindowError``.  Uptime windows the monitor's tiers
+    do not cover (``"7d"`` without long tiers) are skipped.
+    """
+    now = _by_service(monitor.snapshot(quantile_window))
+    uptime: dict[str, dict[str, _WindowStats]] = {}
+    for window in dict.fromkeys(uptime_windows):  # dedupe, keep order
+        try:
+            uptime[window] = now if window == quantile_window else _by_service(monitor.snapshot(window))
+        except InvalidWindowError:
+            continue
+
+    requests = _Family("mdm_requests", "counter", "Requests handled, by outcome.")
+    errors = _Family("mdm_request_errors", "counter", "Failed requests, by error type.")
+    latency = _Family(
+        "mdm_request_latency_seconds", "summary",
+        "Request latency; quantiles over the quantile window, count and sum lifetime.", "seconds",
+    )
+    up = _Family("mdm_health_up", "gauge", "Latest health check: 1 up, 0 down; absent when unknown.")
+    checks = _Family("mdm_health_checks", "counter", "Health check results, by result.")
+    uptime_ratio = _Family(
+        "mdm_uptime_ratio", "gauge", "Time-weighted uptime over the window, 0 to 1.", "ratio"
+    )
+    queue = _Family("mdm_queue_depth", "gauge", "Latest reported jobs in the queue, by state.")
+    processing = _Family(
+        "mdm_processing_seconds", "summary",
+        "Time jobs spent executing; quantiles over the quantile window, count and sum lifetime.",
+        "seconds",
+    )
+    resources = {
+        gauge: _Family(name, "gauge", help_, unit) for gauge, (name, unit, _, help_) in _RESOURCES.items()
+    }
+    # Gauges the engine adds later still show up, as reported, until named above.
+    other_resources = _Family("mdm_resource", "gauge", "Other resource gauges, as reported.")
+    window_info = _Family(
+        "mdm_quantile_window_seconds", "gauge", "Window the summary quantiles cover.", "seconds"
+    )
+
+    for name in monitor.services():
+        totals = monitor.service(name).totals()
+        count, failed = int(totals["count"]), int(totals["errors"])
+        requests.add(count - failed, service=name, outcome="success")
+        requests.add(failed, service=name, outcome="error")
+        for error_type, n in totals["error_counts"]:
+            errors.add(int(n), service=name, error_type=str(error_type))
+
+        stats = now.get(name)  # None if the service appeared after the snapshot
+        for q, attr in _LATENCY_QUANTILES:
+            latency.add(_seconds(getattr(stats, attr, None)), service=name, quantile=q)
+        latency.add(float(totals["sum_ms"]) / 1e3, "_sum", service=name)
+        latency.add(count, "_count", service=name)
+
+        health_up, health_down = int(totals["health_up"]), int(totals["health_down"])
+        if health_up + health_down:
+            checks.add(health_up, service=name, result="up")
+            checks.add(health_down, service=name, result="down")
+        for window, by_service in uptime.items():
+            pct = getattr(by_service.get(name), "uptime_pct", None)
+            uptime_ratio.add(None if pct is None else pct / 100, service=name, window=window)
+
+        processed = int(totals["processing_count"])
+        if processed:
+            for q, attr in _PROCESSING_QUANTILES:
+                processing.add(_seconds(getattr(stats, attr, None)), service=name, quantile=q)
+            processing.add(float(totals["processing_sum_ms"]) / 1e3, "_sum", service=name)
+            processing.add(processed, "_count", service=name)
+
+        if stats is None:
+            continue
+        if stats.up is not None:
+            up.add(1 if stats.up else 0, service=name)
+        queue.add(stats.queue_running, service=name, state="running")
+        queue.add(stats.queue_pending, service=name, state="pending")
+        for gauge, reading in stats.resources.items():
+            if gauge in _RESOURCES:
+                divisor = _RESOURCES[gauge][2]
+                resources[gauge].add(None if reading.last is None else reading.last / divisor, service=name)
+            else:
+                other_resources.add(reading.last, service=name, resource=gauge)
+
+    if now:
+        window_info.add(next(iter(now.values())).window_s, window=quantile_window)
+
+    families = [
+        requests, errors, latency, up, checks, uptime_ratio, queue, processing,
+        *resources.values(), other_resources, window_info,
+    ]
+    lines = [line for f in families if f.samples for line in f.expose(openmetrics)]
+    if openmetrics:
+        lines.append("# EOF")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+# --- Content negotiation ----------------------------------------------------
+
+
+def negotiate(accept_header: str | None) -> tuple[bool, str]:
+    """``(use_openmetrics, content_type)`` for a request's ``Accept`` header.
+
+    OpenMetrics when the header accepts ``application/openmetrics-text``
+    (version 1.0.0, the pre-release 0.0.1 older Prometheus asks for, or
+    none) at least as much as plain text; otherwise Prometheus text 0.0.4,
+    which every scraper and browser reads.
+    """
+    om_q = text_q = 0.0
+    for media_range in (accept_header or "").split(","):
+        media_type, *params = (part.strip() for part in media_range.split(";"))
+        options = {k.strip().lower(): v.strip() for k, _, v in (p.partition("=") for p in params)}
+        try:
+            q = float(options.get("q", "1"))
+        except ValueError:
+            continue  # malformed range: ignore it rather than fail the scrape
+        media_type = media_type.lower()
+        if media_type == "application/openmetrics-text":
+            if options.get("version", "1.0.0") in ("1.0.0", "0.0.1"):
+                om_q = max(om_q, q)
+        elif media_type in ("text/plain", "text/*", "*/*"):
+            text_q = max(text_q, q)
+    if om_q > 0 and om_q >= text_q:
+        return True, CONTENT_TYPE_OPENMETRICS
+    return False, CONTENT_TYPE_TEXT
+
+
+# --- HTTP server ------------------------------------------------------------
+
+_PLAIN = "text/plain; charset=utf-8"
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """Holds what the handlers need; one daemon thread per request."""
+
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], monitor: MonitorLike,
+        quantile_window: str, uptime_windows: tuple[str, ...],
+    ) -> None:
+        self.monitor = monitor
+        self.quantile_window = quantile_window
+        self.uptime_windows = uptime_windows
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _MetricsHandler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn, a reverse DNS lookup
+        # that can stall for seconds on hosts without DNS; we never need it.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A scraper hanging up mid-response is routine, not worth a traceback.
+        _log.debug("metrics request from %s failed", client_address, exc_info=True)
+
+    def scrape(self, accept: str | None) -> tuple[int, str, bytes]:
+        use_openmetrics, content_type = negotiate(accept)
+        try:
+            text = render(
+                self.monitor, openmetrics=use_openmetrics,
+                quantile_window=self.quantile_window, uptime_windows=self.uptime_windows,
+            )
+        except MonitorClosedError:
+            return 503, _PLAIN, b"monitor is closed\n"
+        except Exception as exc:  # a bad scrape must not take the server down
+            _log.debug("rendering metrics failed", exc_info=True)
+            return 500, _PLAIN, f"error rendering metrics: {type(exc).__name__}: {exc}"[:300].encode() + b"\n"
+        return 200, content_type, text.encode("utf-8")
+
+
+class _MetricsHandler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+
+    def do_GET(self) -> None:
+        self._answer(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(send_body=False)
+
+    def _answer(self, send_body: bool) -> None:
+        if urlsplit(self.path).path == "/metrics":
+            status, content_type, body = self.server.scrape(self.headers.get("Accept"))
+        else:
+            status, content_type, body = 404, _PLAIN, b"not found: metrics are at /metrics\n"
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Scrapes arrive every few seconds; a stderr line each would drown the app's output.
+        pass
+
+
+class MetricsServer:
+    """Serves ``GET /metrics`` of ``monitor`` from a daemon background thread.
+
+    Binds ``host`` (loopback by default: expose it deliberately) and
+    ``port``; ``port=0`` picks a free one, reported by ``.port``/``.url``.
+    Each request renders afresh in its own thread; a failed render answers
+    500 and a closed monitor 503, and the server keeps running.  ``close()``
+    (or leaving ``with``) stops it and frees the port.
+    """
+
+    def __init__(
+        self,
+        monitor: MonitorLike,
+        host: str = "127.0.0.1",
+        port: int = 9464,
+        *,
+        quantile_window: str = "5m",
+        uptime_windows: Iterable[str] = ("1h", "24h", "7d", "30d"),
+    ) -> None:
+        self._server = _HTTPServer((host, port), monitor, quantile_window, tuple(uptime_windows))
+        self.host = host
+        self.port = int(self._server.server_address[1])
+        self._closed = False
+        self._close_lock = threading.Lock()
+        # A short poll interval keeps close() quick; idle polling is cheap.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+            name=f"mdm-metrics-{self.port}", daemon=True,
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        """Stops serving, closes the socket and joins the thread (idempotent)."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MetricsServer({self.url!r}{', closed' if self._closed else ''})"
+
+
+def serve_metrics(
+    monitor: MonitorLike,
+    host: str = "127.0.0.1",
+    port: int = 9464,
+    *,
+    quantile_window: str = "5m",
+    uptime_windows: Iterable[str] = ("1h", "24h", "7d", "30d"),
+) -> MetricsServer:
+    """Starts a ``MetricsServer`` (9464 is the usual exporter port)."""
+    return MetricsServer(
+        monitor, host, port, quantile_window=quantile_window, uptime_windows=uptime_windows
+    )

@@ -1,0 +1,571 @@
+"""Crash-safe history in one SQLite file.
+
+What is kept: sealed 1-minute and 1-hour buckets (exact count / errors /
+sum / min / max as columns, digests and the rest as the engine's compact
+blob), a readable copy of error-type counts per bucket, health runs, and
+each service's error-type names.  The file is in WAL mode with a busy
+timeout, so a reader (an export, ``sqlite3`` on the command line) never
+blocks the writer, and a crash loses at most what was not yet flushed.
+
+One process owns a file at a time: a second one gets
+:class:`~movie_director_metrics.errors.StorageLockedError` naming the
+owner.  Two writers would each hold a different part of the same buckets,
+and whichever flushed last would silently win.
+
+Faults never stop recording: a corrupt file is moved aside and replaced;
+a read-only directory or a full disk is reported once
+(:class:`~movie_director_metrics.errors.StorageWarning`), the engine keeps
+the data in memory, and the next flush that can write catches up.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import socket
+import sqlite3
+import sys
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import InvalidConfigError, StorageError, StorageLockedError, StorageWarning
+
+#: Environment variable naming the database file (overrides the platform default).
+STORAGE_ENV = "MOVIE_DIRECTOR_METRICS_DB"
+
+#: Format of the engine's bucket blobs this build writes and reads.
+BLOB_FORMAT = "1"
+
+#: Error types a service can name (the engine's table); more count as "other",
+#: stored under this id.
+OTHER_ERROR_ID = 32
+
+#: Resolutions persisted, in seconds: the minute tier and the hourly roll-up.
+MINUTE, HOUR = 60, 3600
+
+#: Forward migrations, in order; ``PRAGMA user_version`` counts those applied.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: services, buckets, error types, health runs.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE services (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE error_types (
+        service_id INTEGER NOT NULL REFERENCES services(id),
+        type_id INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        PRIMARY KEY (service_id, type_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE buckets (
+        service_id INTEGER NOT NULL REFERENCES services(id),
+        resolution_s INTEGER NOT NULL,
+        start_s INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        errors INTEGER NOT NULL,
+        sum_ms REAL NOT NULL,
+        min_ms REAL,
+        max_ms REAL,
+        partial INTEGER NOT NULL DEFAULT 0,
+        blob BLOB,
+        PRIMARY KEY (service_id, resolution_s, start_s)
+    ) WITHOUT ROWID;
+    CREATE TABLE bucket_errors (
+        service_id INTEGER NOT NULL,
+        resolution_s INTEGER NOT NULL,
+        start_s INTEGER NOT NULL,
+        type_id INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (service_id, resolution_s, start_s, type_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE health_runs (
+        service_id INTEGER NOT NULL REFERENCES services(id),
+        first_s INTEGER NOT NULL,
+        last_s INTEGER NOT NULL,
+        up INTEGER NOT NULL,
+        PRIMARY KEY (service_id, first_s)
+    ) WITHOUT ROWID;
+    """,
+    # 2: room for LLM usage records and alert events (filled by later
+    # features; created now so files written today need no rewrite).
+    """
+    CREATE TABLE llm_usage (
+        id INTEGER PRIMARY KEY,
+        service_id INTEGER NOT NULL REFERENCES services(id),
+        at_s REAL NOT NULL,
+        model TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        cost_usd REAL
+    );
+    CREATE INDEX llm_usage_by_time ON llm_usage (service_id, at_s);
+    CREATE TABLE alert_events (
+        id INTEGER PRIMARY KEY,
+        service_id INTEGER REFERENCES services(id),
+        at_s REAL NOT NULL,
+        rule TEXT NOT NULL,
+        state TEXT NOT NULL,
+        value REAL,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX alert_events_by_time ON alert_events (at_s);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long history stays on disk (pruned hourly)."""
+
+    minute_days: float = 7.0
+    hour_days: float = 365.0
+
+    def __post_init__(self) -> None:
+        for name in ("minute_days", "hour_days"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 1 / 24 <= v <= 3650):
+                raise InvalidConfigError(
+                    f"Retention.{name}={v!r} is out of range: expected a number of days from 1/24 to 3650"
+                )
+
+    def seconds(self, resolution_s: int) -> float:
+        return 86_400.0 * (self.minute_days if resolution_s == MINUTE else self.hour_days)
+
+
+def default_path() -> Path:
+    """The database file: ``$MOVIE_DIRECTOR_METRICS_DB`` if set, else the
+    platform's user data directory (XDG on Linux, Application Support on
+    macOS, ``%APPDATA%`` on Windows)."""
+    env = os.environ.get(STORAGE_ENV)
+    if env:
+        return Path(env).expanduser()
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = home / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
+    return base / "movie_director_metrics" / "metrics.sqlite3"
+
+
+def _utc_stamp() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+class _OwnerLock:
+    """An exclusive advisory lock on ``<db>.lock`` holding the owner's pid,
+    host and start time; the OS drops it when the process dies, even by
+    ``kill -9``."""
+
+    def __init__(self, db: Path) -> None:
+        self.path = db.with_name(db.name + ".lock")
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        f = open(self.path, "a+", encoding="utf-8")
+        try:
+            self._lock(f)
+        except OSError:
+            f.seek(0)
+            owner = f.read().strip() or "an unknown process"
+            f.close()
+            raise StorageLockedError(
+                f"{self.path.with_suffix('')} is in use by {owner}; close that program, or pass "
+                "storage=<another file> (or storage=None to keep history in memory)"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(
+            f"process {os.getpid()} on {socket.gethostname()} "
+            f"(since {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')})"
+        )
+        f.flush()
+        self._file = f
+
+    @staticmethod
+    def _lock(f: IO[str]) -> None:
+        if sys.platform == "win32":
+            import msvcrt
+
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing drops the lock
+            self._file = None
+
+
+@dataclass
+class _Watermarks:
+    """What was written, per service: the newest complete bucket start per
+    resolution (re-sent once, for a late second), and the time of the last
+    health write."""
+
+    buckets: dict[tuple[str, int], int] = field(default_factory=dict)
+    health: dict[str, float] = field(default_factory=dict)
+
+
+class Storage:
+    """The SQLite file behind a monitor.  Used by ``Monitor(storage=...)``;
+    all methods are called from one thread at a time (the monitor's flush
+    lock)."""
+
+    def __init__(self, path: str | os.PathLike[str], retention: Retention | None = None) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.retention = retention or Retention()
+        self._conn: sqlite3.Connection | None = None
+        self._lock = _OwnerLock(self.path)
+        self._ids: dict[str, int] = {}
+        # Per service id: error-type name -> the id the file stores it under.
+        self._stored_ids: dict[int, dict[str, int]] = {}
+        self.marks = _Watermarks()
+        self.last_error: str | None = None
+        self._warned = False
+        self._last_prune = 0.0
+
+    # ---- opening ---------------------------------------------------------
+
+    def open(self) -> None:
+        """Opens (creating, migrating or replacing a corrupt file as needed).
+        Raises StorageLockedError when another process owns the file,
+        StorageError for a file from a newer version, OSError/sqlite3.Error
+        when the file cannot be created (the caller retries later)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            conn = self._connect_checked()
+            self._migrate(conn)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._conn = conn
+
+    def _connect_checked(self) -> sqlite3.Connection:
+        if self.path.exists():
+            try:
+                conn = self._connect()
+                ok = conn.execute("PRAGMA quick_check").fetchone()
+                if ok is not None and ok[0] == "ok":
+                    return conn
+                conn.close()
+                reason = f"quick_check said {ok[0] if ok else 'nothing'!r}"
+            except sqlite3.DatabaseError as e:
+                reason = str(e)
+            self._move_aside(reason)
+        return self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: transactions are explicit (BEGIN ... COMMIT).
+        conn = sqlite3.connect(
+            self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    def _move_aside(self, reason: str) -> None:
+        dest = self.path.with_name(f"{self.path.name}.corrupt-{_utc_stamp()}")
+        os.replace(self.path, dest)
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                os.replace(side, dest.with_name(dest.name + suffix))
+        warnings.warn(
+            StorageWarning(
+                f"the metrics database {self.path} could not be read ({reason}); "
+                f"it was moved aside to {dest} and a fresh one started"
+            ),
+            stacklevel=4,
+        )
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise StorageError(
+                f"{self.path} has schema version {version}, newer than this build's "
+                f"{SCHEMA_VERSION}: upgrade movie_director_metrics, or pass another storage path"
+            )
+        for v in range(version, SCHEMA_VERSION):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _statements(MIGRATIONS[v]):
+                    conn.execute(stmt)
+                if v == 0:
+                    conn.executemany(
+                        "INSERT INTO meta VALUES (?, ?)",
+                        [("blob_format", BLOB_FORMAT), ("created_at", str(time.time()))],
+                    )
+                conn.execute(f"PRAGMA user_version={v + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        fmt = conn.execute("SELECT value FROM meta WHERE key='blob_format'").fetchone()
+        self.blob_format_ok = fmt is not None and fmt[0] == BLOB_FORMAT
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+            self._conn.close()
+            self._conn = None
+        self._lock.release()
+
+    # ---- writing ---------------------------------------------------------
+
+    def _service_id(self, conn: sqlite3.Connection, name: str) -> int:
+        sid = self._ids.get(name)
+        if sid is None:
+            conn.execute(
+                "INSERT OR IGNORE INTO services (name, created_at) VALUES (?, ?)", (name, time.time())
+            )
+            sid = int(conn.execute("SELECT id FROM services WHERE name=?", (name,)).fetchone()[0])
+            self._ids[name] = sid
+        return sid
+
+    def _error_ids(self, conn: sqlite3.Connection, sid: int, live: list[str]) -> list[int] | None:
+        """Maps this process's error-type ids to the file's: a name keeps
+        the id it was first stored under, whatever order this process met
+        it in (new names take the next free id, past 32 they count as
+        "other").  None when the two agree, so blobs are written as they are."""
+        stored = self._stored_ids.get(sid)
+        if stored is None:
+            stored = dict(conn.execute("SELECT name, type_id FROM error_types WHERE service_id=?", (sid,)).fetchall())
+            self._stored_ids[sid] = stored
+        ids = []
+        for name in live:
+            if name not in stored and len(stored) < OTHER_ERROR_ID:
+                stored[name] = len(stored)
+                conn.execute("INSERT INTO error_types VALUES (?, ?, ?)", (sid, stored[name], name))
+            ids.append(stored.get(name, OTHER_ERROR_ID))
+        return None if ids == list(range(len(ids))) else ids
+
+    def write(self, core: Any, resolutions: Sequence[int], now: float, final: bool) -> int:
+        """Writes what changed since the last write, in one transaction;
+        returns the number of bucket rows written.  Watermarks move only
+        after the commit, so a failed write is retried whole."""
+        conn = self._conn
+        assert conn is not None
+        marks: dict[tuple[str, int], int] = {}
+        health_marks: dict[str, float] = {}
+        written = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for name in core.services():
+                svc = core.service(name)
+                sid = self._service_id(conn, name)
+                error_ids = self._error_ids(conn, sid, svc.error_types())
+                for res in resolutions:
+                    since = self.marks.buckets.get((name, res), 0)
+                    rows = svc.stored_buckets(res, since, final, error_ids)
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO buckets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(sid, res, r[0], r[1], r[2], r[3], _opt(r[1], r[4]), _opt(r[1], r[5]), r[7], r[6]) for r in rows],
+                    )
+                    conn.executemany(
+                        "INSERT OR REPLACE INTO bucket_errors VALUES (?, ?, ?, ?, ?)",
+                        [(sid, res, r[0], tid, n) for r in rows for tid, n in r[8]],
+                    )
+                    complete = [r[0] for r in rows if not r[7]]
+                    if complete:
+                        marks[(name, res)] = max(complete)
+                    written += len(rows)
+                since_h = self.marks.health.get(name, 0.0)
+                runs = svc.stored_health(int(since_h))
+                conn.executemany(
+                    "INSERT OR REPLACE INTO health_runs VALUES (?, ?, ?, ?)",
+                    [(sid, f, l, int(up)) for f, l, up in runs],
+                )
+                health_marks[name] = now
+            conn.execute("COMMIT")
+        except BaseException:
+            # Names cached during this transaction were rolled back with it.
+            self._stored_ids.clear()
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        self.marks.buckets.update(marks)
+        self.marks.health.update(health_marks)
+        if now - self._last_prune >= 3600:
+            self.prune(now)
+        return written
+
+    def prune(self, now: float) -> None:
+        """Deletes buckets and health runs older than the retention."""
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for res in (MINUTE, HOUR):
+                cutoff = int(now - self.retention.seconds(res))
+                for table in ("buckets", "bucket_errors"):
+                    conn.execute(f"DELETE FROM {table} WHERE resolution_s=? AND start_s<?", (res, cutoff))
+            conn.execute(
+                "DELETE FROM health_runs WHERE last_s<?", (int(now - self.retention.seconds(HOUR)),)
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._last_prune = now
+
+    # ---- reading ---------------------------------------------------------
+
+    def load(self, core: Any, resolutions: Sequence[int], tier_windows: dict[int, int], now: float) -> dict[str, int]:
+        """Puts persisted history back into a fresh engine: buckets within
+        each tier's window, health runs within the longest.  Returns counts
+        by outcome (restored / out_of_window / rejected, services)."""
+        conn = self._conn
+        assert conn is not None
+        totals = {"services": 0, "restored": 0, "out_of_window": 0, "rejected": 0, "skipped_services": 0}
+        if not getattr(self, "blob_format_ok", True):
+            warnings.warn(StorageWarning(f"{self.path} holds buckets in another format; history not reloaded"), stacklevel=3)
+            return totals
+        longest = max(tier_windows.values(), default=0)
+        for sid, name in conn.execute("SELECT id, name FROM services ORDER BY id").fetchall():
+            self._ids[name] = sid
+            has_data = conn.execute(
+                "SELECT 1 FROM buckets WHERE service_id=? AND start_s>=? LIMIT 1", (sid, now - longest)
+            ).fetchone() or conn.execute(
+                "SELECT 1 FROM health_runs WHERE service_id=? AND last_s>=? LIMIT 1", (sid, now - longest)
+            ).fetchone()
+            if not has_data:
+                continue
+            try:
+                svc = core.service(name)
+            except Exception as e:  # ServiceLimitError, InvalidNameError
+                totals["skipped_services"] += 1
+                warnings.warn(StorageWarning(f"history of service {name!r} not reloaded: {e}"), stacklevel=3)
+                continue
+            names = [n for (n,) in conn.execute(
+                "SELECT name FROM error_types WHERE service_id=? ORDER BY type_id", (sid,)
+            )]
+            for res in resolutions:
+                rows = conn.execute(
+                    "SELECT start_s, count, errors, sum_ms, coalesce(min_ms, 0), coalesce(max_ms, 0), blob "
+                    "FROM buckets WHERE service_id=? AND resolution_s=? AND start_s>=? ORDER BY start_s",
+                    (sid, res, int(now - tier_windows[res])),
+                ).fetchall()
+                report = svc.restore_buckets(res, rows, names)
+                for k in ("restored", "out_of_window", "rejected"):
+                    totals[k] += report[k]
+                complete = [r[0] for r in rows]
+                if complete:
+                    self.marks.buckets[(name, res)] = max(complete)
+            runs = conn.execute(
+                "SELECT first_s, last_s, up FROM health_runs WHERE service_id=? AND last_s>=? ORDER BY first_s",
+                (sid, int(now - longest)),
+            ).fetchall()
+            svc.restore_health([(f, l, bool(u)) for f, l, u in runs])
+            totals["services"] += 1
+        if totals["rejected"]:
+            warnings.warn(
+                StorageWarning(f"{totals['rejected']} damaged buckets in {self.path} were skipped"), stacklevel=3
+            )
+        return totals
+
+    def rows(self, service: str, resolution_s: int, start: float, end: float) -> list[tuple[Any, ...]]:
+        """Stored buckets of a service with ``start <= bucket start < end``
+        (for exports), in the shape ``Service.restore_buckets`` takes."""
+        conn = self._conn
+        assert conn is not None
+        sid = self._ids.get(service)
+        if sid is None:
+            return []
+        return conn.execute(
+            "SELECT start_s, count, errors, sum_ms, coalesce(min_ms, 0), coalesce(max_ms, 0), blob "
+            "FROM buckets WHERE service_id=? AND resolution_s=? AND start_s>=? AND start_s<? ORDER BY start_s",
+            (sid, resolution_s, int(start), int(end)),
+        ).fetchall()
+
+    def health_runs(self, service: str, start: float) -> list[tuple[int, int, bool]]:
+        conn = self._conn
+        assert conn is not None
+        sid = self._ids.get(service)
+        if sid is None:
+            return []
+        return [
+            (f, l, bool(u))
+            for f, l, u in conn.execute(
+                "SELECT first_s, last_s, up FROM health_runs WHERE service_id=? AND last_s>=? ORDER BY first_s",
+                (sid, int(start)),
+            )
+        ]
+
+    def error_types(self, service: str) -> list[str]:
+        conn = self._conn
+        assert conn is not None
+        sid = self._ids.get(service)
+        if sid is None:
+            return []
+        return [n for (n,) in conn.execute("SELECT name FROM error_types WHERE service_id=? ORDER BY type_id", (sid,))]
+
+    def service_names(self) -> list[str]:
+        conn = self._conn
+        assert conn is not None
+        return [n for (n,) in conn.execute("SELECT name FROM services ORDER BY id")]
+
+
+def _opt(count: int, v: float) -> float | None:
+    """min/max of an empty bucket are NULL, not a fake 0 or infinity."""
+    return v if count else None
+
+
+def _statements(script: str) -> Iterator[str]:
+    """A migration script's statements (each runs inside the migration's
+    transaction; ``executescript`` would commit on its own)."""
+    for stmt in script.split(";"):
+        if stmt.strip():
+            yield stmt
+
+
+class Flusher:
+    """The background thread that flushes every ``interval_s`` seconds.  It
+    waits on an Event (the GIL is free while it waits), and recording never
+    waits for it: the engine's recorders are lock-free.  It holds its
+    monitor weakly, so a monitor nobody references can still be collected
+    (and closed)."""
+
+    def __init__(self, flush: Any, interval_s: float) -> None:
+        self._flush = weakref.WeakMethod(flush)
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mdm-flush", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            flush = self._flush()
+            if flush is None:
+                return
+            flush()
+            del flush
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
