@@ -223,6 +223,9 @@ def test_kill_9_while_recording_and_flushing_never_corrupts(tmp_path: Path) -> N
         results.append((flushed, on_disk[0][0]))
         start += 10 * 86_400  # each trial records a new stretch of time
     assert len(results) == 20
+    lost = sum(1 for flushed, on_disk in results if on_disk < flushed)  # type: ignore[operator]
+    print(f"kill -9: 20 trials, integrity ok 20/20, confirmed-flushed requests lost in {lost}; "
+          f"(confirmed, on disk) per trial: {results}")
 
 
 # ---- damaged files ----------------------------------------------------------
