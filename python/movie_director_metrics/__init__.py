@@ -24,6 +24,7 @@ from ._core import (
 )
 from .errors import (
     ClockError,
+    ConfigError,
     DecodeError,
     ExportError,
     InvalidConfigError,
@@ -61,6 +62,7 @@ __all__ = [
     "METRICS",
     "WINDOWS",
     "ClockError",
+    "ConfigError",
     "DecodeError",
     "ExportError",
     "GaugeStats",

@@ -22,6 +22,7 @@ __all__ = [
     "StorageLockedError",
     "ExportError",
     "StorageWarning",
+    "ConfigError",
 ]
 
 
@@ -85,3 +86,8 @@ class ExportError(MetricsError, OSError):
 class StorageWarning(UserWarning):
     """History could not be read or written (corrupt file moved aside, disk
     full, read-only directory); recording goes on in memory."""
+
+
+class ConfigError(MetricsError, ValueError):
+    """A backends.toml (or backend list) that cannot work; the message names
+    the file, the key and what was expected."""

@@ -1,0 +1,181 @@
+"""Backend configuration: ``backends.toml``, its location, and the
+built-in defaults (the standard local ports).
+
+::
+
+    [defaults]                      # optional; applies to every backend
+    interval_s = 1.0
+    connect_timeout_s = 0.5
+    read_timeout_s = 2.0
+
+    [[backend]]
+    name = "comfyui"                # service name in the engine
+    kind = "comfyui"                # comfyui | a1111 | ollama | openai | http
+    url = "http://127.0.0.1:8188"
+
+    [[backend]]
+    name = "gpt"
+    kind = "openai"
+    url = "https://api.openai.com"
+    api_key_env = "OPENAI_API_KEY"  # the variable's name; the key never enters the file
+    interval_s = 300                # hosted APIs: probe rarely
+
+    [[backend]]
+    name = "render-farm"
+    kind = "http"
+    url = "http://127.0.0.1:9000"
+    path = "/healthz"
+    expect_status = 200
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError
+
+#: Environment variable naming the config file (overrides the default location).
+CONFIG_ENV = "MOVIE_DIRECTOR_METRICS_CONFIG"
+
+KINDS: tuple[str, ...] = ("comfyui", "a1111", "ollama", "openai", "http")
+
+#: (lowest, highest) accepted for each number, with its unit.
+_RANGES: dict[str, tuple[float, float, str]] = {
+    "interval_s": (0.1, 86_400.0, "seconds"),
+    "connect_timeout_s": (0.05, 10.0, "seconds"),
+    "read_timeout_s": (0.05, 120.0, "seconds"),
+    "expect_status": (100, 599, "an HTTP status"),
+}
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """One backend to watch."""
+
+    name: str
+    kind: str
+    url: str
+    interval_s: float = 1.0
+    connect_timeout_s: float = 0.5
+    read_timeout_s: float = 2.0
+    api_key_env: str | None = None
+    enabled: bool = True
+    #: ``http`` kind: the path probed and the status that means "up".
+    path: str = "/"
+    expect_status: int = 200
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    def api_key(self) -> str | None:
+        """The key from the environment variable the config names, if set."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def headers(self) -> dict[str, str]:
+        key = self.api_key()
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+#: What runs when there is no config file: every kind on its standard local port.
+DEFAULT_BACKENDS: tuple[BackendConfig, ...] = (
+    BackendConfig("comfyui", "comfyui", "http://127.0.0.1:8188"),
+    BackendConfig("a1111", "a1111", "http://127.0.0.1:7860"),
+    BackendConfig("ollama", "ollama", "http://127.0.0.1:11434"),
+    BackendConfig("lmstudio", "openai", "http://127.0.0.1:1234"),
+)
+
+
+def default_config_path() -> Path:
+    """``$MOVIE_DIRECTOR_METRICS_CONFIG``, else ``backends.toml`` in the
+    platform's config directory (XDG on Linux, Application Support on
+    macOS, ``%APPDATA%`` on Windows)."""
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env).expanduser()
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = home / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    return base / "movie_director_metrics" / "backends.toml"
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> list[BackendConfig]:
+    """The backends in ``path`` (default: :func:`default_config_path`); the
+    built-in defaults when no path was given and the default file does not
+    exist.  ``ConfigError`` names the file, the key and what was expected."""
+    explicit = path is not None
+    p = Path(path) if path is not None else default_config_path()
+    if not p.exists():
+        if explicit or os.environ.get(CONFIG_ENV):
+            raise ConfigError(f"{p}: no such config file")
+        return list(DEFAULT_BACKENDS)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot be read: {e}") from None
+    return parse_config(data, str(p))
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> list[BackendConfig]:
+    """Backends from parsed TOML (see the module docs for the layout)."""
+    unknown = set(data) - {"defaults", "backend"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level key {sorted(unknown)[0]!r}: expected [defaults] and [[backend]] tables")
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{source}: [defaults] must be a table")
+    backends = data.get("backend", [])
+    if not isinstance(backends, list):
+        raise ConfigError(f"{source}: 'backend' must be an array of tables ([[backend]])")
+    allowed = {f.name for f in fields(BackendConfig)}
+    for key in defaults:
+        if key not in allowed - {"name", "kind", "url"}:
+            raise ConfigError(f"{source}: [defaults].{key}: unknown key; expected one of {sorted(allowed - {'name', 'kind', 'url'})}")
+    out: list[BackendConfig] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(backends):
+        where = f"{source}: backend[{i}]"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where}: must be a table")
+        entry = {**defaults, **raw}
+        for key in entry:
+            if key not in allowed:
+                raise ConfigError(f"{where}.{key}: unknown key; expected one of {sorted(allowed)}")
+        for key in ("name", "kind", "url"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise ConfigError(f"{where}.{key}: missing; expected a non-empty string")
+        where = f"{source}: backend[{i}] ({entry['name']!r})"
+        if entry["kind"] not in KINDS:
+            raise ConfigError(f"{where}.kind = {entry['kind']!r}: expected one of {', '.join(KINDS)}")
+        parts = urlsplit(entry["url"])
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{where}.url = {entry['url']!r}: expected http(s)://host[:port]")
+        for key, (lo, hi, unit) in _RANGES.items():
+            if key in entry:
+                v = entry[key]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                    raise ConfigError(f"{where}.{key} = {v!r}: expected {unit} from {lo:g} to {hi:g}")
+        for key in ("api_key_env", "path"):
+            if key in entry and not isinstance(entry[key], str):
+                raise ConfigError(f"{where}.{key} = {entry[key]!r}: expected a string")
+        if "enabled" in entry and not isinstance(entry["enabled"], bool):
+            raise ConfigError(f"{where}.enabled = {entry['enabled']!r}: expected true or false")
+        if "api_key" in raw or "key" in raw:
+            raise ConfigError(f"{where}: API keys are not kept in the file; set api_key_env to the name of an environment variable")
+        if entry["name"] in seen:
+            raise ConfigError(f"{where}.name = {entry['name']!r}: used twice; names must be unique")
+        seen.add(entry["name"])
+        out.append(BackendConfig(**entry))
+    return out
