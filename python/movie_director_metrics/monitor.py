@@ -27,7 +27,10 @@ from .errors import InvalidConfigError, MonitorClosedError, StorageError, Storag
 from .storage import HOUR, MINUTE, Flusher, Retention, Storage, default_path
 
 if TYPE_CHECKING:
+    from .collectors.config import BackendConfig
+    from .collectors.scheduler import Collectors
     from .openmetrics import MetricsServer
+    from .track import Tracker
 
 #: Tiers when storage is on: the engine's defaults plus 30 days of hours,
 #: so "7d" and "30d" windows (and their uptime) come from reloaded history.
@@ -299,11 +302,63 @@ class Monitor:
 
         return serve_metrics(self, host=host, port=port)
 
+    # ---- collectors and instrumentation ----------------------------------
+
+    #: The running collectors, kept by :meth:`start_collectors`.
+    _collectors: Collectors | None = None
+
+    def start_collectors(
+        self,
+        backends: str | os.PathLike[str] | Sequence[BackendConfig] | None = None,
+        *,
+        allow_remote: bool = False,
+    ) -> Collectors:
+        """Starts background workers polling the backends into this monitor
+        and returns them (also kept as :attr:`collectors`; stopped by
+        ``close()``).
+
+        ``backends``: ``None`` reads the default ``backends.toml`` (see
+        ``collectors.config.default_config_path``), or the built-in local
+        defaults when there is none; a path reads that file; a list of
+        ``BackendConfig`` is used as given.  ``allow_remote=False`` never
+        contacts non-loopback hosts.  A second call stops the first set.
+        """
+        from .collectors.config import load_config
+        from .collectors.scheduler import Collectors
+
+        if self._closed:
+            raise MonitorClosedError("the monitor is closed; collectors cannot record into it")
+        if backends is None or isinstance(backends, (str, os.PathLike)):
+            configs = load_config(backends)
+        else:
+            configs = list(backends)
+        collectors = Collectors(self, configs, allow_remote=allow_remote)
+        if self._collectors is not None:
+            self._collectors.stop()
+        self._collectors = collectors.start()
+        return collectors
+
+    @property
+    def collectors(self) -> Collectors | None:
+        """The collectors :meth:`start_collectors` started, or None."""
+        return self._collectors
+
+    def track(self, service: str, op: str | None = None) -> Tracker:
+        """Times a ``with`` block or each call of a decorated function as one
+        request of ``service`` (``"service:op"`` with ``op``); an exception
+        records a failure typed by its class name and propagates unchanged."""
+        from .track import track
+
+        return track(self, service, op)
+
     # ---- lifetime --------------------------------------------------------
 
     def close(self) -> None:
         """Stops the flush thread, writes what is left (partial buckets
         included) and closes the file and the engine (idempotent)."""
+        if self._collectors is not None:
+            self._collectors.stop()
+            self._collectors = None
         if self._closed:
             return
         self._closed = True

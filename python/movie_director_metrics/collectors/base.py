@@ -72,6 +72,8 @@ class Backend(ABC):
         )
         self.capabilities = Capabilities()
         self.detected = False
+        #: The server's version, once a probe or detect has read it.
+        self.version: str | None = None
 
     # ---- recorded calls ----------------------------------------------------
 

@@ -147,6 +147,16 @@ class HttpClient:
             raw = resp.read(MAX_BODY_BYTES + 1)
             if len(raw) > MAX_BODY_BYTES:
                 raise ProbeError("bad_json", f"{path}: body larger than {MAX_BODY_BYTES} bytes", elapsed(), resp.status)
+            # read(n) returns what arrived when the server closes early; a
+            # body shorter than its Content-Length is a cut connection.
+            declared = resp.getheader("Content-Length")
+            if declared is not None and declared.isdigit() and len(raw) < int(declared):
+                raise ProbeError(
+                    "connection_reset",
+                    f"{method} {path}: truncated body ({len(raw)} of {declared} bytes)",
+                    elapsed(),
+                    resp.status,
+                )
             out = Response(resp.status, raw, elapsed(), {k.lower(): v for k, v in resp.getheaders()})
         except ProbeError:
             raise

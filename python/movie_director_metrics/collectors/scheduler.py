@@ -24,7 +24,22 @@ add-on build on exactly this API):
 
 from __future__ import annotations
 
+import math
+import threading
+import time
+import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
+
+from .. import _core
+from ..errors import ConfigError
+from .base import SIGNALS, Backend, Capabilities
+from .config import BackendConfig
+from .http import ProbeError, is_loopback
+from .kinds import backend_class
+
+__all__ = ["BACKOFF_CAP_S", "BackendStatus", "Collectors", "backoff_delay_s", "check_once"]
 
 
 @dataclass(frozen=True)
@@ -50,3 +65,350 @@ class BackendStatus:
     next_poll_s: float | None = None
     #: Server version when the backend reports one.
     version: str | None = None
+
+
+# ---------------------------------------------------------------------------
+# Implementation
+#
+# Threading model: one daemon thread per enabled, allowed backend.  A worker
+# owns its Backend (whose HttpClient is not thread-safe) and is the only
+# thread that calls it; what other threads read is the worker's small state
+# record, guarded by that worker's lock, and copied out as a frozen
+# BackendStatus.  Waiting between cycles is ``Event.wait``, so ``stop()``
+# wakes every idle worker at once and the GIL is free meanwhile.  A worker
+# inside a request cannot be interrupted: that costs at most the backend's
+# connect + read timeout, which is what bounds ``stop()``.
+# ---------------------------------------------------------------------------
+
+#: Longest wait between probes of a failing backend, in seconds (a backend
+#: whose own interval is longer keeps its interval).
+BACKOFF_CAP_S = 30.0
+
+#: ``check_once`` waits this much beyond the slowest connect + read timeout.
+CHECK_GRACE_S = 0.5
+
+#: Error type recorded when a kind's code raises something other than
+#: ProbeError (a bug or an unexpected payload it did not guard against).
+COLLECTOR_ERROR = "collector_error"
+
+_BLOCKED_REASON = "remote host: online access is off (allow_remote=False)"
+_DISABLED_REASON = "disabled in the configuration (enabled = false)"
+
+
+class ServiceSource(Protocol):
+    """What the collectors need from a monitor: ``Monitor`` and the
+    engine's ``_core.Monitor`` both fit."""
+
+    def service(self, name: str) -> _core.Service: ...
+
+
+def backoff_delay_s(interval_s: float, failures: int) -> float:
+    """Seconds to wait after ``failures`` consecutive failed probes:
+    ``interval_s * 2**failures``, at most :data:`BACKOFF_CAP_S` (or
+    ``interval_s`` itself when that is longer); ``interval_s`` when
+    ``failures`` is 0."""
+    if failures <= 0:
+        return interval_s
+    return min(interval_s * 2.0 ** min(failures, 60), max(BACKOFF_CAP_S, interval_s))
+
+
+def _clean_latency(ms: float) -> float | None:
+    return min(ms, 1e9) if isinstance(ms, (int, float)) and math.isfinite(ms) and ms >= 0 else None
+
+
+def _all_missing(reason: str) -> dict[str, str]:
+    return {s: reason for s in SIGNALS}
+
+
+class _Worker:
+    """One backend's state and cycle.  ``cycle`` runs on one thread only;
+    ``snapshot`` may run on any (both take ``lock`` for the shared fields)."""
+
+    def __init__(self, config: BackendConfig, service: _core.Service, *, allow_remote: bool, resources: bool) -> None:
+        self.config = config
+        self.service = service
+        self.resources = resources
+        self.lock = threading.Lock()
+        self.backend: Backend | None = None
+        self.state = "unknown"
+        self.capabilities: dict[str, str | None] = Capabilities().as_dict()
+        self.missing: dict[str, str] = {}
+        self.last_error: str | None = None
+        self.last_error_type: str | None = None
+        self.last_latency_ms: float | None = None
+        self.failures = 0
+        self.next_due: float | None = None  # time.monotonic() of the next probe
+        self.version: str | None = None
+        if not config.enabled:
+            self.state, self.missing = "disabled", _all_missing(_DISABLED_REASON)
+        elif not allow_remote and not is_loopback(config.host):
+            self.state, self.missing = "blocked", _all_missing(_BLOCKED_REASON)
+        else:
+            try:
+                self.backend = backend_class(config.kind)(config, service)
+            except Exception as e:  # a kind that fails to import must not take the others down
+                self.last_error_type = COLLECTOR_ERROR
+                self.last_error = f"cannot load the {config.kind!r} collector: {type(e).__name__}: {e}\n" + (
+                    traceback.format_exc()
+                )
+                self.missing = _all_missing(f"the {config.kind!r} collector failed to load")
+
+    # ---- one cycle -----------------------------------------------------------
+
+    def cycle(self, stop: threading.Event, *, collect: bool = True) -> None:
+        """probe -> health; detect when needed; collect.  Never raises."""
+        b = self.backend
+        assert b is not None
+        if not self._probe(b, stop) or stop.is_set():
+            return
+        if not b.detected:
+            if not self._guarded(b, "detect", stop):
+                return
+            b.detected = True
+            if not self.resources:
+                b.capabilities.lack("resources", "resource collection is off (resources=False)")
+            self._sync(b)
+        if collect and not stop.is_set():
+            self._guarded(b, "collect", stop)
+            self._sync(b)
+
+    def _probe(self, b: Backend, stop: threading.Event) -> bool:
+        t0 = time.perf_counter()
+        try:
+            latency = _clean_latency(b.probe())
+        except ProbeError as e:
+            # call() already recorded the failed request with its error type.
+            self._down(b, stop, e.error_type, f"{e}")
+            return False
+        except Exception as e:  # a kind broke its contract: still just "down"
+            self.service.record(min((time.perf_counter() - t0) * 1e3, 1e9), ok=False, error=COLLECTOR_ERROR)
+            self._down(b, stop, COLLECTOR_ERROR, f"probe raised {type(e).__name__}: {e}\n{traceback.format_exc()}")
+            return False
+        if stop.is_set():
+            return False
+        self.service.health(True, latency)
+        with self.lock:
+            self.state = "up"
+            self.failures = 0
+            self.last_latency_ms = latency
+        return True
+
+    def _down(self, b: Backend, stop: threading.Event, error_type: str, message: str) -> None:
+        # Detect again when it comes back: it may be another build or version.
+        b.detected = False
+        if not stop.is_set():
+            self.service.health(False)
+        with self.lock:
+            self.state = "down"
+            self.failures += 1
+            self.last_error_type, self.last_error = error_type, message
+
+    def _guarded(self, b: Backend, step: str, stop: threading.Event) -> bool:
+        """Runs ``b.detect()`` or ``b.collect()``; a failure is kept as the
+        last error and, unless it is a ProbeError (recorded by the call
+        that raised it), recorded as ``collector_error``."""
+        t0 = time.perf_counter()
+        try:
+            if step == "detect":
+                b.detect()
+            else:
+                b.collect()
+            return True
+        except ProbeError as e:
+            error_type, message = e.error_type, f"{step}: {e}"
+        except Exception as e:
+            error_type = COLLECTOR_ERROR
+            message = f"{step} raised {type(e).__name__}: {e}\n{traceback.format_exc()}"
+            if not stop.is_set():
+                self.service.record(min((time.perf_counter() - t0) * 1e3, 1e9), ok=False, error=COLLECTOR_ERROR)
+        with self.lock:
+            self.last_error_type, self.last_error = error_type, message
+        return False
+
+    def _sync(self, b: Backend) -> None:
+        caps = b.capabilities.as_dict()
+        missing = dict(b.capabilities.missing)
+        version = getattr(b, "version", None)
+        with self.lock:
+            self.capabilities, self.missing = caps, missing
+            self.version = version if isinstance(version, str) else None
+
+    # ---- scheduling ------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """The worker thread: cycles until ``stop`` is set."""
+        interval = self.config.interval_s
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.cycle(stop)
+            except BaseException as e:  # pragma: no cover - cycle() guards itself; belt and braces
+                with self.lock:
+                    self.last_error_type = COLLECTOR_ERROR
+                    self.last_error = f"worker: {type(e).__name__}: {e}\n{traceback.format_exc()}"
+            with self.lock:
+                failures = self.failures
+                # Healthy: keep the cadence (start to start).  Failing: back
+                # off from the end of the failed attempt, so a hanging server
+                # is not retried back to back.
+                base = started if failures == 0 else time.monotonic()
+                self.next_due = base + backoff_delay_s(interval, failures)
+                due = self.next_due
+            stop.wait(max(0.0, due - time.monotonic()))
+        with self.lock:
+            self.next_due = None
+
+    def snapshot(self, now: float) -> BackendStatus:
+        with self.lock:
+            return BackendStatus(
+                name=self.config.name,
+                kind=self.config.kind,
+                url=self.config.url,
+                state=self.state,
+                capabilities=dict(self.capabilities),
+                missing=dict(self.missing),
+                last_error=self.last_error,
+                last_error_type=self.last_error_type,
+                last_latency_ms=self.last_latency_ms,
+                failures=self.failures,
+                next_poll_s=None if self.next_due is None else max(0.0, self.next_due - now),
+                version=self.version,
+            )
+
+
+def _unique(configs: Iterable[BackendConfig]) -> list[BackendConfig]:
+    out = list(configs)
+    seen: set[str] = set()
+    for c in out:
+        if not isinstance(c, BackendConfig):
+            raise ConfigError(f"backend {c!r} is not a BackendConfig")
+        if c.name in seen:
+            raise ConfigError(f"backend name {c.name!r} is used twice; names must be unique")
+        seen.add(c.name)
+    return out
+
+
+class Collectors:
+    """Background workers polling ``configs`` into ``monitor`` (see the
+    module docs for the contract).
+
+    Thread-safe: ``start``, ``stop`` and ``status`` may be called from any
+    thread (the Blender add-on calls them from its main-thread timer; none
+    of them waits on the network except ``stop``, for at most
+    ``timeout_s``).
+    """
+
+    def __init__(
+        self,
+        monitor: ServiceSource,
+        configs: Iterable[BackendConfig],
+        *,
+        allow_remote: bool = False,
+        resources: bool = True,
+    ) -> None:
+        self.configs: tuple[BackendConfig, ...] = tuple(_unique(configs))
+        self.allow_remote = allow_remote
+        self.resources = resources
+        self._workers = [
+            _Worker(c, monitor.service(c.name), allow_remote=allow_remote, resources=resources) for c in self.configs
+        ]
+        self._lock = threading.Lock()  # guards _threads and _stop
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and ``stop()``."""
+        with self._lock:
+            return bool(self._threads)
+
+    def start(self) -> Collectors:
+        """Starts one daemon worker per enabled, allowed backend (a no-op
+        when already running); returns self."""
+        with self._lock:
+            if self._threads:
+                return self
+            self._stop = threading.Event()
+            for w in self._workers:
+                if w.backend is None:
+                    continue
+                t = threading.Thread(
+                    target=w.run, args=(self._stop,), name=f"mdm-collector:{w.config.name}", daemon=True
+                )
+                self._threads.append(t)
+            for t in self._threads:
+                t.start()
+        return self
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Stops every worker and joins them, waiting at most ``timeout_s``
+        in all (idempotent).  A worker still inside a request finishes it
+        (bounded by that backend's connect + read timeout), records
+        nothing more and exits."""
+        with self._lock:
+            threads, self._threads = self._threads, []
+            self._stop.set()
+        deadline = time.monotonic() + timeout_s
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def status(self) -> dict[str, BackendStatus]:
+        """Every backend's current state, in config order (a snapshot)."""
+        now = time.monotonic()
+        return {w.config.name: w.snapshot(now) for w in self._workers}
+
+    def __enter__(self) -> Collectors:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        states = ", ".join(f"{n}={s.state}" for n, s in self.status().items())
+        return f"Collectors({states}{', running' if self.running else ''})"
+
+
+def check_once(
+    configs: Iterable[BackendConfig],
+    *,
+    allow_remote: bool = False,
+    monitor: ServiceSource | None = None,
+) -> list[BackendStatus]:
+    """Probes and detects every backend once, all in parallel, and returns
+    their states in config order.
+
+    Returns within about the slowest backend's connect + read timeout (plus
+    :data:`CHECK_GRACE_S`): a backend whose probe answered but whose
+    detection is still running then reports ``"up"`` with what is known so
+    far.  Results are recorded on ``monitor`` when one is given, else on a
+    throwaway in-memory engine.
+    """
+    cfgs = _unique(configs)
+    own = monitor is None
+    source: ServiceSource = _core.Monitor() if monitor is None else monitor
+    try:
+        workers = [_Worker(c, source.service(c.name), allow_remote=allow_remote, resources=True) for c in cfgs]
+        never = threading.Event()
+        threads = []
+        for w in workers:
+            if w.backend is None:
+                continue
+            t = threading.Thread(
+                target=w.cycle, args=(never,), kwargs={"collect": False}, name=f"mdm-check:{w.config.name}", daemon=True
+            )
+            t.start()
+            threads.append((w, t))
+        budget = max((w.config.connect_timeout_s + w.config.read_timeout_s for w, _ in threads), default=0.0)
+        deadline = time.monotonic() + budget + CHECK_GRACE_S
+        for w, t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                with w.lock:
+                    w.last_error_type = w.last_error_type or "timeout"
+                    w.last_error = f"check did not finish within {budget + CHECK_GRACE_S:.1f} s"
+        now = time.monotonic()
+        return [w.snapshot(now) for w in workers]
+    finally:
+        if own:
+            assert isinstance(source, _core.Monitor)
+            source.close()

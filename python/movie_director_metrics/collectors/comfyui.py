@@ -1,0 +1,319 @@
+"""ComfyUI: liveness and queue from ``/prompt``, processing time from
+``/api/jobs`` or ``/history``, memory from ``/system_stats``.
+
+Endpoints and payloads follow ComfyUI's ``server.py`` and
+``comfy_execution/jobs.py`` (see the reference notes, section 2.1) and are
+tested against responses recorded from a real ComfyUI 0.3.64.
+
+What each signal comes from:
+
+- **health**: ``GET /api/prompt`` (``/prompt`` on builds without the
+  ``/api`` prefix; which one is decided at ``detect``).  The cheapest
+  route ComfyUI has, and its reply carries the queue depth.
+- **queue**: ``exec_info.queue_remaining`` from that same reply (running +
+  pending).  An idle server costs nothing more; a busy one is split into
+  running and pending by ``GET /queue`` (its item lists), because
+  ``queue_remaining`` alone cannot tell them apart.
+- **processing**: for each finished prompt, ``end - start`` in ms, where
+  start is the ``execution_start`` timestamp and end the
+  ``execution_success``/``execution_error``/``execution_interrupted`` one
+  (``/history?max_items=N`` ``status.messages``), or
+  ``execution_end_time - execution_start_time`` from ``/api/jobs`` on
+  builds that have it.  Every prompt is counted exactly once across polls
+  (a bounded set of seen prompt ids).  Failed and interrupted runs are
+  recorded as processing time too -- they held the executor for that long
+  -- and counted per outcome in :attr:`ComfyUI.executions`; they are not
+  recorded as failed *requests*, because the HTTP calls that reported them
+  succeeded.
+- **resources**: ``/system_stats`` ``devices[0]`` ``vram_total``/``vram_free``
+  and ``system`` ``ram_total``/``ram_free``.  ComfyUI reports memory only:
+  no GPU utilisation, temperature or power (on a CPU-only build the
+  ``vram_*`` figures are the machine's RAM).
+- **version**: ``system.comfyui_version`` from ``/system_stats``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
+
+from .._core import Service
+from .base import Backend, Capabilities
+from .config import BackendConfig
+from .http import HttpClient, ProbeError
+
+#: How many of the newest finished prompts each poll reads.  At a 1 s
+#: interval ComfyUI would have to finish more than this many prompts per
+#: second for one to be missed.
+HISTORY_ITEMS = 64
+
+#: Prompt ids remembered as already recorded.  Must exceed HISTORY_ITEMS
+#: by a wide margin: an id forgotten while still among the newest
+#: HISTORY_ITEMS would be counted again.
+SEEN_IDS_MAX = 4096
+
+#: History end events -> the outcome they are counted as.
+_END_EVENTS: dict[str, str] = {
+    "execution_success": "success",
+    "execution_error": "execution_error",
+    "execution_interrupted": "interrupted",
+}
+
+#: ``/api/jobs`` statuses of finished jobs -> outcome.
+_JOB_OUTCOMES: dict[str, str] = {
+    "completed": "success",
+    "failed": "execution_error",
+    "cancelled": "interrupted",
+}
+
+
+class _Reply(NamedTuple):
+    status: int
+    #: The JSON object of a 200 reply; None for another accepted status.
+    data: Any
+    latency_ms: float
+
+
+def _check_prompt(data: dict[str, Any]) -> str | None:
+    info = data.get("exec_info")
+    n = _number(info.get("queue_remaining")) if isinstance(info, dict) else None
+    return None if n is not None and n == int(n) else "no exec_info.queue_remaining count"
+
+
+def _check_queue(data: dict[str, Any]) -> str | None:
+    ok = isinstance(data.get("queue_running"), list) and isinstance(data.get("queue_pending"), list)
+    return None if ok else "no queue_running/queue_pending lists"
+
+
+def _check_jobs(data: dict[str, Any]) -> str | None:
+    return None if isinstance(data.get("jobs"), list) else "no jobs list"
+
+
+def _number(value: Any) -> float | None:
+    """``value`` when it is a finite, non-negative number (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    v = float(value)
+    return v if math.isfinite(v) and v >= 0 else None
+
+
+class ComfyUI(Backend):
+    """A ComfyUI server (default port 8188)."""
+
+    kind: ClassVar[str] = "comfyui"
+    default_port: ClassVar[int | None] = 8188
+
+    def __init__(self, config: BackendConfig, service: Service, client: HttpClient | None = None) -> None:
+        super().__init__(config, service, client)
+        #: Server version from ``/system_stats``, once read.
+        self.version: str | None = None
+        #: Finished prompts seen, by outcome: success, execution_error,
+        #: interrupted (since this object was created).
+        self.executions: dict[str, int] = {"success": 0, "execution_error": 0, "interrupted": 0}
+        #: "/api" or "" once detected; probes before that try both.
+        self._prefix: str | None = None
+        self._probe_prefix = "/api"
+        self._jobs = False
+        self._queue_remaining: int | None = None
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    # ---- recorded JSON GETs ------------------------------------------------
+
+    def _get_json(
+        self,
+        path: str,
+        check: Callable[[dict[str, Any]], str | None] | None = None,
+        *,
+        ok_statuses: tuple[int, ...] = (200,),
+    ) -> _Reply:
+        """One GET, recorded once on the service: a 200 body must be a JSON
+        object that ``check`` accepts (``check`` returns what is wrong, or
+        None); anything else is recorded -- and raised -- as ``bad_json``.
+        Other statuses in ``ok_statuses`` come back with ``data=None``."""
+        try:
+            resp = self.client.request("GET", path, ok_statuses=ok_statuses)
+        except ProbeError as e:
+            self.service.record(min(e.latency_ms, 1e9), ok=False, error=e.error_type)
+            raise
+        latency = min(resp.latency_ms, 1e9)
+        if resp.status != 200:
+            self.service.record(latency)
+            return _Reply(resp.status, None, resp.latency_ms)
+        try:
+            data = resp.json()
+            problem = f"expected a JSON object, got {type(data).__name__}" if not isinstance(data, dict) else None
+            if problem is None and check is not None:
+                problem = check(data)
+            if problem is not None:
+                raise ProbeError("bad_json", f"GET {path}: {problem}", resp.latency_ms, 200)
+        except ProbeError as e:
+            self.service.record(latency, ok=False, error=e.error_type)
+            raise
+        self.service.record(latency)
+        return _Reply(200, data, resp.latency_ms)
+
+    # ---- Backend -------------------------------------------------------------
+
+    def probe(self) -> float:
+        """``GET {prefix}/prompt``; keeps ``queue_remaining`` for ``collect``.
+        Before detection it tries ``/api/prompt`` and falls back to
+        ``/prompt`` when that 404s (an older build)."""
+        prefixes = [self._prefix] if self.detected and self._prefix is not None else ["/api", ""]
+        while True:
+            prefix = prefixes.pop(0)
+            # A 404 on the prefixed route is an answer (an older build), not
+            # a failure; on the last route it is one.
+            reply = self._get_json(f"{prefix}/prompt", _check_prompt, ok_statuses=(200, 404) if prefixes else (200,))
+            if reply.data is not None:
+                break
+        self._probe_prefix = prefix
+        self._queue_remaining = int(reply.data["exec_info"]["queue_remaining"])
+        return reply.latency_ms
+
+    def detect(self) -> Capabilities:
+        caps = self.capabilities
+        caps.available.clear()
+        caps.missing.clear()
+        self._prefix = self._probe_prefix
+        p = self._prefix
+        caps.set("health", f"GET {p}/prompt")
+        caps.set("queue", f"{p}/prompt exec_info.queue_remaining, split by {p}/queue")
+        try:
+            stats = self._get_json(f"{p}/system_stats", ok_statuses=(200, 404))
+        except ProbeError:
+            # Up (the probe just answered) but failing here: keep the signal
+            # and let collect retry it (and read the version) each cycle.
+            stats = _Reply(200, None, 0.0)
+        if stats.status == 404:
+            caps.lack("resources", f"{p}/system_stats is not served by this build")
+        else:
+            caps.set("resources", f"{p}/system_stats devices[0].vram_*, system.ram_* (memory only)")
+            if stats.data is not None:
+                self._read_system_stats(stats.data, record=False)
+        caps.lack("gpu_util", "ComfyUI reports memory only")
+        caps.lack("models", "ComfyUI does not report which models are loaded")
+        self._jobs = False
+        try:
+            # /api/jobs is registered with its prefix only, whatever the build.
+            jobs = self._get_json("/api/jobs?limit=1", _check_jobs, ok_statuses=(200, 400, 404, 405))
+            self._jobs = jobs.data is not None
+        except ProbeError:
+            self._jobs = False  # /history is always there: use it
+        if self._jobs:
+            caps.set("processing", "/api/jobs execution_end_time - execution_start_time")
+        else:
+            caps.set("processing", f"{p}/history?max_items={HISTORY_ITEMS} status.messages (end - execution_start)")
+        return caps
+
+    def collect(self) -> None:
+        """Queue, processing times and memory; a failed read of one signal
+        does not stop the others (the first failure is re-raised at the
+        end, after all were tried)."""
+        first: ProbeError | None = None
+        for signal, step in (
+            ("queue", self._collect_queue),
+            ("processing", self._collect_processing),
+            ("resources", self._collect_resources),
+        ):
+            if not self.capabilities.has(signal):
+                continue
+            try:
+                step()
+            except ProbeError as e:
+                first = first or e
+        if first is not None:
+            raise first
+
+    # ---- signals ---------------------------------------------------------------
+
+    @property
+    def _p(self) -> str:
+        return self._prefix if self._prefix is not None else self._probe_prefix
+
+    def _collect_queue(self) -> None:
+        remaining = self._queue_remaining
+        if remaining is None:
+            return
+        self._queue_remaining = None  # one probe reply feeds one report
+        if remaining == 0:
+            self.service.set_queue(0, 0)
+            return
+        data = self._get_json(f"{self._p}/queue", _check_queue).data
+        self.service.set_queue(len(data["queue_running"]), len(data["queue_pending"]))
+
+    def _collect_processing(self) -> None:
+        if self._jobs:
+            jobs = self._get_json(
+                f"/api/jobs?status=completed,failed,cancelled&sort_by=created_at&sort_order=desc&limit={HISTORY_ITEMS}",
+                _check_jobs,
+            ).data["jobs"]
+            # Newest first from the server: record oldest first.
+            for job in reversed(jobs):
+                if isinstance(job, dict) and isinstance(job.get("id"), str):
+                    self._finished(
+                        job["id"],
+                        job.get("execution_start_time"),
+                        job.get("execution_end_time"),
+                        _JOB_OUTCOMES.get(str(job.get("status"))),
+                    )
+            return
+        history = self._get_json(f"{self._p}/history?max_items={HISTORY_ITEMS}").data
+        for prompt_id, entry in history.items():
+            start: Any = None
+            end: Any = None
+            outcome: str | None = None
+            status = entry.get("status") if isinstance(entry, dict) else None
+            messages = status.get("messages") if isinstance(status, dict) else None
+            for msg in messages if isinstance(messages, list) else ():
+                if not (isinstance(msg, (list, tuple)) and len(msg) >= 2 and isinstance(msg[1], dict)):
+                    continue
+                if msg[0] == "execution_start":
+                    start = msg[1].get("timestamp")
+                elif msg[0] in _END_EVENTS:
+                    end, outcome = msg[1].get("timestamp"), _END_EVENTS[msg[0]]
+            self._finished(prompt_id, start, end, outcome)
+
+    def _finished(self, prompt_id: str, start: Any, end: Any, outcome: str | None) -> None:
+        """Records one finished prompt's execution time, once per id.
+
+        A prompt appears in history (and as a finished job) only once it
+        has finished, and its entry never changes after that, so an entry
+        without usable timestamps is marked seen too: it never gets them.
+        """
+        if prompt_id in self._seen:
+            return
+        self._seen[prompt_id] = None
+        if len(self._seen) > SEEN_IDS_MAX:
+            self._seen.popitem(last=False)
+        s, e = _number(start), _number(end)
+        if s is None or e is None or e < s or outcome is None:
+            return
+        self.service.record_processing(e - s)
+        self.executions[outcome] += 1
+
+    def _collect_resources(self) -> None:
+        self._read_system_stats(self._get_json(f"{self._p}/system_stats").data, record=True)
+
+    def _read_system_stats(self, stats: dict[str, Any], *, record: bool) -> None:
+        system = stats.get("system")
+        system = system if isinstance(system, dict) else {}
+        version = system.get("comfyui_version")
+        if isinstance(version, str) and version:
+            self.version = version
+        if not record:
+            return
+        gauges: dict[str, float] = {}
+        devices = stats.get("devices")
+        if isinstance(devices, list) and devices and isinstance(devices[0], dict):
+            total, free = _number(devices[0].get("vram_total")), _number(devices[0].get("vram_free"))
+            if total is not None and free is not None:
+                gauges["vram_used_bytes"] = max(total - free, 0.0)
+                gauges["vram_total_bytes"] = total
+        total, free = _number(system.get("ram_total")), _number(system.get("ram_free"))
+        if total is not None and free is not None:
+            gauges["ram_used_bytes"] = max(total - free, 0.0)
+            gauges["ram_total_bytes"] = total
+        if gauges:
+            self.service.set_resource(**gauges)
