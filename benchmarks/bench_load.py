@@ -11,7 +11,8 @@ STEP_S = 5               # record_many every 5 simulated seconds per service
 PER_STEP = 10            # 2 requests/s per service
 
 
-def build(services: int, hours: float, seed: int = 20240607, extra_s: int = 600) -> Monitor:
+def build(services: int, hours: float, seed: int = 20240607, extra_s: int = 600,
+          tiers: list[tuple[int, int]] | None = None) -> Monitor:
     """``services`` services with ``hours`` h + ``extra_s`` s of traffic.
 
     Every service: latencies every 5 s, health every 10 s.  The first half
@@ -19,7 +20,7 @@ def build(services: int, hours: float, seed: int = 20240607, extra_s: int = 600)
     is no LLM model tracking in the engine yet, so these stand for LLM
     endpoints.
     """
-    m = Monitor(manual_clock=True, start_time=START)
+    m = Monitor(manual_clock=True, start_time=START, tiers=tiers)
     rng = np.random.default_rng(seed)
     handles = [m.service(f"svc-{i:02d}") for i in range(services)]
     gauged = handles[: max(1, min(5, services // 2))]
@@ -50,3 +51,16 @@ def traffic(m: Monitor, seconds: int) -> None:
         for h in handles:
             h.record_many(_TICK)
         m.advance(1)
+
+
+def fill_hour_tier(m: Monitor, hours: int = 720) -> None:
+    """Fills a monitor's 3600 s tier (the one storage adds) to ``hours``
+    buckets: copies of the hourly buckets the load itself sealed, restored
+    at earlier hours, as a reload from a month of history would."""
+    now_hour = int(m.now() // 3600) * 3600
+    for name in m.services():
+        svc = m.service(name)
+        sealed = [r[:7] for r in svc.stored_buckets(3600, 0) if not r[7]]
+        oldest = min(r[0] for r in sealed)
+        rows = [(oldest - 3600 * (k + 1),) + sealed[k % len(sealed)][1:] for k in range(hours - 1 - (now_hour - oldest) // 3600)]
+        svc.restore_buckets(3600, rows, svc.error_types())

@@ -1,6 +1,9 @@
 """Run in a fresh interpreter: builds the load and prints memory figures as JSON.
 
-Usage: python bench_memory_child.py SERVICES HOURS
+Usage: python bench_memory_child.py SERVICES HOURS [storage]
+
+With ``storage``: the tiers a monitor with storage keeps (the default ones
+plus 30 days of hourly buckets, filled as a reload would).
 """
 
 from __future__ import annotations
@@ -20,15 +23,19 @@ def vm_rss_bytes() -> int:
 
 def main() -> None:
     services, hours = int(sys.argv[1]), float(sys.argv[2])
+    with_storage = sys.argv[3:] == ["storage"]
     import numpy as np
 
     import movie_director_metrics  # noqa: F401
-    from bench_load import build
+    from bench_load import build, fill_hour_tier
+    from movie_director_metrics.monitor import STORAGE_TIERS
 
     np.random.default_rng(0).lognormal(size=8)  # numpy.random loads ~7 MB lazily: not ours
     gc.collect()
     before = vm_rss_bytes()
-    m = build(services, hours)
+    m = build(services, hours, tiers=list(STORAGE_TIERS) if with_storage else None)
+    if with_storage:
+        fill_hour_tier(m)
     gc.collect()
     after = vm_rss_bytes()
     print(json.dumps({"services": services, "hours": hours, "memory_bytes": m.memory_bytes(),

@@ -20,17 +20,18 @@ STRETCH = 4_000_000
 LLM_NOTE = "5 of them with queues+resource gauges standing for LLM endpoints (no LLM model tracking in the engine yet)"
 
 
-_CACHE: dict[tuple[int, float], dict[str, Any]] = {}
+_CACHE: dict[tuple[int, float, bool], dict[str, Any]] = {}
 
 
-def measure(services: int, hours: float) -> dict[str, Any]:
-    if (services, hours) not in _CACHE:
-        _CACHE[services, hours] = _run_child(services, hours)
-    return _CACHE[services, hours]
+def measure(services: int, hours: float, storage: bool = False) -> dict[str, Any]:
+    if (services, hours, storage) not in _CACHE:
+        _CACHE[services, hours, storage] = _run_child(services, hours, storage)
+    return _CACHE[services, hours, storage]
 
 
-def _run_child(services: int, hours: float) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, str(HERE / "bench_memory_child.py"), str(services), str(hours)],
+def _run_child(services: int, hours: float, storage: bool) -> dict[str, Any]:
+    extra = ["storage"] if storage else []
+    out = subprocess.run([sys.executable, str(HERE / "bench_memory_child.py"), str(services), str(hours), *extra],
                          cwd=HERE, capture_output=True, text=True, timeout=300, check=True)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
@@ -61,3 +62,15 @@ def test_growth(services: int, report: Report, sizes: dict[str, Any]) -> None:
     mem = r["memory_bytes"]
     report.add(SECTION, f"growth: {services} services, memory_bytes()", mem, "B",
                note=f"{mem / services / 1024:.0f} KiB/service; RSS delta {r['rss_delta'] / 2**20:.2f} MiB")
+
+
+def test_ten_services_with_storage_tiers(report: Report, sizes: dict[str, Any]) -> None:
+    """Storage adds a 30-day hourly tier (for 7d/30d windows); full, as
+    after a reload of a month of history."""
+    r = measure(10, sizes["hours"], storage=True)
+    mem, rss = r["memory_bytes"], r["rss_delta"]
+    report.add(SECTION, "ours: 10 services + 30 d hourly tier (storage on), memory_bytes()", mem, "B",
+               note=f"RSS delta {rss / 2**20:.2f} MiB; hourly tier filled with copies of the load's own hour buckets")
+    if sizes["hours"] >= 24:
+        met = report.target(SECTION, "10 services with storage tiers memory_bytes", mem, "B", "<= 10 MB", mem <= LIMIT)
+        report.enforce(met, f"10 services with storage tiers: memory_bytes {mem:,} B (target <= 10 MB)")

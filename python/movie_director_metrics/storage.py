@@ -94,23 +94,30 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (service_id, first_s)
     ) WITHOUT ROWID;
     """,
-    # 2: room for LLM usage records and alert events (filled by later
-    # features; created now so files written today need no rewrite).
+    # 2: LLM usage (one row per request) and alert events.
     """
     CREATE TABLE llm_usage (
         id INTEGER PRIMARY KEY,
-        service_id INTEGER NOT NULL REFERENCES services(id),
         at_s REAL NOT NULL,
+        provider TEXT NOT NULL,
         model TEXT NOT NULL,
-        prompt_tokens INTEGER NOT NULL,
-        completion_tokens INTEGER NOT NULL,
-        cost_usd REAL
+        input_uncached INTEGER,
+        cache_read INTEGER,
+        cache_write INTEGER,
+        output INTEGER,
+        reasoning INTEGER,
+        cost_usd REAL,
+        latency_ms REAL NOT NULL,
+        ttft_ms REAL,
+        ok INTEGER NOT NULL,
+        error TEXT,
+        usage_known INTEGER NOT NULL
     );
-    CREATE INDEX llm_usage_by_time ON llm_usage (service_id, at_s);
+    CREATE INDEX llm_usage_by_time ON llm_usage (at_s);
     CREATE TABLE alert_events (
         id INTEGER PRIMARY KEY,
-        service_id INTEGER REFERENCES services(id),
         at_s REAL NOT NULL,
+        target TEXT NOT NULL,
         rule TEXT NOT NULL,
         state TEXT NOT NULL,
         value REAL,
