@@ -282,10 +282,66 @@ def render(
         requests, errors, latency, up, checks, uptime_ratio, queue, processing,
         *resources.values(), other_resources, window_info,
     ]
+    families.extend(_llm_families(getattr(monitor, "llm", None), quantile_window))
     lines = [line for f in families if f.samples for line in f.expose(openmetrics)]
     if openmetrics:
         lines.append("# EOF")
     return "\n".join(lines) + "\n" if lines else ""
+
+
+# --- LLM families ------------------------------------------------------------
+# Rendered when the monitor has an ``llm`` attribute that is an LlmTracker.
+# Counters are the tracker's lifetime totals (this process; restored history
+# excluded), so they only grow.  Latency and TTFT of LLM requests are the
+# engine services ``llm:<provider>/<model>`` above: their
+# mdm_processing_seconds is the time to first token.
+
+_LLM_TOKEN_KINDS = ("input_uncached", "cache_read", "cache_write", "output", "reasoning")
+
+
+def _llm_families(llm: object, window: str) -> list[_Family]:
+    if llm is None:
+        return []
+    from .llm.tracker import LlmTracker
+
+    if not isinstance(llm, LlmTracker):
+        return []
+    requests = _Family("mdm_llm_requests", "counter", "LLM requests, by outcome.")
+    unknown = _Family(
+        "mdm_llm_usage_unknown_requests", "counter",
+        "LLM requests whose token usage was not reported; they add no tokens.",
+    )
+    tokens = _Family(
+        "mdm_llm_tokens", "counter",
+        "LLM tokens of requests with known usage, by kind; reasoning is part of output.",
+    )
+    cost = _Family(
+        "mdm_llm_cost_usd", "counter",
+        "Estimated USD of LLM requests with a known price (see mdm_llm_unpriced_requests_total).",
+    )
+    unpriced = _Family(
+        "mdm_llm_unpriced_requests", "counter",
+        "LLM requests without a price (unknown model or usage); not in mdm_llm_cost_usd_total.",
+    )
+    active = _Family(
+        "mdm_llm_active_models", "gauge",
+        "Models with requests in the quantile window or reported loaded, by provider.",
+    )
+    for (provider, model), t in sorted(llm.totals().items()):
+        requests.add(t.requests - t.errors, provider=provider, model=model, outcome="success")
+        requests.add(t.errors, provider=provider, model=model, outcome="error")
+        unknown.add(t.usage_unknown, provider=provider, model=model)
+        for kind in _LLM_TOKEN_KINDS:
+            tokens.add(getattr(t, kind), provider=provider, model=model, kind=kind)
+        if t.cost_known:
+            cost.add(t.cost_usd, provider=provider, model=model)
+        unpriced.add(t.unpriced, provider=provider, model=model)
+    per_provider: dict[str, int] = {}
+    for m in llm.active_models(window):
+        per_provider[m.provider] = per_provider.get(m.provider, 0) + 1
+    for provider, n in sorted(per_provider.items()):
+        active.add(n, provider=provider)
+    return [requests, unknown, tokens, cost, unpriced, active]
 
 
 # --- Content negotiation ----------------------------------------------------
