@@ -431,3 +431,34 @@ def test_gauge_bounds_survive_the_file(tmp_path: Path) -> None:
         assert g.min <= g.avg <= g.max
         assert g.avg == 1e9 + 90
         assert g.max - g.min <= 1e9 * 2.5e-7
+
+
+def test_alert_events_and_llm_rows_persist_and_reload(tmp_path: Path) -> None:
+    db = tmp_path / "h.sqlite3"
+    with open_monitor(db) as m:
+        svc = m.service("comfyui")
+        m.alerts.add_rule(mdm.alerts.AlertRule(name="slow", target="comfyui", metric="p95_ms", comparator=">",
+                                               threshold=100.0, window="5m"))
+        svc.record(500.0)
+        fired = m.alerts.evaluate()
+        assert [(e.from_state, e.to_state) for e in fired] == [("normal", "firing")]
+        m.llm.record("openai", "gpt-4o", {"prompt_tokens": 1000, "completion_tokens": 100}, latency_ms=800.0)
+        m.flush()
+        m.llm.record("ollama", "llama3.1:8b", {"prompt_eval_count": 10, "eval_count": 20}, latency_ms=300.0,
+                     base_url="http://127.0.0.1:11434")
+        # The second request is written at close, once.
+    assert db_rows(db, "SELECT rule, target, state FROM alert_events") == [("slow", "comfyui", "firing")]
+    assert db_rows(db, "SELECT provider, model, input_uncached, output FROM llm_usage ORDER BY id") == [
+        ("openai", "gpt-4o", 1000, 100),
+        ("ollama", "llama3.1:8b", 10, 20),
+    ]
+    with open_monitor(db, start=T0 + 60) as m:
+        assert [(e.rule, e.to_state) for e in m.alerts.events()] == [("slow", "firing")]
+        by_model = {s.model: s for s in m.llm.stats("1h")}
+        assert by_model["gpt-4o"].requests == 1
+        # gpt-4o at the shipped price: 1000 x 2.5e-6 + 100 x 1e-5.
+        assert by_model["gpt-4o"].cost_usd == pytest.approx(0.0035)
+        m.flush()
+    # Reloaded rows are not written twice.
+    assert db_rows(db, "SELECT count(*) FROM llm_usage") == [(2,)]
+    assert db_rows(db, "SELECT count(*) FROM alert_events") == [(1,)]

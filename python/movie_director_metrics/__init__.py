@@ -40,6 +40,7 @@ from .errors import (
     StorageWarning,
     UnknownServiceError,
 )
+from .alerts import AlertManager, AlertRule
 from .monitor import Monitor
 from .storage import Retention
 from .timing import timed
@@ -57,6 +58,8 @@ GAUGES: tuple[str, ...] = tuple(_core.GAUGES)
 METRICS: tuple[str, ...] = tuple(_core.METRICS)
 
 __all__ = [
+    "AlertManager",
+    "AlertRule",
     "DEFAULT_COMPRESSION",
     "GAUGES",
     "METRICS",

@@ -27,10 +27,17 @@ from .errors import InvalidConfigError, MonitorClosedError, StorageError, Storag
 from .storage import HOUR, MINUTE, Flusher, Retention, Storage, default_path
 
 if TYPE_CHECKING:
+    from .alerts import AlertManager
     from .collectors.config import BackendConfig
     from .collectors.scheduler import Collectors
+    from .llm import LlmTracker
     from .openmetrics import MetricsServer
     from .track import Tracker
+
+#: Columns of the alert_events table, in AlertEvent.as_row() order.
+ALERT_COLUMNS = ("at_s", "target", "rule", "state", "value", "message")
+#: How far back alert events and LLM rows are reloaded (the longest window).
+RELOAD_S = 30 * 86_400
 
 #: Tiers when storage is on: the engine's defaults plus 30 days of hours,
 #: so "7d" and "30d" windows (and their uptime) come from reloaded history.
@@ -102,6 +109,10 @@ class Monitor:
         self._storage: Storage | None = None
         self._flusher: Flusher | None = None
         self._failure: str | None = None
+        self._alerts: AlertManager | None = None
+        self._llm: LlmTracker | None = None
+        self._alert_mark = float("-inf")
+        self._llm_cursor = 0
         self.load_report: dict[str, int] = {}
         if path is None:
             return
@@ -157,8 +168,24 @@ class Monitor:
             if not st.is_open:
                 self._open_storage()
             n = st.write(self._core, self._resolutions, self._core.now(), final)
+            self._write_events(st)
             self._failure = None
             return n
+
+    def _write_events(self, st: Storage) -> None:
+        """Appends alert events and LLM rows recorded since the last flush
+        (marks move only after the rows are committed)."""
+        if self._alerts is not None:
+            events = self._alerts.events(since=self._alert_mark)
+            st.append("alert_events", ALERT_COLUMNS, [e.as_row() for e in events])
+            if events:
+                self._alert_mark = events[-1].at
+        if self._llm is not None:
+            from .llm import ROW_COLUMNS
+
+            rows, cursor = self._llm.rows_after(self._llm_cursor)
+            st.append("llm_usage", ROW_COLUMNS, [tuple(r.get(c) for c in ROW_COLUMNS) for r in rows])
+            self._llm_cursor = cursor
 
     def _background_flush(self) -> None:
         try:
@@ -268,6 +295,49 @@ class Monitor:
     def advance(self, seconds: float) -> None:
         self._core.advance(seconds)
 
+    # ---- alerts and LLM usage ---------------------------------------------
+
+    @property
+    def alerts(self) -> AlertManager:
+        """Alert rules over this monitor's figures (created on first use;
+        with storage, past events are reloaded and new ones persisted)."""
+        if self._alerts is None:
+            from .alerts import AlertManager
+
+            manager = AlertManager(self)
+            with self.storage_session() as st:
+                if st is not None:
+                    since = self._core.now() - RELOAD_S
+                    manager.restore_events(st.recent("alert_events", ALERT_COLUMNS, since))
+            # Only events after the reloaded ones are written back.
+            past = manager.events()
+            self._alert_mark = past[-1].at if past else float("-inf")
+            self._alerts = manager
+        return self._alerts
+
+    @property
+    def llm(self) -> LlmTracker:
+        """LLM requests, tokens and cost per model (created on first use
+        with the shipped price table; see ``use_prices``)."""
+        if self._llm is None:
+            self.use_prices(None)
+        assert self._llm is not None
+        return self._llm
+
+    def use_prices(self, user_file: str | os.PathLike[str] | None) -> LlmTracker:
+        """(Re)creates the LLM tracker with the shipped prices overridden by
+        ``user_file`` (LiteLLM's JSON format); history is reloaded from
+        storage.  Returns the tracker."""
+        from .llm import ROW_COLUMNS, LlmTracker, PriceTable
+
+        tracker = LlmTracker(self, PriceTable.load(user_file))
+        with self.storage_session() as st:
+            if st is not None:
+                tracker.restore(st.recent("llm_usage", ROW_COLUMNS, self._core.now() - RELOAD_S))
+        self._llm_cursor = 0
+        self._llm = tracker
+        return tracker
+
     # ---- export and Prometheus -------------------------------------------
 
     def export(
@@ -359,6 +429,8 @@ class Monitor:
         if self._collectors is not None:
             self._collectors.stop()
             self._collectors = None
+        if self._alerts is not None and self._alerts.running:
+            self._alerts.stop()
         if self._closed:
             return
         self._closed = True

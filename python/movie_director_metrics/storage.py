@@ -111,7 +111,8 @@ MIGRATIONS: tuple[str, ...] = (
         ttft_ms REAL,
         ok INTEGER NOT NULL,
         error TEXT,
-        usage_known INTEGER NOT NULL
+        usage_known INTEGER NOT NULL,
+        output_tokens_per_s REAL
     );
     CREATE INDEX llm_usage_by_time ON llm_usage (at_s);
     CREATE TABLE alert_events (
@@ -434,11 +435,36 @@ class Storage:
             conn.execute(
                 "DELETE FROM health_runs WHERE last_s<?", (int(now - self.retention.seconds(HOUR)),)
             )
+            for table in ("llm_usage", "alert_events"):
+                conn.execute(f"DELETE FROM {table} WHERE at_s<?", (now - self.retention.seconds(HOUR),))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         self._last_prune = now
+
+    def append(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Appends rows (LLM usage, alert events) in one transaction."""
+        if not rows:
+            return
+        conn = self._conn
+        assert conn is not None and table in ("llm_usage", "alert_events")
+        marks = ", ".join("?" for _ in columns)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def recent(self, table: str, columns: Sequence[str], since: float) -> list[tuple[Any, ...]]:
+        """Rows of ``table`` at or after ``since`` (epoch s), oldest first."""
+        conn = self._conn
+        assert conn is not None and table in ("llm_usage", "alert_events")
+        return conn.execute(
+            f"SELECT {', '.join(columns)} FROM {table} WHERE at_s>=? ORDER BY at_s, id", (since,)
+        ).fetchall()
 
     # ---- reading ---------------------------------------------------------
 
