@@ -10,6 +10,7 @@ exception escaped a worker thread, and that the worker is still polling.
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -582,3 +583,19 @@ def test_monitor_start_collectors_defaults_are_local_only(tmp_path: Path, monkey
         assert names == ["comfyui", "a1111", "ollama", "lmstudio"]
         assert all(cfg.host == "127.0.0.1" for cfg in c.configs)
         assert set(c.status()) == set(names)
+
+
+def test_status_carries_models_and_detail(monitor: Monitor, server: Server) -> None:
+    base = Path(__file__).parent / "fixtures" / "backends" / "ollama"
+    routes = {
+        ("GET", "/api/version"): Reply(200, (base / "api_version.json").read_bytes()),
+        ("GET", "/api/ps"): Reply(200, (base / "api_ps.json").read_bytes()),
+    }
+    with server(routes) as srv:
+        cfg = BackendConfig("ollama", "ollama", srv.url, **FAST)
+        with Collectors(monitor, [cfg]) as collectors:
+            wait_until(lambda: collectors.status()["ollama"].models != (), what="models")
+            st = collectors.status()["ollama"]
+            names = [m["name"] for m in json.loads((base / "api_ps.json").read_text())["models"]]
+            assert st.models == tuple(names)
+            assert st.version is not None

@@ -65,6 +65,11 @@ class BackendStatus:
     next_poll_s: float | None = None
     #: Server version when the backend reports one.
     version: str | None = None
+    #: Models the backend has loaded (Ollama /api/ps, A1111 checkpoint,
+    #: OpenAI-compatible /v1/models), when it reports them.
+    models: tuple[str, ...] = ()
+    #: Kind-specific state worth showing (progress, partial offload, KV cache).
+    detail: dict[str, str] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------
@@ -139,6 +144,8 @@ class _Worker:
         self.failures = 0
         self.next_due: float | None = None  # time.monotonic() of the next probe
         self.version: str | None = None
+        self.models: tuple[str, ...] = ()
+        self.detail: dict[str, str] = {}
         if not config.enabled:
             self.state, self.missing = "disabled", _all_missing(_DISABLED_REASON)
         elif not allow_remote and not is_loopback(config.host):
@@ -229,9 +236,13 @@ class _Worker:
         caps = b.capabilities.as_dict()
         missing = dict(b.capabilities.missing)
         version = getattr(b, "version", None)
+        models = getattr(b, "models", None)
+        detail = getattr(b, "detail", None)
         with self.lock:
             self.capabilities, self.missing = caps, missing
             self.version = version if isinstance(version, str) else None
+            self.models = tuple(str(m) for m in models) if isinstance(models, (list, tuple)) else ()
+            self.detail = {str(k): str(v) for k, v in detail.items()} if isinstance(detail, dict) else {}
 
     # ---- scheduling ------------------------------------------------------------
 
@@ -273,6 +284,8 @@ class _Worker:
                 failures=self.failures,
                 next_poll_s=None if self.next_due is None else max(0.0, self.next_due - now),
                 version=self.version,
+                models=self.models,
+                detail=dict(self.detail),
             )
 
 

@@ -1,0 +1,407 @@
+"""OpenAI-compatible servers: LM Studio, vLLM, llama.cpp's llama-server,
+and hosted APIs (OpenAI and the many that copy its surface).
+
+Endpoints (reference §2.4):
+
+- ``GET /v1/models`` -> ``{"object": "list", "data": [{id, ...}]}``: the
+  liveness probe everywhere but llama.cpp.  On a hosted API each probe is a
+  real request to the provider (rate-limited, maybe counted): the backend's
+  ``interval_s`` is what limits its cost, so give hosted APIs a long one.
+  Detection notes once whether the host is this machine (``loopback``).
+- ``GET /metrics`` (Prometheus text), tried once at detection:
+  vLLM ``vllm:num_requests_running``/``vllm:num_requests_waiting`` and
+  ``vllm:kv_cache_usage_perc`` (older builds ``vllm:gpu_cache_usage_perc``;
+  1 = 100 %); llama.cpp (``--metrics``) ``llamacpp:requests_processing``/
+  ``llamacpp:requests_deferred``.
+- llama.cpp ``GET /health``: 200 ``{"status": "ok"}``, 503 "Loading model"
+  while the model loads (down, ``server_busy``); needs no API key.
+  ``GET /props`` -> ``build_info`` (the version), ``total_slots``.
+- vLLM ``GET /version`` -> ``{"version"}``.
+- LM Studio ``GET /api/v0/models`` -> ``state`` "loaded"/"not-loaded".
+
+The URL is the server root (``https://api.openai.com``, not ``.../v1``).
+The API key comes from the environment variable ``api_key_env`` names and
+is sent as ``Authorization: Bearer``; it is never put in a message, a
+status or a repr (auth failures name the variable, not its value).
+
+Cannot report: processing time (no job history; time our own calls with
+``track()``); memory, GPU utilisation, temperature, power (no such
+endpoint; vLLM's KV-cache use is shown as a detail; for a local server use
+:class:`~.resources.LocalResources`); queue depth on LM Studio (only the
+``lms ps --json`` CLI shows it), on llama.cpp without ``--metrics`` and on
+hosted APIs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .._core import Service
+from .base import Backend, Capabilities
+from .config import BackendConfig
+from .http import HttpClient, ProbeError, Response, is_loopback, status_error_type
+
+MODELS = "/v1/models"
+METRICS = "/metrics"
+LLAMACPP_HEALTH = "/health"
+LLAMACPP_PROPS = "/props"
+VLLM_VERSION = "/version"
+LMSTUDIO_MODELS = "/api/v0/models"
+
+#: Every status: replies are classified here, so error bodies can be read.
+_ANY_STATUS = tuple(range(100, 600))
+
+#: Flavours this kind recognises; "openai" is any other compatible server.
+FLAVORS: tuple[str, ...] = ("vllm", "llama.cpp", "lmstudio", "openai")
+
+#: Failures at detection that say nothing about whether an endpoint exists.
+TRANSIENT_ERRORS = frozenset({"timeout", "connection_reset", "connection_refused", "unreachable", "http_5xx", "server_busy"})
+
+#: Turns a reply body into what the caller needs; ``ValueError`` when it cannot.
+Parse = Callable[[Any], Any]
+
+PROCESSING_NA = "OpenAI-compatible servers keep no job history to poll; processing time comes from our own calls (track())"
+
+
+class OpenAICompatible(Backend):
+    """An OpenAI-compatible server; :meth:`detect` finds out which one.
+
+    ``flavor`` is one of :data:`FLAVORS`; ``loopback`` says whether the host
+    is this machine; ``models`` lists the served (LM Studio: loaded) model
+    ids; ``detail`` holds the KV-cache use (vLLM), not-loaded models (LM
+    Studio) and the host note; ``version`` the server version where one is
+    reported (vLLM, llama.cpp build).
+    """
+
+    kind = "openai"
+    default_port = None
+
+    def __init__(self, config: BackendConfig, service: Service, client: HttpClient | None = None) -> None:
+        super().__init__(config, service, client)
+        self.flavor = "openai"
+        self.loopback = is_loopback(self.client.host)
+        self.models: list[str] = []
+        self.detail: dict[str, str] = {}
+        self._metrics_queue = False
+        self._retry_detection = False
+        self._detect_tried_at = float("-inf")
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatible(name={self.config.name!r}, url={self.config.url!r}, flavor={self.flavor!r})"
+
+    # ---- probe ---------------------------------------------------------------
+
+    def probe(self) -> float:
+        if self.flavor == "llama.cpp":
+            _, latency_ms = self._get(LLAMACPP_HEALTH)
+            return latency_ms
+        ids, latency_ms = self._get(MODELS, parse=_parse_model_ids)
+        if self.flavor != "lmstudio":  # LM Studio: /api/v0/models says which are loaded
+            self.models = ids
+        return latency_ms
+
+    # ---- detect --------------------------------------------------------------
+
+    def detect(self) -> Capabilities:
+        """Finds out which server this is (``flavor``) and what it reports.
+        A read that failed for a passing reason (timeout, reset, 5xx, busy)
+        is retried: :meth:`collect` detects again (at most every half
+        interval)."""
+        self._retry_detection = False
+        self._detect_tried_at = time.monotonic()
+        self.flavor = "openai"
+        caps = self.capabilities
+        detail: dict[str, str] = {
+            "host": "this machine (loopback)"
+            if self.loopback
+            else "remote: a hosted API is probed every interval_s; a long interval limits its cost"
+        }
+        samples, why_metrics = self._try(METRICS, as_json=False, parse=_parse_metrics)
+        lmstudio: list[tuple[str, str]] | None = None
+        props: Any = None
+        if samples is not None and any(k.startswith("vllm:") for k in samples):
+            self.flavor = "vllm"
+        elif samples is not None and any(k.startswith("llamacpp:") for k in samples):
+            self.flavor = "llama.cpp"
+        else:
+            if samples is not None:
+                why_metrics, samples = "no vllm: or llamacpp: series", None
+            lmstudio, _ = self._try(LMSTUDIO_MODELS, parse=_parse_lmstudio)
+            if lmstudio is not None:
+                self.flavor = "lmstudio"
+            else:
+                props, _ = self._try(LLAMACPP_PROPS)
+                if isinstance(props, dict) and ("total_slots" in props or "build_info" in props):
+                    self.flavor = "llama.cpp"
+
+        if self.flavor == "llama.cpp":
+            caps.set("health", f"GET {LLAMACPP_HEALTH} (503 while the model loads)")
+            if props is None:
+                props, _ = self._try(LLAMACPP_PROPS)
+            if isinstance(props, dict) and isinstance(props.get("build_info"), str):
+                self.version = props["build_info"]
+        else:
+            caps.set("health", f"GET {MODELS}")
+        if self.flavor == "vllm":
+            ver, _ = self._try(VLLM_VERSION)
+            if isinstance(ver, dict) and isinstance(ver.get("version"), str):
+                self.version = ver["version"]
+
+        self._metrics_queue = samples is not None
+        if self.flavor == "vllm":
+            caps.set("queue", f"GET {METRICS} (vllm:num_requests_running, vllm:num_requests_waiting)")
+        elif self.flavor == "llama.cpp" and samples is not None:
+            caps.set("queue", f"GET {METRICS} (llamacpp:requests_processing, llamacpp:requests_deferred)")
+        elif self.flavor == "llama.cpp":
+            caps.lack("queue", f"GET {METRICS}: {why_metrics}: start llama-server with --metrics")
+        elif self.flavor == "lmstudio":
+            caps.lack("queue", "LM Studio has no HTTP queue endpoint (only the `lms ps --json` CLI shows queued requests)")
+        else:
+            caps.lack("queue", f"no Prometheus {METRICS} with a known queue gauge ({why_metrics})")
+
+        caps.lack("processing", PROCESSING_NA)
+        resources_na = "OpenAI-compatible APIs report no memory or GPU figures"
+        if self.flavor == "vllm":
+            resources_na += " (vLLM's KV-cache use is shown as a status detail)"
+        if self.loopback:
+            resources_na += "; LocalResources reads this machine's GPU and RAM"
+        caps.lack("resources", resources_na)
+
+        if lmstudio is not None:
+            caps.set("models", f"GET {LMSTUDIO_MODELS} (state: loaded)")
+            self._apply_lmstudio(lmstudio, detail)
+        elif self.flavor == "llama.cpp":
+            caps.set("models", f"GET {MODELS} (at detection)")
+            ids, _ = self._try(MODELS, parse=_parse_model_ids)
+            self.models = ids if ids is not None else self.models
+        else:
+            caps.set("models", f"GET {MODELS} (every probe)")
+        if samples is not None:
+            try:
+                self._apply_metrics(samples, detail)
+            except ValueError as e:
+                caps.lack("queue", f"GET {METRICS}: {e}")
+                self._metrics_queue = False
+        self.detail = detail
+        self.detected = True
+        return caps
+
+    # ---- collect -------------------------------------------------------------
+
+    def collect(self) -> None:
+        """vLLM/llama.cpp: the queue from ``/metrics``; LM Studio: loaded
+        models.  Hosted and other servers: nothing beyond the probe."""
+        if self._retry_detection and time.monotonic() - self._detect_tried_at >= self.config.interval_s / 2:
+            self.detect()
+        detail = {"host": self.detail.get("host", "")}
+        if self._metrics_queue:
+            samples, _ = self._get(METRICS, as_json=False, parse=self._parse_queue_metrics)
+            self._apply_metrics(samples, detail)
+        if self.flavor == "lmstudio":
+            models, _ = self._get(LMSTUDIO_MODELS, parse=_parse_lmstudio)
+            self._apply_lmstudio(models, detail)
+        self.detail = detail
+
+    def _parse_queue_metrics(self, text: str) -> dict[str, list[float]]:
+        samples = _parse_metrics(text)
+        self._queue_of(samples)  # raises when the gauges are gone
+        return samples
+
+    def _queue_of(self, samples: dict[str, list[float]]) -> tuple[int, int]:
+        """(running, waiting) from the flavour's gauges; ``ValueError`` when
+        neither is there."""
+        names = (
+            ("vllm:num_requests_running", "vllm:num_requests_waiting")
+            if self.flavor == "vllm"
+            else ("llamacpp:requests_processing", "llamacpp:requests_deferred")
+        )
+        running, waiting = (samples.get(n) for n in names)
+        if not running and not waiting:
+            raise ValueError(f"neither {names[0]} nor {names[1]} is in the reply")
+        # vLLM has one series per engine and model: the server's queue is their sum.
+        return int(sum(running or [])), int(sum(waiting or []))
+
+    def _apply_metrics(self, samples: dict[str, list[float]], detail: dict[str, str]) -> None:
+        running, waiting = self._queue_of(samples)
+        for name in ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"):
+            if samples.get(name):
+                # One gauge per engine: the fullest engine is the one that matters.
+                detail["kv_cache_usage"] = f"{max(samples[name]) * 100:.1f}% ({name})"
+                break
+        self.service.set_queue(running=running, pending=waiting)
+
+    def _apply_lmstudio(self, models: list[tuple[str, str]], detail: dict[str, str]) -> None:
+        self.models = [m for m, state in models if state == "loaded"]
+        not_loaded = [m for m, state in models if state != "loaded"]
+        if not_loaded:
+            detail["not_loaded"] = f"{len(not_loaded)} downloaded model(s) not loaded"
+
+    # ---- calls ---------------------------------------------------------------
+
+    def _request(self, path: str, *, as_json: bool, parse: Parse | None, absent_ok: bool) -> tuple[Any, float, str]:
+        """One GET, recorded once with its final outcome: ``(body, latency
+        ms, "")``, the body parsed as JSON (or decoded text), then by ``parse``.
+
+        A non-200 status raises :class:`ProbeError` whose message carries
+        the server's own error text (never for 401/403, whose text may echo
+        the key).  A body ``parse`` rejects (``ValueError``) is ``bad_json``.
+        ``absent_ok``: 404 and 501 are the server's correct answer ("not
+        here": llama-server without ``--metrics`` says 501), recorded as
+        successful requests, and give ``(None, latency, why)``.
+        """
+        try:
+            resp = self.client.request("GET", path, ok_statuses=_ANY_STATUS)
+        except ProbeError as e:
+            self.service.record(min(e.latency_ms, 1e9), ok=False, error=e.error_type)
+            raise
+        latency_ms = min(resp.latency_ms, 1e9)
+        if absent_ok and resp.status in (404, 501):
+            self.service.record(latency_ms)
+            message = _error_message(resp.body) if resp.status == 501 else None
+            return None, resp.latency_ms, f"HTTP {resp.status} (not served here{': ' + repr(message) if message else ''})"
+        try:
+            if resp.status != 200:
+                raise ProbeError(status_error_type(resp.status), self._explain(path, resp), resp.latency_ms, resp.status)
+            body: Any = resp.json() if as_json else _text(path, resp)
+            if parse is not None:
+                try:
+                    body = parse(body)
+                except ValueError as e:
+                    raise ProbeError("bad_json", f"GET {path}: {e}", resp.latency_ms, resp.status) from None
+        except ProbeError as e:
+            self.service.record(latency_ms, ok=False, error=e.error_type)
+            raise
+        self.service.record(latency_ms)
+        return body, resp.latency_ms, ""
+
+    def _get(self, path: str, *, as_json: bool = True, parse: Parse | None = None) -> tuple[Any, float]:
+        """A GET that must succeed (see :meth:`_request`)."""
+        body, latency_ms, _ = self._request(path, as_json=as_json, parse=parse, absent_ok=False)
+        return body, latency_ms
+
+    def _try(self, path: str, *, as_json: bool = True, parse: Parse | None = None) -> tuple[Any, str]:
+        """Detection read of an endpoint only some servers have: ``(body,
+        "")`` or ``(None, why)``; failures are recorded, never raised."""
+        try:
+            body, _, absent = self._request(path, as_json=as_json, parse=parse, absent_ok=True)
+        except ProbeError as e:
+            why = str(e).removeprefix(f"GET {path}: ")
+            if e.error_type in TRANSIENT_ERRORS:
+                self._retry_detection = True
+                why += " (detection will retry)"
+            return None, why
+        return body, absent
+
+    def _explain(self, path: str, resp: Response) -> str:
+        """The message of a failed reply.  Auth failures name the variable
+        the key comes from, never the key or the server's text."""
+        where = f"GET {path}: HTTP {resp.status}"
+        if resp.status in (401, 403):
+            var = self.config.api_key_env
+            if var and self.config.api_key():
+                return f"{where}: the server refused the API key in ${var}"
+            if var:
+                return f"{where}: the server wants an API key; ${var} is not set"
+            return f"{where}: the server wants an API key; set api_key_env to the name of the variable holding it"
+        message = _error_message(resp.body)
+        if resp.status == 503 and message and "loading model" in message.lower():
+            return f"{where}: llama.cpp is loading the model ({message!r})"
+        key = self.config.api_key()
+        if message and key:
+            message = message.replace(key, "<redacted>")
+        return f"{where}: {message!r}" if message else where
+
+
+def _text(path: str, resp: Response) -> str:
+    try:
+        return resp.body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProbeError("bad_json", f"GET {path}: body is not UTF-8 text ({e})", resp.latency_ms, resp.status) from None
+
+
+def _error_message(body: bytes) -> str | None:
+    """The server's error text from an OpenAI-style ``{"error": {"message"}}``,
+    an ``{"error": "..."}``/``{"detail": "..."}`` body, or short plain text."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        text = body[:200].decode("utf-8", "replace").strip()
+        return text or None
+    if isinstance(data, dict):
+        err = data.get("error", data.get("detail"))
+        if isinstance(err, dict):
+            err = err.get("message")
+        if isinstance(err, str):
+            return err[:200]
+    return None
+
+
+def _parse_model_ids(data: Any) -> list[str]:
+    items = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise ValueError("no 'data' list of models in the reply (not OpenAI-compatible?)")
+    return [m["id"] for m in items if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+
+def _parse_lmstudio(data: Any) -> list[tuple[str, str]]:
+    """``(id, state)`` from LM Studio's ``/api/v0/models``."""
+    items = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not items or not all(isinstance(m, dict) and "state" in m for m in items):
+        raise ValueError("no 'data' list of models with a 'state' (not LM Studio)")
+    return [(str(m.get("id")), str(m["state"])) for m in items]
+
+
+def _parse_metrics(text: str) -> dict[str, list[float]]:
+    try:
+        return parse_prometheus(text)
+    except ValueError as e:
+        raise ValueError(f"not Prometheus text ({e})") from None
+
+
+# ---- Prometheus text ----------------------------------------------------------
+
+#: ``name{labels} value [timestamp]``; label values may hold spaces and braces.
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{.*\})?\s+(\S+)(?:\s+\S+)?\s*$")
+
+
+def parse_prometheus(text: str) -> dict[str, list[float]]:
+    """Finite sample values per sample name, labels dropped (vLLM has one
+    series per engine and model: callers sum or take the max).
+
+    Uses ``prometheus_client.parser`` when it is installed, else a small
+    line parser good for the flat gauges read here.  ``ValueError`` when
+    the text is not Prometheus exposition format.  NaN samples (llama.cpp
+    rates before the first request) are skipped.
+    """
+    out: dict[str, list[float]] = {}
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+    except ImportError:
+        pairs = _parse_lines(text)
+    else:
+        pairs = [(s.name, s.value) for fam in text_string_to_metric_families(text) for s in fam.samples]
+    for name, value in pairs:
+        if math.isfinite(value):
+            out.setdefault(name, []).append(value)
+    return out
+
+
+def _parse_lines(text: str) -> list[tuple[str, float]]:
+    pairs: list[tuple[str, float]] = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if m is None:
+            raise ValueError(f"line {n}: {line[:80]!r} is not a sample")
+        try:
+            pairs.append((m.group(1), float(m.group(3))))
+        except ValueError:
+            raise ValueError(f"line {n}: value {m.group(3)!r} is not a number") from None
+    return pairs
