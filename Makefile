@@ -1,4 +1,4 @@
-# Quick start: `make run` (demo) and `make test` (everything CI runs).
+# Quick start: `make run` (live dashboard of demo backends) and `make test` (everything CI runs).
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -12,7 +12,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "maturin>=1.7,<2" "numpy>=1.24" "pytest>=8" "pytest-benchmark>=4" "mypy>=1.10" \
-		"prometheus-client>=0.20" "jsonschema>=4" "pandas>=2"
+		"prometheus-client>=0.20" "jsonschema>=4" "pandas>=2" \
+		"psutil>=5.9" "nvidia-ml-py>=12" "openai>=1.40" "anthropic>=0.34" "rich>=13"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -30,8 +31,10 @@ build: venv
 	$(VENV)/bin/maturin develop --release --quiet
 
 ## The main job: a short simulated dashboard.
+## The live terminal dashboard watching two simulated backends on loopback
+## (Ctrl-C exits).  Against real backends: movie-director-metrics watch.
 run: build
-	$(PY) -m movie_director_metrics.demo
+	$(PY) -m movie_director_metrics watch --demo
 
 lint: venv
 	cargo fmt --all --check
@@ -48,7 +51,7 @@ pytest: build
 	$(PY) -m pytest
 
 ## Every check CI runs.
-test: lint rust-test loom stubtest pytest bench-smoke wheel-check
+test: lint rust-test loom stubtest addon pytest bench-smoke wheel-check
 
 ## Benchmarks against peers, side by side; the table lands in
 ## benchmarks/results/latest.json (BENCH_JSON=path to change).
@@ -81,3 +84,25 @@ wheel-check: venv
 
 clean:
 	rm -rf $(VENV) target dist
+
+## ---- Blender add-on ------------------------------------------------------
+.PHONY: addon bpy-venv screenshot
+BPY_VENV := $(VENV)/bpy
+
+## bpy (Blender 4.5 as a Python module) in its own venv under .venv: it
+## pins numpy<2 while this venv has numpy 2 (pandas needs it).
+bpy-venv: $(BPY_VENV)/.installed
+$(BPY_VENV)/.installed:
+	test -x $(BPY_VENV)/bin/python || $(PYTHON) -m venv $(BPY_VENV)
+	$(BPY_VENV)/bin/python -m pip install --quiet --no-cache-dir "bpy==4.5.*"
+	touch $@
+
+## The Blender extension: dist/movie_director_metrics_addon-<version>.zip,
+## built and validated with Blender's own extension tool.
+addon: venv bpy-venv
+	$(PY) scripts/build_addon.py
+
+## A picture of the add-on in a real Blender GUI (trixie chroot, Xvfb):
+## dist/screenshot.png.  Needs root; not part of `make test`.
+screenshot: venv bpy-venv
+	bash scripts/screenshot.sh

@@ -1,0 +1,547 @@
+"""``movie-director-metrics``: the command line.
+
+::
+
+    movie-director-metrics watch [--demo] [--config PATH] [--window 5m] [--refresh 2] [--once]
+    movie-director-metrics check [--config PATH] [--allow-remote] [--json]
+    movie-director-metrics export PATH [--format csv|json] [--window 24h | --start T [--end T]]
+    movie-director-metrics serve [--host 127.0.0.1] [--port 9464] [--demo] [--config PATH]
+
+``watch`` and ``serve`` poll the configured backends (``backends.toml``,
+else the standard local ports) with the collectors and keep history in
+the default file, falling back to memory with a warning when another
+process holds it.  ``--demo`` watches two simulated backends on loopback
+instead (history in memory unless ``--storage`` is given, so demo numbers
+never mix with real ones).
+
+Exit codes: 0 success (``check``: every enabled backend is up); 1 a
+backend is not up, or an operation failed; 2 bad usage or a bad config
+file.  The dashboard needs ``rich`` (the ``cli`` extra); nothing else here
+does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime as _dt
+import json
+import math
+import signal
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+from .collectors.config import BackendConfig, default_config_path, load_config
+from .collectors.http import is_loopback
+from .errors import ConfigError, InvalidWindowError, MetricsError, StorageError, StorageLockedError
+from ._core import ServiceStats
+from .monitor import Monitor, StorageArg
+from .storage import default_path
+
+if TYPE_CHECKING:
+    from .collectors.scheduler import BackendStatus, Collectors
+    from .simulator import Simulator
+
+__all__ = ["main"]
+
+PROG = "movie-director-metrics"
+#: What to tell a user whose environment lacks the dashboard's dependency.
+RICH_MISSING = (
+    "the live dashboard needs the 'rich' package: pip install \"movie-director-metrics[cli]\" "
+    "(check, export and serve work without it)"
+)
+#: Sparkline: recent latency over this window, in this many points.
+SPARK_WINDOW = "5m"
+SPARK_POINTS = 30
+SPARK_METRIC = "avg_ms"
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+# --- argument parsing ----------------------------------------------------------
+
+
+def _seconds_in(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        if not (math.isfinite(v) and lo <= v <= hi):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: expected {lo:g} to {hi:g} seconds")
+        return v
+
+    return parse
+
+
+def _width(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of columns") from None
+    if not 40 <= v <= 1000:
+        raise argparse.ArgumentTypeError(f"{v} is out of range: expected 40 to 1000 columns")
+    return v
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"{v} is out of range: expected 0 (any free port) to 65535")
+    return v
+
+
+def parse_time(text: str) -> float:
+    """UTC epoch seconds from epoch seconds or ISO 8601 (``2025-06-01``,
+    ``2025-06-01T12:00``, ``...Z``, ``...+02:00``); a time without an
+    offset is UTC, as in the exports."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        t = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: expected epoch seconds or ISO 8601 such as 2025-06-01T12:00Z"
+        ) from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.timezone.utc)
+    return t.timestamp()
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", metavar="PATH", type=Path,
+        help=f"backends file (default: {default_config_path()}; the standard local ports if it does not exist)",
+    )
+    p.add_argument(
+        "--allow-remote", action="store_true",
+        help="contact backends on other hosts too (off: only loopback; remote ones show as blocked)",
+    )
+
+
+def _add_storage(p: argparse.ArgumentParser, *, recording: bool) -> None:
+    g = p.add_mutually_exclusive_group()
+    where = f"default: {default_path()}"
+    if recording:
+        where += "; memory with --demo"
+    g.add_argument("--storage", metavar="PATH", type=Path, help=f"history file ({where})")
+    if recording:
+        g.add_argument("--no-storage", action="store_true", help="keep history in memory only")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Health, latency, queue and resource metrics of AI generation backends "
+        "(ComfyUI, A1111/Forge, Ollama, OpenAI-compatible servers).",
+        epilog="Exit codes: 0 ok, 1 a backend is not up or an operation failed, 2 bad usage or config.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    w = sub.add_parser("watch", help="live dashboard of the configured backends", description=(
+        "Polls every configured backend and shows a live table: status, latency, success rate, "
+        "uptime, queue, processing time, VRAM and recent latency.  Ctrl-C exits."))
+    _add_config(w)
+    w.add_argument("--demo", action="store_true", help="watch two simulated backends on loopback instead of the config")
+    w.add_argument("--refresh", metavar="S", type=_seconds_in(1, 5), default=2.0, help="seconds between frames, 1 to 5 (default 2)")
+    w.add_argument("--window", default="5m", help="statistics window: 1m, 5m, 15m, 1h, 24h, 7d ... (default 5m)")
+    w.add_argument("--once", action="store_true", help="print one frame after a short warm-up and exit")
+    w.add_argument("--warmup", metavar="S", type=_seconds_in(0, 60), default=3.0,
+                   help="with --once: longest wait for first data, in seconds (default 3)")
+    w.add_argument("--width", metavar="COLUMNS", type=_width, help="layout width (default: the terminal's, or $COLUMNS)")
+    _add_storage(w, recording=True)
+    w.set_defaults(func=cmd_watch)
+
+    c = sub.add_parser("check", help="probe every backend once and report", description=(
+        "Probes every configured backend once, in parallel.  Exit code 0 when every enabled "
+        "backend is up, 1 otherwise (down, blocked or not answering), 2 for a bad config file."))
+    _add_config(c)
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.set_defaults(func=cmd_check)
+
+    e = sub.add_parser("export", help="write recorded history to CSV or JSON", description=(
+        "Writes statistics per service per time bucket from the history file.  Times are UTC."))
+    e.add_argument("path", metavar="PATH", type=Path, help="file to write (replaced atomically)")
+    e.add_argument("--format", choices=("csv", "json"), help="default: from PATH's suffix, else csv")
+    rng = e.add_mutually_exclusive_group()
+    rng.add_argument("--window", help="span ending now: 1h, 24h, 7d, 30d ... (default 24h)")
+    rng.add_argument("--start", metavar="T", type=parse_time, help="start: epoch seconds or ISO 8601 (UTC unless an offset is given)")
+    e.add_argument("--end", metavar="T", type=parse_time, help="end, with --start (default: now)")
+    e.add_argument("--resolution", choices=("raw", "1m", "1h"), default="1m", help="bucket size (default 1m)")
+    e.add_argument("--services", metavar="A,B", help="only these services (comma-separated)")
+    _add_storage(e, recording=False)
+    e.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("serve", help="serve Prometheus /metrics of the configured backends", description=(
+        "Polls the configured backends and serves their metrics at /metrics (OpenMetrics or "
+        "Prometheus text) until Ctrl-C."))
+    _add_config(s)
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it)")
+    s.add_argument("--port", type=_port, default=9464, help="port (default 9464; 0 picks a free one)")
+    s.add_argument("--demo", action="store_true", help="serve two simulated backends on loopback instead of the config")
+    _add_storage(s, recording=True)
+    s.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs one command; returns the exit code (see the module docs)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, or a usage error argparse already printed
+        return e.code if isinstance(e.code, int) else EXIT_USAGE if e.code else EXIT_OK
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if args.command == "export" and args.end is not None and args.start is None:
+        _err("--end needs --start (or use --window for a span ending now)")
+        return EXIT_USAGE
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
+
+
+# --- shared helpers --------------------------------------------------------------
+
+
+def _err(msg: str, *, kind: str = "error") -> None:
+    print(f"{PROG}: {kind}: {msg}", file=sys.stderr)
+
+
+def _configs(args: argparse.Namespace) -> tuple[list[BackendConfig], Simulator | None]:
+    """The backends to watch: the simulator's with ``--demo``, else the
+    config file's.  ``ConfigError`` propagates."""
+    if getattr(args, "demo", False):
+        from .simulator import Simulator
+
+        sim = Simulator()
+        return sim.configs(), sim
+    return load_config(args.config), None
+
+
+def _storage_arg(args: argparse.Namespace) -> StorageArg:
+    if args.no_storage:
+        return None
+    if args.storage is not None:
+        return Path(args.storage)
+    return None if args.demo else True
+
+
+def _open_monitor(storage: StorageArg) -> tuple[Monitor, str | None]:
+    """A monitor with history in ``storage``; in memory, with a one-line
+    warning (returned as a note too), when another process holds the file
+    or it is from a newer version."""
+    try:
+        return Monitor(storage=storage), None
+    except StorageError as e:  # StorageLockedError included
+        note = f"history in memory only: {e}"
+    _err(note, kind="warning")
+    return Monitor(), note
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends ``watch``/``serve`` the way Ctrl-C does (a clean exit:
+    collectors stopped, history flushed)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# --- watch ---------------------------------------------------------------------------
+
+
+def _series(monitor: Monitor, names: Sequence[str]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for name in names:
+        try:
+            _, values = monitor.series(name, SPARK_METRIC, SPARK_WINDOW, SPARK_POINTS)
+        except MetricsError:  # not a service (yet), or a window the tiers lack
+            continue
+        out[name] = [float(v) for v in values]
+    return out
+
+
+def _warm_up(monitor: Monitor, collectors: Collectors, window: str, limit_s: float) -> None:
+    """Waits (at most ``limit_s``) until every backend that can be contacted
+    has been probed, and each up one has reported every signal it says it
+    has, so a single frame shows real numbers rather than dashes."""
+    signal_ready: dict[str, Callable[[ServiceStats], bool]] = {
+        "queue": lambda st: st.queue_running is not None or st.queue_pending is not None,
+        "processing": lambda st: st.processing_count > 0,
+        "resources": lambda st: bool(st.resources),
+    }
+    start = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        time.sleep(0.1)
+        statuses = collectors.status()
+        if any(s.state == "unknown" for s in statuses.values()):
+            continue
+        snap = monitor.snapshot(window)
+        settled = True
+        for name, s in statuses.items():
+            if s.state != "up":
+                continue
+            st = snap.get(name)
+            if st is None or st.count == 0:
+                settled = False
+                break
+            for sig, ready in signal_ready.items():
+                if s.capabilities.get(sig) is not None and not ready(st):
+                    settled = False
+        # Past one second the engine has sealed the first requests' second.
+        if settled and time.monotonic() - start >= 1.2:
+            return
+
+
+def _between_frames(seconds: float) -> None:
+    """The wait between frames (Ctrl-C lands here most of the time); a
+    seam for tests."""
+    time.sleep(seconds)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    try:
+        from rich.console import Console
+        from rich.live import Live
+
+        from . import dashboard
+    except ImportError:
+        _err(RICH_MISSING)
+        return EXIT_FAIL
+    try:
+        configs, sim = _configs(args)
+    except ConfigError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    try:
+        monitor, note = _open_monitor(_storage_arg(args))
+        try:
+            try:
+                monitor.snapshot(args.window)
+            except InvalidWindowError as e:
+                _err(f"--window {args.window}: {e}")
+                return EXIT_USAGE
+            collectors = monitor.start_collectors(configs, allow_remote=args.allow_remote)
+            try:
+                console = Console(width=args.width) if args.width else Console()
+                title = f"{PROG} (demo)" if sim is not None else PROG
+
+                def frame() -> Any:
+                    snap = monitor.snapshot(args.window)
+                    statuses = collectors.status()
+                    names = list(statuses) + [n for n in snap if n not in statuses]
+                    return dashboard.render(
+                        snap, statuses, _series(monitor, names),
+                        width=console.width, window=args.window, title=title, note=note,
+                    )
+
+                with _sigterm_as_interrupt():
+                    if args.once:
+                        _warm_up(monitor, collectors, args.window, args.warmup)
+                        console.print(frame())
+                        return EXIT_OK
+                    with Live(frame(), console=console, auto_refresh=False, redirect_stderr=False) as live:
+                        while True:
+                            _between_frames(args.refresh)
+                            live.update(frame(), refresh=True)
+            except KeyboardInterrupt:
+                return EXIT_OK
+            finally:
+                collectors.stop()
+        finally:
+            monitor.close()
+    finally:
+        if sim is not None:
+            sim.close()
+
+
+# --- check ---------------------------------------------------------------------------
+
+_VERDICT = {"up": "UP", "down": "DOWN", "blocked": "BLOCKED", "disabled": "DISABLED", "unknown": "UNKNOWN"}
+
+
+def _describe_source(args: argparse.Namespace) -> str:
+    if args.config is not None:
+        return str(args.config)
+    path = default_config_path()
+    return str(path) if path.exists() else f"built-in defaults (no {path})"
+
+
+def _print_check(results: Sequence[BackendStatus], source: str, out: TextIO) -> None:
+    print(f"config: {source}", file=out)
+    if not results:
+        print("no backends configured", file=out)
+        return
+    name_w = max(len(r.name) for r in results)
+    kind_w = max(len(r.kind) for r in results)
+    url_w = max(len(r.url) for r in results)
+    for r in results:
+        verdict = _VERDICT.get(r.state, r.state.upper())
+        head = f"{verdict:<8}  {r.name:<{name_w}}  {r.kind:<{kind_w}}  {r.url:<{url_w}}"
+        if r.state == "up":
+            detail = f"{r.last_latency_ms:.1f} ms" if r.last_latency_ms is not None else ""
+            if r.version:
+                detail += f"  version {r.version}"
+        elif r.state == "down":
+            # First line only: a collector bug's message carries a traceback.
+            detail = f"{r.last_error_type or 'error'}: {(r.last_error or 'no answer').splitlines()[0]}"
+        elif r.state == "blocked":
+            detail = f"{r.url} is not on this machine: not contacted (--allow-remote allows it)"
+        elif r.state == "disabled":
+            detail = "enabled = false in the config"
+        else:
+            detail = (r.last_error or "no answer yet").splitlines()[0]
+        print(f"{head}  {detail}".rstrip(), file=out)
+        if r.state in ("up", "down") and r.missing:
+            # Signals this backend cannot report, grouped by the reason.
+            by_reason: dict[str, list[str]] = {}
+            for sig, why in r.missing.items():
+                by_reason.setdefault(why, []).append(sig)
+            for why, sigs in by_reason.items():
+                print(f"{'':10}n/a: {', '.join(sigs)} ({why})", file=out)
+    enabled = [r for r in results if r.state != "disabled"]
+    up = sum(1 for r in enabled if r.state == "up")
+    print(f"{up} of {len(enabled)} enabled backends up", file=out)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        configs = load_config(args.config)
+    except ConfigError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    from .collectors.scheduler import check_once
+
+    results = check_once(configs, allow_remote=args.allow_remote)
+    ok = all(r.state == "up" for r in results if r.state != "disabled")
+    if args.json:
+        doc = {"ok": ok, "config": _describe_source(args), "backends": [dataclasses.asdict(r) for r in results]}
+        print(json.dumps(doc, indent=2))
+    else:
+        _print_check(results, _describe_source(args), sys.stdout)
+    return EXIT_OK if ok else EXIT_FAIL
+
+
+# --- export ----------------------------------------------------------------------------
+
+
+def _snapshot_copy(db: Path, into: Path) -> Path:
+    """A consistent copy of a history file another process holds (SQLite's
+    online backup through a read-only connection; the owner keeps writing)."""
+    dest = into / db.name
+    src = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    try:
+        dst = sqlite3.connect(dest)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    return dest
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    db = Path(args.storage).expanduser() if args.storage is not None else default_path()
+    if not db.exists():
+        _err(f"no history file at {db}: `{PROG} watch` or `serve` records one (or pass --storage PATH)")
+        return EXIT_FAIL
+    fmt: Literal["csv", "json"] = args.format or ("json" if args.path.suffix.lower() == ".json" else "csv")
+    services = [s.strip() for s in args.services.split(",") if s.strip()] if args.services else None
+    window = args.window if args.start is None and args.window is not None else None
+    if args.start is None and window is None:
+        window = "24h"
+    with tempfile.TemporaryDirectory(prefix="mdm-export-") as tmp:
+        try:
+            monitor = Monitor(storage=db)
+        except StorageLockedError as e:
+            owner = str(e).split(";")[0]  # "<file> is in use by process N on host (since ...)"
+            print(f"{PROG}: note: {owner}; exporting from a copy of its last flush", file=sys.stderr)
+            try:
+                monitor = Monitor(storage=_snapshot_copy(db, Path(tmp)))
+            except (MetricsError, sqlite3.Error, OSError) as e2:
+                _err(f"cannot read {db}: {e2}")
+                return EXIT_FAIL
+        except (MetricsError, OSError) as e:
+            _err(f"cannot open {db}: {e}")
+            return EXIT_FAIL
+        try:
+            out = monitor.export(
+                args.path, fmt, window=window, start=args.start, end=args.end,
+                services=services, resolution=args.resolution,
+            )
+        except (MetricsError, ValueError, OSError) as e:
+            _err(f"export failed: {e}")
+            return EXIT_FAIL
+        finally:
+            monitor.close()
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+# --- serve -------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        configs, sim = _configs(args)
+    except ConfigError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    try:
+        monitor, _ = _open_monitor(_storage_arg(args))
+        try:
+            try:
+                server = monitor.serve_metrics(args.host, args.port)
+            except OSError as e:
+                _err(f"cannot listen on {args.host}:{args.port}: {e}")
+                return EXIT_FAIL
+            collectors = monitor.start_collectors(configs, allow_remote=args.allow_remote)
+            try:
+                if not is_loopback(args.host):
+                    _err(f"{server.url} is reachable from other machines", kind="warning")
+                where = monitor.storage_path or "memory"
+                print(f"serving {server.url} for {len(configs)} backends; history: {where} (Ctrl-C stops)", flush=True)
+                with _sigterm_as_interrupt():
+                    stop = threading.Event()
+                    while not stop.wait(0.5):
+                        pass
+            except KeyboardInterrupt:
+                pass
+            finally:
+                server.close()
+                collectors.stop()
+        finally:
+            monitor.close()
+    finally:
+        if sim is not None:
+            sim.close()
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,398 @@
+"""The command line against real servers on loopback: ``check`` verdicts
+and exit codes, a ``watch --demo`` frame, ``export`` from a history file,
+``serve`` answering /metrics, and the dashboard's rendering rules."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from movie_director_metrics import Monitor, cli
+from movie_director_metrics.collectors.scheduler import BackendStatus
+from movie_director_metrics.simulator import Simulator
+
+# The dashboard needs the `cli` extra; without it those tests skip (shown by -ra)
+# and check/export/serve are still tested.
+needs_rich = pytest.mark.skipif(
+    importlib.util.find_spec("rich") is None, reason="rich (the cli extra) is not installed"
+)
+
+
+@pytest.fixture(autouse=True)
+def _private_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never the user's history or config: both point into tmp_path."""
+    monkeypatch.setenv("MOVIE_DIRECTOR_METRICS_DB", str(tmp_path / "metrics.sqlite3"))
+    monkeypatch.setenv("MOVIE_DIRECTOR_METRICS_CONFIG", str(tmp_path / "backends.toml"))
+
+
+@pytest.fixture(scope="module")
+def sim() -> Any:
+    with Simulator(latency_ms=5, error_rate=0, seed=11) as s:
+        yield s
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(path: Path, backends: list[dict[str, Any]]) -> Path:
+    lines = []
+    for b in backends:
+        lines.append("[[backend]]")
+        for k, v in b.items():
+            lines.append(f"{k} = {json.dumps(v)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    rc = cli.main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# --- check ---------------------------------------------------------------------------
+
+
+def test_check_verdicts_and_exit_code(tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
+    refused = f"http://127.0.0.1:{free_port()}"
+    cfg = write_config(tmp_path / "b.toml", [
+        {"name": "comfy", "kind": "comfyui", "url": sim.comfyui.url},
+        {"name": "llm", "kind": "openai", "url": sim.llm.url},
+        {"name": "forge", "kind": "a1111", "url": refused},
+        {"name": "cloud", "kind": "openai", "url": "http://192.0.2.10:8000"},  # TEST-NET: never contacted
+        {"name": "old", "kind": "http", "url": refused, "enabled": False},
+    ])
+    rc, out, err = run(["check", "--config", str(cfg)], capsys)
+    assert rc == 1, out + err
+    lines = {line.split()[1]: line for line in out.splitlines() if line[:1].isupper() and len(line.split()) > 1}
+    assert lines["comfy"].startswith("UP") and "version 0.3.64" in lines["comfy"]
+    assert lines["llm"].startswith("UP")
+    assert lines["forge"].startswith("DOWN") and "connection_refused" in lines["forge"]
+    assert lines["cloud"].startswith("BLOCKED") and "--allow-remote" in lines["cloud"]
+    assert lines["old"].startswith("DISABLED")
+    # What the LLM server cannot report is listed, with why.
+    assert re.search(r"n/a: processing \(.+\)", out) and re.search(r"n/a: resources \(.+\)", out)
+    assert "2 of 4 enabled backends up" in out
+    assert f"config: {cfg}" in out
+
+
+def test_check_all_up_is_exit_0(tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path / "b.toml", [
+        {"name": "comfy", "kind": "comfyui", "url": sim.comfyui.url},
+        {"name": "old", "kind": "http", "url": f"http://127.0.0.1:{free_port()}", "enabled": False},
+    ])
+    rc, out, _ = run(["check", "--config", str(cfg)], capsys)
+    assert rc == 0, out
+    assert "1 of 1 enabled backends up" in out
+
+
+def test_check_json(tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path / "b.toml", [
+        {"name": "llm", "kind": "openai", "url": sim.llm.url},
+        {"name": "gone", "kind": "ollama", "url": f"http://127.0.0.1:{free_port()}"},
+    ])
+    rc, out, _ = run(["check", "--config", str(cfg), "--json"], capsys)
+    doc = json.loads(out)
+    assert rc == 1 and doc["ok"] is False
+    by_name = {b["name"]: b for b in doc["backends"]}
+    assert by_name["llm"]["state"] == "up" and by_name["llm"]["capabilities"]["processing"] is None
+    assert by_name["gone"]["state"] == "down" and by_name["gone"]["last_error_type"] == "connection_refused"
+
+
+def test_check_bad_config_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_config(tmp_path / "bad.toml", [{"name": "x", "kind": "comfy", "url": "http://127.0.0.1:1"}])
+    rc, out, err = run(["check", "--config", str(cfg)], capsys)
+    assert rc == 2 and out == ""
+    assert str(cfg) in err and ".kind" in err and "comfyui" in err
+    rc, _, err = run(["check", "--config", str(tmp_path / "missing.toml")], capsys)
+    assert rc == 2 and "no such config file" in err
+    (tmp_path / "broken.toml").write_text("[[backend]\n")
+    rc, _, err = run(["check", "--config", str(tmp_path / "broken.toml")], capsys)
+    assert rc == 2 and "not valid TOML" in err
+
+
+# --- watch ---------------------------------------------------------------------------
+
+
+@needs_rich
+def test_watch_demo_once_renders_real_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run(["watch", "--demo", "--once", "--width", "120"], capsys)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert all(len(line) <= 120 for line in lines)
+    assert "window 5m" in lines[0] and "2/2 up" in lines[0]
+    header = next(line for line in lines if line.startswith("Backend"))
+    for col in ("Status", "Avg ms", "p95 ms", "OK %", "Up %", "Queue", "Proc p95", "VRAM GiB", "Latency 5m"):
+        assert col in header
+    comfy = next(line for line in lines if line.startswith("comfyui-demo"))
+    llm = next(line for line in lines if line.startswith("llm-demo"))
+    # comfyui: up, latency numbers, queue r/p, processing time and VRAM used/total.
+    # (The kind suffix is the first thing to go when an error type needs room.)
+    assert re.search(r"comfyui-demo(\s+comfyui)?\s+up\s+\d+\s+[\d.,]+\s+[\d.,]+\s+[\d.]+\s+100\s+\d+/\d+\s+[\d,.]+\s+[\d.]+/24\.0", comfy), comfy
+    # The LLM server has no processing or VRAM figures: n/a, not dashes or zeros.
+    # (Queue may read n/a: the openai collector gives up on /metrics when the
+    # demo's random 500 lands on it during detection.)
+    assert re.search(r"llm-demo(\s+openai)?\s+up\s+\d+\s+[\d.,]+\s+[\d.,]+\s+[\d.]+\s+100\s+(\d+/\d+|n/a)\s+n/a\s+n/a", llm), llm
+    assert any(ch in comfy for ch in "▁▂▃▄▅▆▇█")
+
+
+@needs_rich
+def test_watch_ctrl_c_exits_0_and_releases_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupt(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_between_frames", interrupt)
+    db = tmp_path / "watch.sqlite3"
+    rc, out, err = run(["watch", "--demo", "--storage", str(db), "--width", "100"], capsys)
+    assert rc == 0, err
+    assert "comfyui-demo" in out
+    # Closed: the history file is flushed and its lock released.
+    with Monitor(storage=db) as m:
+        assert set(m.services()) == {"comfyui-demo", "llm-demo"}
+
+
+@needs_rich
+def test_watch_locked_storage_falls_back_to_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "held.sqlite3"
+    with Monitor(storage=db):
+        rc, out, err = run(["watch", "--demo", "--once", "--warmup", "0", "--storage", str(db)], capsys)
+    assert rc == 0
+    assert err.count("\n") == 1 and "warning" in err and "history in memory only" in err and "in use by" in err
+    assert "history in memory only" in out  # and under the table
+
+
+@needs_rich
+def test_watch_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rc, _, err = run(["watch", "--refresh", "9"], capsys)
+    assert rc == 2 and "expected 1 to 5 seconds" in err
+    rc, _, err = run(["watch", "--demo", "--once", "--window", "5 minutes"], capsys)
+    assert rc == 2 and "--window 5 minutes" in err
+    rc, _, err = run(["watch", "--config", str(tmp_path / "nope.toml"), "--once"], capsys)
+    assert rc == 2 and "nope.toml" in err
+    assert run(["--help"], capsys)[0] == 0
+    assert run([], capsys)[0] == 2
+
+
+def test_watch_without_rich_says_how_to_install(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    for mod in ("rich", "rich.console", "rich.live"):
+        monkeypatch.setitem(sys.modules, mod, None)
+    rc, _, err = run(["watch", "--demo", "--once"], capsys)
+    assert rc == 1 and 'pip install "movie-director-metrics[cli]"' in err
+
+
+def test_rich_stays_out_of_the_core_import_path() -> None:
+    code = (
+        "import sys, movie_director_metrics, movie_director_metrics.cli, movie_director_metrics.simulator;"
+        "print('rich' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+# --- dashboard -------------------------------------------------------------------------
+
+
+@needs_rich
+def test_sparkline() -> None:
+    from movie_director_metrics.dashboard import BLOCKS, sparkline
+
+    nan = math.nan
+    assert sparkline([1.0, 2.0, nan, 8.0]) == "▁▂ █"
+    assert sparkline([0.0, 7.0]) == "▁█"
+    assert sparkline([5.0, 5.0, nan]) == "▄▄ "
+    assert sparkline([nan, nan]) == "  "
+    assert sparkline([]) == ""
+    line = sparkline([float(i) for i in range(8)])
+    assert line == BLOCKS
+
+
+def frame_text(renderable: Any, width: int = 120) -> str:
+    from rich.console import Console
+
+    buf = io.StringIO()
+    Console(file=buf, width=width, color_system=None).print(renderable)
+    return buf.getvalue()
+
+
+@needs_rich
+def test_dashboard_na_vs_no_data() -> None:
+    from movie_director_metrics.dashboard import render
+
+    with Monitor(manual_clock=True, start_time=1_800_000_000) as m:
+        for name in ("ollama", "fresh"):
+            s = m.service(name)
+            s.record(120.0)
+            s.health(True, 2.0)
+        m.advance(2)
+        snap = m.snapshot("5m")
+    caps = {"health": "GET /", "queue": None, "processing": None, "resources": None, "models": "GET /api/tags"}
+    statuses = {
+        # Detected: queue/processing/VRAM cannot be reported -> n/a.
+        "ollama": BackendStatus("ollama", "ollama", "http://127.0.0.1:11434", "up", dict(caps),
+                                missing={"queue": "no queue endpoint", "processing": "none", "resources": "none"}),
+        # Not detected yet: capabilities are None but nothing is known to be missing -> dashes.
+        "fresh": BackendStatus("fresh", "comfyui", "http://127.0.0.1:8188", "unknown", {s: None for s in caps}),
+        "cloud": BackendStatus("cloud", "openai", "https://api.example.com", "blocked", {s: None for s in caps},
+                               missing={s: "remote host" for s in caps}),
+    }
+    text = frame_text(render(snap, statuses, {}, width=120, window="5m", now=1_800_000_002))
+    rows = {line.split()[0]: line for line in text.splitlines() if line.split() and line.split()[0] in statuses}
+    assert rows["ollama"].count("n/a") == 3 and "–" not in rows["ollama"].split("up", 1)[1].split("n/a")[0]
+    assert "n/a" not in rows["fresh"] and rows["fresh"].count("–") >= 3 and "waiting" in rows["fresh"]
+    assert "blocked" in rows["cloud"]
+    assert "1/3 up" in text
+
+
+@needs_rich
+def test_dashboard_fits_narrow_terminals() -> None:
+    from movie_director_metrics.dashboard import render
+
+    with Monitor(manual_clock=True, start_time=1_800_000_000) as m:
+        s = m.service("comfyui-a-rather-long-name")
+        for i in range(40):
+            if i % 9:
+                s.record(100.0 + i)
+            else:
+                s.record(100.0 + i, ok=False, error="connection_refused")
+            s.set_queue(1, 2)
+            m.advance(1)
+        snap = m.snapshot("5m")
+        series = {n: m.series(n, "avg_ms", "5m", points=30)[1] for n in m.services()}
+    for width in (60, 80, 100, 120, 160):
+        text = frame_text(render(snap, {}, series, width=width, window="5m"), width)
+        assert all(len(line) <= width for line in text.splitlines()), (width, text)
+        assert "comfyui-a-rather-long-name" in text or "comfyui-a-rather-long-…" in text
+    wide = frame_text(render(snap, {}, series, width=160, window="5m"), 160)
+    assert "Latency 5m" in wide and "Req" in wide
+    narrow = frame_text(render(snap, {}, series, width=60, window="5m"), 60)
+    assert "Avg ms" in narrow and "Latency 5m" not in narrow
+
+
+@needs_rich
+def test_dashboard_alerts_footer_only_when_firing() -> None:
+    from movie_director_metrics.dashboard import render
+
+    assert "alerts:" not in frame_text(render({}, {}, {}, width=80, window="5m"))
+    text = frame_text(render({}, {}, {}, width=80, window="5m", alerts=["comfyui p95 > 2000 ms"]))
+    assert "alerts: comfyui p95 > 2000 ms" in text and "no backends configured" in text
+
+
+# --- export ----------------------------------------------------------------------------
+
+
+def _history(db: Path) -> None:
+    with Monitor(storage=db) as m:
+        a, b = m.service("comfyui"), m.service("ollama")
+        for i in range(30):
+            a.record(100.0 + i)
+        a.record(5000.0, ok=False, error="timeout")
+        b.record(42.0)
+
+
+def test_export_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "h.sqlite3"
+    _history(db)
+    out = tmp_path / "out.json"
+    rc, stdout, err = run(["export", str(out), "--storage", str(db), "--window", "1h"], capsys)
+    assert rc == 0, err
+    assert stdout.strip() == f"wrote {out}"
+    doc = json.loads(out.read_text())
+    by = {s["service"]: s for s in doc["services"]}
+    assert by["comfyui"]["summary"]["requests"] == 31 and by["comfyui"]["summary"]["errors"] == 1
+    assert by["ollama"]["summary"]["requests"] == 1
+    csv_out = tmp_path / "out.csv"
+    rc, _, err = run(["export", str(csv_out), "--storage", str(db), "--services", "ollama",
+                      "--start", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3600))], capsys)
+    assert rc == 0, err
+    rows = csv_out.read_text().splitlines()
+    assert rows[0].startswith("service,") and len(rows) >= 2 and all(r.startswith("ollama,") for r in rows[1:])
+
+
+def test_export_while_another_process_holds_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "h.sqlite3"
+    _history(db)
+    with Monitor(storage=db):  # as a running `watch` would
+        rc, _, err = run(["export", str(tmp_path / "o.json"), "--storage", str(db)], capsys)
+    assert rc == 0, err
+    assert "in use by" in err and "copy" in err
+    doc = json.loads((tmp_path / "o.json").read_text())
+    assert {s["service"] for s in doc["services"]} == {"comfyui", "ollama"}
+
+
+def test_export_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(["export", str(tmp_path / "o.csv")], capsys)  # default file: none yet
+    assert rc == 1 and "no history file at" in err and str(tmp_path / "metrics.sqlite3") in err
+    db = tmp_path / "h.sqlite3"
+    _history(db)
+    rc, _, err = run(["export", str(tmp_path / "no-dir" / "o.csv"), "--storage", str(db)], capsys)
+    assert rc == 1 and "does not exist" in err
+    rc, _, err = run(["export", str(tmp_path / "o.csv"), "--storage", str(db), "--window", "3x"], capsys)
+    assert rc == 1 and "3x" in err
+    rc, _, err = run(["export", str(tmp_path / "o.csv"), "--end", "2025-01-01"], capsys)
+    assert rc == 2 and "--end needs --start" in err
+    rc, _, err = run(["export", str(tmp_path / "o.csv"), "--start", "yesterday"], capsys)
+    assert rc == 2 and "ISO 8601" in err
+
+
+def test_parse_time() -> None:
+    assert cli.parse_time("1700000000") == 1_700_000_000
+    assert cli.parse_time("2025-06-01T12:00:00Z") == cli.parse_time("2025-06-01T12:00") == 1748779200
+    assert cli.parse_time("2025-06-01T14:00+02:00") == 1748779200
+
+
+# --- serve -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_serve_answers_metrics_and_stops_cleanly(tmp_path: Path, sig: int) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "movie_director_metrics", "serve", "--demo", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        m = re.search(r"serving (http://127\.0\.0\.1:\d+/metrics) for 2 backends; history: memory", first)
+        assert m, first + (proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
+        body = ""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(m.group(1), timeout=5) as r:
+                body = r.read().decode()
+            if 'mdm_health_up{service="comfyui-demo"} 1' in body and 'service="llm-demo"' in body:
+                break
+            time.sleep(0.2)
+        assert 'mdm_health_up{service="comfyui-demo"} 1' in body, body
+        proc.send_signal(sig)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_python_dash_m_help() -> None:
+    r = subprocess.run([sys.executable, "-m", "movie_director_metrics", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for cmd in ("watch", "check", "export", "serve"):
+        assert cmd in r.stdout
