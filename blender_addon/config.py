@@ -1,0 +1,103 @@
+"""The add-on preferences as plain values (:class:`Config`), read on the
+main thread and safe to hand to worker threads.  Each backend is validated
+with the engine's own config parser, so a bad entry shows next to it
+instead of stopping the others; non-loopback hosts are blocked while
+Blender's "Allow Online Access" is off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bpy
+
+_LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the preferences decide, as plain values (safe to hand to
+    a worker).  Equal configs mean nothing needs restarting."""
+
+    backends: tuple[Any, ...] = ()  # BackendConfig
+    #: name -> why it is not polled (invalid entry, blocked remote host).
+    blocked: tuple[tuple[str, str], ...] = ()
+    #: name -> latency threshold in ms.
+    thresholds: tuple[tuple[str, float], ...] = ()
+    storage: str | None = None
+    retention: tuple[float, float] = (7.0, 365.0)
+    allow_remote: bool = False
+    default_threshold_ms: float = 2000.0
+    success_min: float = 0.95
+    refresh_s: float = 2.0
+
+    def engine_key(self) -> tuple[Any, ...]:
+        return (self.storage, self.retention)
+
+    def collector_key(self) -> tuple[Any, ...]:
+        return (self.backends, self.allow_remote)
+
+
+def default_storage_path(create: bool = True) -> Path:
+    """``metrics.sqlite3`` in the extension's user directory (kept across
+    upgrades, removed with the extension)."""
+    try:
+        base = bpy.utils.extension_path_user(__package__, path="", create=create)
+    except ValueError:  # installed as a legacy add-on, not an extension
+        base = bpy.utils.user_resource("CONFIG", path="movie_director_metrics", create=create)
+    return Path(base) / "metrics.sqlite3"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        from movie_director_metrics.collectors.http import is_loopback
+
+        return bool(is_loopback(host))
+    except ImportError:
+        return host in _LOOPBACK_NAMES or host.startswith("127.") or host == "::1"
+
+
+def read_config(prefs: Any) -> Config:
+    """The preferences as a :class:`Config` (main thread).  Each backend is
+    validated with the engine's own config parser, so a bad URL shows next
+    to its backend instead of stopping the others."""
+    from movie_director_metrics.collectors.config import parse_config
+    from movie_director_metrics.errors import ConfigError
+
+    allow_remote = bool(bpy.app.online_access)
+    backends, blocked, thresholds, seen = [], [], [], set()
+    for item in prefs.backends:
+        name = item.name.strip()
+        entry: dict[str, Any] = {"name": name, "kind": item.kind, "url": item.url.strip(), "enabled": bool(item.enabled)}
+        if item.api_key_env.strip():
+            entry["api_key_env"] = item.api_key_env.strip()
+        if name in seen:
+            blocked.append((name or "?", f"name {name!r} is used twice"))
+            continue
+        seen.add(name)
+        try:
+            (cfg,) = parse_config({"backend": [entry]}, "preferences")
+        except ConfigError as e:
+            blocked.append((name or "?", str(e).removeprefix("preferences: ")))
+            continue
+        thresholds.append((name, float(item.threshold_ms) or float(prefs.default_threshold_ms)))
+        backends.append(cfg)
+        if not allow_remote and not _is_loopback(cfg.host):
+            blocked.append((name, "blocked: Online Access is off"))
+    storage = None
+    if prefs.use_storage:
+        storage = bpy.path.abspath(prefs.storage_path) if prefs.storage_path else str(default_storage_path())
+    return Config(
+        backends=tuple(backends),
+        blocked=tuple(blocked),
+        thresholds=tuple(thresholds),
+        storage=storage,
+        retention=(float(prefs.retention_minute_days), float(prefs.retention_hour_days)),
+        allow_remote=allow_remote,
+        default_threshold_ms=float(prefs.default_threshold_ms),
+        success_min=float(prefs.success_min_pct) / 100.0,
+        refresh_s=min(5.0, max(1.0, float(prefs.refresh_interval_s))),
+    )
+

@@ -1,0 +1,336 @@
+"""Operators: test a connection, export metrics, a larger history chart,
+snooze an alert, and the backend list in the preferences.
+
+None of them has the ``UNDO`` option: they change no scene data, so they
+push no undo step and never mark the .blend as modified.
+"""
+
+import datetime as _dt
+import os
+from typing import Any
+
+import bpy
+import numpy as np
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+from bpy.types import Operator, PropertyGroup
+from bpy_extras.io_utils import ExportHelper
+
+from . import charts, preferences, runtime
+from . import view as V
+from .properties import METRIC_ITEMS, WINDOW_ITEMS
+
+#: Export resolution for each range when left on "Auto": the finest that
+#: keeps the row count reasonable.
+AUTO_RESOLUTION = {"5m": "raw", "1h": "raw", "24h": "1m", "7d": "1h", "30d": "1h"}
+HISTORY_POINTS = 120
+
+
+def _running(cls: type[Operator]) -> bool:
+    rt = runtime.get()
+    if rt.stopped:
+        cls.poll_message_set("The add-on is not running")
+        return False
+    if rt.monitor is None:
+        cls.poll_message_set("The metrics engine is still starting")
+        return False
+    return True
+
+
+class MDM_OT_test_connection(Operator):
+    """Probe the backend once now on a worker thread; the result shows in the Connection panel"""
+
+    bl_idname = "movie_director.test_connection"
+    bl_label = "Test Connection"
+
+    backend: StringProperty(name="Backend", description="Backend to test; empty tests every backend")  # type: ignore[valid-type]
+
+    @classmethod
+    def poll(cls, context):  # type: ignore[no-untyped-def]
+        rt = runtime.get()
+        if rt.stopped or rt.applied is None:
+            cls.poll_message_set("The add-on has not started yet")
+            return False
+        return True
+
+    def execute(self, context):  # type: ignore[no-untyped-def]
+        msg = runtime.get().test_connection([self.backend] if self.backend else [])
+        if msg.startswith("error: "):
+            self.report({"ERROR"}, msg.removeprefix("error: "))
+            return {"CANCELLED"}
+        self.report({"INFO"}, msg)
+        return {"FINISHED"}
+
+
+class MDM_ExportService(PropertyGroup):
+    selected: BoolProperty(name="Export", default=True)  # type: ignore[valid-type]
+
+
+class MDM_OT_export_metrics(Operator, ExportHelper):
+    """Export per-service statistics per time bucket as CSV or JSON"""
+
+    bl_idname = "movie_director.export_metrics"
+    bl_label = "Export Metrics"
+
+    filename_ext = ".csv"
+    filter_glob: StringProperty(default="*.csv;*.json", options={"HIDDEN"})  # type: ignore[valid-type]
+    format: EnumProperty(  # type: ignore[valid-type]
+        name="Format",
+        items=(("CSV", "CSV", "One row per service per bucket"), ("JSON", "JSON", "Rows plus a summary per service")),
+        default="CSV",
+    )
+    window: EnumProperty(name="Range", items=WINDOW_ITEMS, default="24h")  # type: ignore[valid-type]
+    resolution: EnumProperty(  # type: ignore[valid-type]
+        name="Resolution",
+        items=(
+            ("AUTO", "Auto", "Raw buckets up to 1h, minutes up to 24h, hours beyond"),
+            ("raw", "Raw", "The finest buckets kept in memory (ranges up to 24h)"),
+            ("1m", "1 minute", "One row per minute"),
+            ("1h", "1 hour", "One row per hour"),
+        ),
+        default="AUTO",
+    )
+    services: CollectionProperty(type=MDM_ExportService)  # type: ignore[valid-type]
+
+    @classmethod
+    def poll(cls, context):  # type: ignore[no-untyped-def]
+        return _running(cls)
+
+    def invoke(self, context, event):  # type: ignore[no-untyped-def]
+        self.services.clear()
+        for s in runtime.get().view.services:
+            self.services.add().name = s.name
+        if not self.filepath:
+            self.filepath = f"movie_director_metrics_{_dt.datetime.now():%Y%m%d_%H%M}{self.filename_ext}"
+        return ExportHelper.invoke(self, context, event)
+
+    def check(self, context):  # type: ignore[no-untyped-def]
+        """Keeps the file name's extension in line with the format."""
+        ext = ".json" if self.format == "JSON" else ".csv"
+        path = self.filepath
+        stem, old = os.path.splitext(path)
+        new = bpy.path.ensure_ext(stem if old.lower() in (".csv", ".json") else path, ext)
+        if new != path:
+            self.filepath = new
+            return True
+        return False
+
+    def draw(self, context):  # type: ignore[no-untyped-def]
+        draw_export_options(self.layout, self)
+
+    def execute(self, context):  # type: ignore[no-untyped-def]
+        ok, msg = export_metrics(self.filepath, self.format, self.window, self.resolution, self.services)
+        self.report({"INFO"} if ok else {"ERROR"}, msg)
+        return {"FINISHED"} if ok else {"CANCELLED"}
+
+
+def draw_export_options(layout: Any, op: Any) -> None:
+    col = layout.column()
+    col.prop(op, "format", expand=True)
+    col.prop(op, "window")
+    col.prop(op, "resolution")
+    if len(op.services):
+        col.label(text="Services")
+        box = col.box().column(align=True)
+        for item in op.services:
+            box.prop(item, "selected", text=item.name)
+
+
+def export_metrics(filepath: str, fmt: str, window: str, resolution: str, services: Any = ()) -> tuple[bool, str]:
+    """Runs the export; (ok, the message to report: the path or why not)."""
+    rt = runtime.get()
+    mon = rt.monitor
+    if mon is None:
+        return False, "Export failed: the metrics engine is not running"
+    if not filepath:
+        return False, "Export failed: no file chosen"
+    names = None
+    if len(services):
+        names = [s.name for s in services if s.selected]
+        if not names:
+            return False, "Export failed: no service selected"
+    win, note = rt.effective_window(window)
+    if note:
+        return False, f"Export failed: {note.split(';')[0]}"
+    res = AUTO_RESOLUTION[win] if resolution == "AUTO" else resolution
+    ext = ".json" if fmt == "JSON" else ".csv"
+    path = bpy.path.ensure_ext(bpy.path.abspath(filepath), ext)
+    from movie_director_metrics.errors import MetricsError
+
+    try:
+        out = mon.export(path, fmt.lower(), window=win, services=names, resolution=res)
+    except (MetricsError, OSError, ValueError) as e:
+        return False, f"Export failed: {e}"
+    return True, f"Exported {fmt} ({win}, {res}) to {out}"
+
+
+class MDM_OT_metrics_history(Operator):
+    """A larger chart of one service's metric over a range"""
+
+    bl_idname = "movie_director.metrics_history"
+    bl_label = "Metrics History"
+
+    service: StringProperty(name="Service")  # type: ignore[valid-type]
+    metric: EnumProperty(name="Metric", items=METRIC_ITEMS, default="avg_ms")  # type: ignore[valid-type]
+    window: EnumProperty(name="Range", items=WINDOW_ITEMS, default="1h")  # type: ignore[valid-type]
+    threshold_ms: FloatProperty(name="Threshold", default=0.0, options={"HIDDEN"})  # type: ignore[valid-type]
+
+    @classmethod
+    def poll(cls, context):  # type: ignore[no-untyped-def]
+        return _running(cls)
+
+    def invoke(self, context, event):  # type: ignore[no-untyped-def]
+        return context.window_manager.invoke_props_dialog(self, width=440)
+
+    def draw(self, context):  # type: ignore[no-untyped-def]
+        row = self.layout.row(align=True)
+        row.prop(self, "metric", text="")
+        row.prop(self, "window", text="")
+        draw_history(self.layout, self.service, self.metric, self.window, self.threshold_ms)
+
+    def execute(self, context):  # type: ignore[no-untyped-def]
+        return {"FINISHED"}
+
+
+def draw_history(layout: Any, service: str, metric: str, window: str, threshold_ms: float = 0.0) -> None:
+    """The history chart (an icon from :mod:`charts`; a text sparkline in
+    background mode, where previews have no icons) with min/avg/max/last."""
+    rt = runtime.get()
+    mon = rt.monitor
+    layout.label(text=service or "(no service)", icon="GRAPH")
+    if mon is None:
+        layout.label(text="The metrics engine is not running", icon="ERROR")
+        return
+    if service not in mon.services():
+        layout.label(text=f"No data for {service!r}", icon="INFO")
+        return
+    win, note = rt.effective_window(window)
+    if note:
+        layout.label(text=note, icon="INFO")
+    _, values = mon.series(service, metric, win, HISTORY_POINTS)
+    finite = values[np.isfinite(values)]
+    thr = threshold_ms if threshold_ms > 0 and metric in ("avg_ms", "p95_ms", "p99_ms") else None
+    icon_id = charts.icon("history", values, (service, metric, win, rt.version, thr), 256, 128, thr)
+    if icon_id:
+        layout.template_icon(icon_value=icon_id, scale=14.0)
+    else:
+        layout.label(text=V.sparkline(values.tolist(), 48) or "no data in this range")
+    if finite.size:
+        row = layout.row()
+        for label, v in (("min", finite.min()), ("avg", finite.mean()), ("max", finite.max()), ("last", finite[-1])):
+            row.label(text=f"{label} {runtime.format_metric(metric, float(v))}")
+    layout.label(text=f"{win}: {finite.size} of {values.size} spans with data")
+
+
+class MDM_OT_snooze_alert(Operator):
+    """Mute this alert rule for a while (an alert already firing keeps firing until it recovers)"""
+
+    bl_idname = "movie_director.snooze_alert"
+    bl_label = "Snooze Alert"
+
+    rule: StringProperty(name="Rule")  # type: ignore[valid-type]
+    minutes: IntProperty(name="Minutes", default=30, min=0, max=24 * 60, description="0 unsnoozes")  # type: ignore[valid-type]
+
+    @classmethod
+    def poll(cls, context):  # type: ignore[no-untyped-def]
+        if runtime.get().alerts is None:
+            cls.poll_message_set("Alerts are not available in this engine build")
+            return False
+        return True
+
+    def execute(self, context):  # type: ignore[no-untyped-def]
+        import time
+
+        until = time.time() + self.minutes * 60 if self.minutes else None
+        try:
+            runtime.get().alerts.snooze(self.rule, until)
+        except KeyError:
+            self.report({"ERROR"}, f"No alert rule named {self.rule!r}")
+            return {"CANCELLED"}
+        runtime.refresh_now()
+        self.report({"INFO"}, f"Snoozed {self.rule} for {self.minutes} min" if self.minutes else f"Unsnoozed {self.rule}")
+        return {"FINISHED"}
+
+
+# ---- preferences: the backend list ---------------------------------------------------
+
+
+class MDM_OT_backend_add(Operator):
+    """Add a backend to watch"""
+
+    bl_idname = "movie_director.backend_add"
+    bl_label = "Add Backend"
+
+    def execute(self, context):  # type: ignore[no-untyped-def]
+        prefs = preferences.get(context)
+        names = {b.name for b in prefs.backends}
+        item = prefs.backends.add()
+        item.name = next(f"backend{i}" for i in range(1, 1000) if f"backend{i}" not in names)
+        prefs.backend_index = len(prefs.backends) - 1
+        return {"FINISHED"}
+
+
+class MDM_OT_backend_remove(Operator):
+    """Remove the selected backend"""
+
+    bl_idname = "movie_director.backend_remove"
+    bl_label = "Remove Backend"
+
+    @classmethod
+    def poll(cls, context):  # type: ignore[no-untyped-def]
+        prefs = preferences.get(context)
+        return prefs is not None and 0 <= prefs.backend_index < len(prefs.backends)
+
+    def execute(self, context):  # type: ignore[no-untyped-def]
+        prefs = preferences.get(context)
+        prefs.backends.remove(prefs.backend_index)
+        prefs.backend_index = max(0, min(prefs.backend_index, len(prefs.backends) - 1))
+        runtime.config_changed()
+        return {"FINISHED"}
+
+
+class MDM_OT_backends_add_defaults(Operator):
+    """Add ComfyUI, A1111, Ollama and LM Studio on their standard local ports (skipping names already present)"""
+
+    bl_idname = "movie_director.backends_add_defaults"
+    bl_label = "Add Local Defaults"
+
+    def execute(self, context):  # type: ignore[no-untyped-def]
+        prefs = preferences.get(context)
+        if prefs is None:
+            self.report({"ERROR"}, "The add-on's preferences are not available")
+            return {"CANCELLED"}
+        names = {b.name for b in prefs.backends}
+        added = 0
+        for name, kind, url in preferences.LOCAL_DEFAULTS:
+            if name in names:
+                continue
+            item = prefs.backends.add()
+            item.name, item.kind, item.url = name, kind, url
+            added += 1
+        runtime.config_changed()
+        self.report({"INFO"}, f"Added {added} local backends")
+        return {"FINISHED"}
+
+
+class MDM_OT_open_preferences(Operator):
+    """Open this add-on's preferences"""
+
+    bl_idname = "movie_director.open_preferences"
+    bl_label = "Movie Director Preferences"
+
+    def execute(self, context):  # type: ignore[no-untyped-def]
+        bpy.ops.preferences.addon_show(module=__package__)
+        return {"FINISHED"}
+
+
+classes = (
+    MDM_OT_test_connection,
+    MDM_ExportService,
+    MDM_OT_export_metrics,
+    MDM_OT_metrics_history,
+    MDM_OT_snooze_alert,
+    MDM_OT_backend_add,
+    MDM_OT_backend_remove,
+    MDM_OT_backends_add_defaults,
+    MDM_OT_open_preferences,
+)

@@ -1,0 +1,347 @@
+"""The sidebar: View3D › Sidebar › "Movie Director".
+
+Connection Status (one row per backend) with a closed-by-default Health
+Monitoring child panel, which holds one collapsible section per service and
+the LLM, Alerts and Compare sub-panels.
+
+Each ``Panel.draw`` calls a module-level ``draw_*(layout, context)`` that
+only lays out the :mod:`view` the timer built: no engine call, no I/O, so a
+redraw costs layout time only (and tests can call these directly against a
+recording layout).  A narrow sidebar gets the essentials; from
+:data:`layout_helpers.WIDE_PX` on, the extra columns.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import bpy
+from bpy.types import Panel, UIList
+
+from . import properties, runtime
+from . import view as V
+from .layout_helpers import bar, is_wide, section, state_icon
+
+CATEGORY = "Movie Director"
+
+
+def _section_id(name: str) -> str:
+    return "mdm_svc_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
+
+
+def _overall_icon(v: V.DashboardView) -> str:
+    states = {b.state for b in v.backends} | {s.state for s in v.services}
+    for s in ("down", "degraded", "unknown"):
+        if s in states:
+            return state_icon(s)
+    return state_icon("up") if states else state_icon("unknown")
+
+
+# ---- Connection Status ------------------------------------------------------------
+
+
+def draw_connection_header(layout: Any, context: Any) -> None:
+    layout.label(text="", icon=_overall_icon(runtime.get().view))
+
+
+def draw_connection(layout: Any, context: Any) -> None:
+    v = runtime.get().view
+    wide = is_wide(context)
+    if v.message:
+        row = layout.row()
+        row.alert = v.status == "error"
+        row.label(text=v.message, icon="ERROR" if v.status == "error" else ("TIME" if v.status == "starting" else "INFO"))
+    if not v.backends:
+        layout.label(text="No backends configured", icon="INFO")
+        row = layout.row(align=True)
+        row.operator("movie_director.backends_add_defaults", text="Add local defaults", icon="PRESET")
+        row.operator("movie_director.open_preferences", text="", icon="PREFERENCES")
+        return
+    col = layout.column(align=True)
+    for b in v.backends:
+        row = col.row(align=True)
+        if wide:
+            split = row.split(factor=0.4, align=True)
+            split.label(text=b.name, icon=state_icon(b.state))
+            right = split.row(align=True)
+            right.label(text=b.kind)
+            right.label(text=b.latency_text)
+            row = right
+        else:
+            row.label(text=b.name, icon=state_icon(b.state))
+            row.label(text=b.latency_text)
+        op = row.operator(
+            "movie_director.test_connection", text="", icon="TIME" if b.check_running else "FILE_REFRESH", emboss=not b.check_running
+        )
+        op.backend = b.name
+        details = col.column(align=True)
+        details.scale_y = 0.8
+        if b.reason:
+            details.label(text=b.reason, icon="INTERNET_OFFLINE" if b.state == "blocked" else "INFO")
+        if b.error_text:
+            err = details.row()
+            err.alert = b.state == "down"
+            err.label(text=f"{b.error_text}  {b.error_age}".strip(), icon="ERROR")
+        if b.check_running:
+            details.label(text="Testing…", icon="TIME")
+        elif b.check_text:
+            details.label(text=f"Test: {b.check_text}", icon="CHECKMARK" if b.check_text.startswith("up") else "CANCEL")
+        if wide:
+            details.label(text=f"{b.url}  {b.version}".strip(), icon="URL")
+        col.separator(factor=0.5)
+    row = layout.row(align=True)
+    row.operator("movie_director.test_connection", text="Test all", icon="FILE_REFRESH").backend = ""
+    row.operator("movie_director.open_preferences", text="", icon="PREFERENCES")
+    if v.online_note and any(b.state == "blocked" for b in v.backends):
+        layout.label(text=v.online_note, icon="INTERNET_OFFLINE")
+        if wide:
+            layout.label(text="Preferences › System › Network › Allow Online Access")
+
+
+# ---- Health Monitoring ---------------------------------------------------------------
+
+
+def draw_service(layout: Any, s: V.ServiceView, wide: bool) -> None:
+    header, body = section(layout, _section_id(s.name), default_closed=True)
+    header.label(text=s.name, icon=state_icon(s.state))
+    header.label(text=s.summary)
+    if body is None:
+        return
+    bar(body, s.avg)
+    bar(body, s.p95)
+    if wide:
+        row = body.row()
+        bar(row.column(), s.success)
+        bar(row.column(), s.uptime)
+    else:
+        bar(body, s.success)
+        bar(body, s.uptime)
+    if s.sparkline:
+        body.label(text=s.sparkline, icon="GRAPH")
+    if s.vram is not None:
+        bar(body, s.vram)
+    if wide:
+        grid = body.grid_flow(row_major=True, columns=2, even_columns=True, align=True)
+        grid.label(text=s.requests_text, icon="SORTTIME")
+        grid.label(text=s.queue_text, icon="PRESET")
+        grid.label(text=s.processing_text, icon="MOD_TIME")
+        grid.label(text=s.kind, icon="LINKED")
+        for etype, n in s.errors:
+            grid.label(text=f"{etype} ×{n}", icon="ERROR")
+    else:
+        body.label(text=s.queue_text, icon="PRESET")
+        if s.errors:
+            etype, n = s.errors[0]
+            more = f" (+{len(s.errors) - 1} types)" if len(s.errors) > 1 else ""
+            body.label(text=f"{etype} ×{n}{more}", icon="ERROR")
+    if s.last_error_text:
+        body.label(text=f"last error: {s.last_error_text}", icon="INFO")
+    row = body.row(align=True)
+    op = row.operator("movie_director.metrics_history", text="History" if wide else "", icon="GRAPH")
+    op.service = s.name
+    op.threshold_ms = s.threshold_ms
+
+
+def draw_health(layout: Any, context: Any) -> None:
+    v = runtime.get().view
+    ws = properties.state(context)
+    wide = is_wide(context)
+    if ws is not None:
+        layout.row().prop(ws, "window", expand=True)
+    if v.window_note:
+        layout.label(text=v.window_note, icon="INFO")
+    if v.status != "running":
+        layout.label(text=v.message or "Not running", icon="TIME")
+        return
+    if not v.services:
+        layout.label(text="No data yet: waiting for the first poll", icon="TIME")
+    for s in v.services:
+        draw_service(layout, s, wide)
+    row = layout.row(align=True)
+    row.operator("movie_director.export_metrics", text="Export…", icon="EXPORT")
+    if v.storage_text and wide:
+        layout.label(text=v.storage_text, icon="FILE")
+
+
+def draw_llm(layout: Any, context: Any) -> None:
+    llm = runtime.get().view.llm
+    if not llm.available or not llm.models:
+        layout.label(text=llm.note or "No LLM requests", icon="INFO")
+        if not llm.available:
+            return
+    wide = is_wide(context)
+    for key, text in llm.totals:
+        layout.label(text=f"{key}: {text}")
+    col = layout.column(align=True)
+    for m in llm.models:
+        box = col.box()
+        row = box.row(align=True)
+        row.label(text=m.model, icon="OUTLINER_OB_FONT")
+        row.label(text=f"{m.requests} req")
+        row.label(text=m.cost)
+        box.progress(text=f"{m.share * 100:.0f} % of requests", factor=m.share, type="BAR")
+        if wide:
+            grid = box.grid_flow(row_major=True, columns=2, even_columns=True, align=True)
+            grid.label(text=f"tokens {m.tokens}")
+            grid.label(text=f"latency {m.latency}")
+            grid.label(text=f"TTFT {m.ttft}")
+        else:
+            box.label(text=f"{m.latency}, TTFT {m.ttft}")
+
+
+def draw_alerts(layout: Any, context: Any) -> None:
+    alerts = runtime.get().view.alerts
+    for rule, left in alerts.snoozed:
+        row = layout.row(align=True)
+        row.label(text=f"{rule} snoozed ({left} left)", icon="PAUSE")
+        op = row.operator("movie_director.snooze_alert", text="", icon="PLAY")
+        op.rule, op.minutes = rule, 0
+    if not alerts.available or not alerts.rows:
+        layout.label(text=alerts.note or "No alerts", icon="INFO")
+        return
+    col = layout.column(align=True)
+    for a in alerts.rows:
+        row = col.row(align=True)
+        row.alert = a.state == "firing"
+        row.label(text=a.name, icon={"firing": "ERROR", "pending": "TIME"}.get(a.state, "CHECKMARK"))
+        row.label(text=f"{a.state} {a.age}".strip())
+        op = row.operator("movie_director.snooze_alert", text="", icon="PLAY" if a.snoozed else "PAUSE", depress=a.snoozed)
+        op.rule = a.rule
+        op.minutes = 0 if a.snoozed else 30
+        if a.detail and is_wide(context):
+            col.label(text=a.detail)
+
+
+class MDM_UL_compare(UIList):
+    """The Compare table: rank, service, value (and a bar when wide),
+    sortable by rank or name, reversible, filterable by name."""
+
+    bl_idname = "MDM_UL_compare"
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):  # type: ignore[no-untyped-def]
+        draw_compare_row(layout, item, is_wide(context))
+
+    def filter_items(self, context, data, propname):  # type: ignore[no-untyped-def]
+        return compare_order(getattr(data, propname), data, self.filter_name, self.bitflag_filter_item)
+
+
+def draw_compare_row(layout: Any, item: Any, wide: bool) -> None:
+    row = layout.row(align=True)
+    row.label(text=f"{item.rank}.")
+    row.label(text=item.name)
+    if wide and item.has_value:
+        row.progress(text=item.text, factor=item.factor, type="BAR")
+    else:
+        row.label(text=item.text)
+
+
+def compare_order(items: Any, ws: Any, filter_name: str, flag: int) -> tuple[list[int], list[int]]:
+    helper = bpy.types.UI_UL_list
+    flags = helper.filter_items_by_name(filter_name, flag, items, "name") if filter_name else [flag] * len(items)
+    if ws.compare_sort == "NAME":
+        order = helper.sort_items_by_name(items, "name") or list(range(len(items)))
+    else:
+        order = [max(0, min(len(items) - 1, it.rank - 1)) for it in items]
+    if ws.compare_reverse:
+        order = [len(items) - 1 - p for p in order]
+    return flags, order
+
+
+def draw_compare(layout: Any, context: Any) -> None:
+    ws = properties.state(context)
+    if ws is None:
+        return
+    row = layout.row(align=True)
+    row.prop(ws, "compare_metric", text="")
+    row.prop(ws, "compare_window", text="")
+    row = layout.row(align=True)
+    row.prop(ws, "compare_sort", expand=True)
+    row.prop(ws, "compare_reverse", text="", icon="SORT_DESC" if ws.compare_reverse else "SORT_ASC")
+    n = len(ws.compare_rows)
+    if n == 0:
+        layout.label(text="No services to compare yet", icon="INFO")
+        return
+    layout.template_list("MDM_UL_compare", "", ws, "compare_rows", ws, "compare_index", rows=min(max(n, 3), 10))
+    if 0 <= ws.compare_index < n:
+        op = layout.operator("movie_director.metrics_history", text="History of selected", icon="GRAPH")
+        op.service = ws.compare_rows[ws.compare_index].name
+        op.metric = ws.compare_metric
+
+
+# ---- panel classes -------------------------------------------------------------------
+
+
+class _SidebarPanel(Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+
+
+class VIEW3D_PT_mdm_connection(_SidebarPanel):
+    bl_idname = "VIEW3D_PT_mdm_connection"
+    bl_label = "Connection Status"
+
+    def draw_header(self, context):  # type: ignore[no-untyped-def]
+        draw_connection_header(self.layout, context)
+
+    def draw(self, context):  # type: ignore[no-untyped-def]
+        draw_connection(self.layout, context)
+
+
+class VIEW3D_PT_mdm_health(_SidebarPanel):
+    bl_idname = "VIEW3D_PT_mdm_health"
+    bl_label = "Health Monitoring"
+    bl_parent_id = "VIEW3D_PT_mdm_connection"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):  # type: ignore[no-untyped-def]
+        draw_health(self.layout, context)
+
+
+class VIEW3D_PT_mdm_llm(_SidebarPanel):
+    bl_idname = "VIEW3D_PT_mdm_llm"
+    bl_label = "LLM"
+    bl_parent_id = "VIEW3D_PT_mdm_health"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):  # type: ignore[no-untyped-def]
+        draw_llm(self.layout, context)
+
+
+class VIEW3D_PT_mdm_alerts(_SidebarPanel):
+    bl_idname = "VIEW3D_PT_mdm_alerts"
+    bl_label = "Alerts"
+    bl_parent_id = "VIEW3D_PT_mdm_health"
+
+    def draw(self, context):  # type: ignore[no-untyped-def]
+        draw_alerts(self.layout, context)
+
+
+class VIEW3D_PT_mdm_compare(_SidebarPanel):
+    bl_idname = "VIEW3D_PT_mdm_compare"
+    bl_label = "Compare"
+    bl_parent_id = "VIEW3D_PT_mdm_health"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):  # type: ignore[no-untyped-def]
+        draw_compare(self.layout, context)
+
+
+classes = (
+    MDM_UL_compare,
+    VIEW3D_PT_mdm_connection,
+    VIEW3D_PT_mdm_health,
+    VIEW3D_PT_mdm_llm,
+    VIEW3D_PT_mdm_alerts,
+    VIEW3D_PT_mdm_compare,
+)
+
+#: (panel class, draw function) for tests and benchmarks.
+DRAWS = (
+    (VIEW3D_PT_mdm_connection, draw_connection),
+    (VIEW3D_PT_mdm_health, draw_health),
+    (VIEW3D_PT_mdm_llm, draw_llm),
+    (VIEW3D_PT_mdm_alerts, draw_alerts),
+    (VIEW3D_PT_mdm_compare, draw_compare),
+)

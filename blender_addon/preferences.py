@@ -1,0 +1,183 @@
+"""Add-on preferences: the backends to watch, refresh interval, history
+storage and thresholds.  Stored by Blender in userpref.blend (never in a
+scene), so API keys are referenced by environment-variable name only.
+
+Every edit calls :func:`runtime.config_changed`; the next timer tick picks
+the new configuration up (restarting collectors or reopening the history
+file on a worker thread when needed).
+"""
+
+import os
+from typing import Any
+
+import bpy
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+from bpy.types import AddonPreferences, PropertyGroup, UIList
+
+from . import runtime
+
+# The engine's backend kinds (collectors.config.KINDS), kept here so the
+# preferences register even when the bundled engine fails to import.
+KIND_ITEMS = (
+    ("comfyui", "ComfyUI", "ComfyUI server (/system_stats, /queue, /history)"),
+    ("a1111", "A1111 / Forge", "AUTOMATIC1111 or Forge web UI API"),
+    ("ollama", "Ollama", "Ollama server"),
+    ("openai", "OpenAI-compatible", "OpenAI-compatible API (OpenAI, LM Studio, vLLM, ...)"),
+    ("http", "HTTP", "Any HTTP endpoint that answers a health path"),
+)
+
+#: The standard local ports (collectors.config.DEFAULT_BACKENDS).
+LOCAL_DEFAULTS = (
+    ("comfyui", "comfyui", "http://127.0.0.1:8188"),
+    ("a1111", "a1111", "http://127.0.0.1:7860"),
+    ("ollama", "ollama", "http://127.0.0.1:11434"),
+    ("lmstudio", "openai", "http://127.0.0.1:1234"),
+)
+
+
+def _changed(self: Any, context: Any) -> None:
+    runtime.config_changed()
+
+
+class MDM_BackendItem(PropertyGroup):
+    name: StringProperty(name="Name", description="Service name shown in the panels", default="backend", update=_changed)  # type: ignore[valid-type]
+    kind: EnumProperty(name="Kind", items=KIND_ITEMS, default="comfyui", update=_changed)  # type: ignore[valid-type]
+    url: StringProperty(name="URL", description="Base URL, e.g. http://127.0.0.1:8188", default="http://127.0.0.1:8188", update=_changed)  # type: ignore[valid-type]
+    api_key_env: StringProperty(  # type: ignore[valid-type]
+        name="API key variable",
+        description="Name of the environment variable holding the API key (the key itself is never stored)",
+        default="",
+        update=_changed,
+    )
+    enabled: BoolProperty(name="Enabled", default=True, update=_changed)  # type: ignore[valid-type]
+    threshold_ms: FloatProperty(  # type: ignore[valid-type]
+        name="Latency threshold",
+        description="Latency the avg/p95 bars are measured against; 0 uses the default threshold",
+        default=0.0,
+        min=0.0,
+        max=600_000.0,
+        subtype="NONE",
+        unit="NONE",
+        update=_changed,
+    )
+
+
+class MDM_UL_backends(UIList):
+    bl_idname = "MDM_UL_backends"
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):  # type: ignore[no-untyped-def]
+        row = layout.row(align=True)
+        row.prop(item, "enabled", text="")
+        row.label(text=item.name)
+        row.label(text=item.kind)
+        row.label(text=item.url)
+
+
+class MDM_AddonPreferences(AddonPreferences):
+    bl_idname = __package__  # type: ignore[assignment]
+
+    backends: CollectionProperty(type=MDM_BackendItem)  # type: ignore[valid-type]
+    backend_index: IntProperty(default=0)  # type: ignore[valid-type]
+    refresh_interval_s: FloatProperty(  # type: ignore[valid-type]
+        name="Refresh interval",
+        description="How often the panels read the engine (seconds); collectors poll on their own schedule",
+        default=2.0,
+        min=1.0,
+        max=5.0,
+        subtype="TIME_ABSOLUTE",
+        unit="TIME_ABSOLUTE",
+    )
+    use_storage: BoolProperty(  # type: ignore[valid-type]
+        name="Keep history",
+        description="Keep metrics history in a local SQLite file (enables the 7d and 30d ranges)",
+        default=True,
+        update=_changed,
+    )
+    storage_path: StringProperty(  # type: ignore[valid-type]
+        name="History file",
+        description="SQLite file for metrics history; empty uses the add-on's user directory",
+        default="",
+        subtype="FILE_PATH",
+        update=_changed,
+    )
+    retention_minute_days: FloatProperty(  # type: ignore[valid-type]
+        name="Minute buckets", description="Days of 1-minute history kept on disk", default=7.0, min=1 / 24, max=3650.0, update=_changed
+    )
+    retention_hour_days: FloatProperty(  # type: ignore[valid-type]
+        name="Hour buckets", description="Days of 1-hour history kept on disk", default=365.0, min=1 / 24, max=3650.0, update=_changed
+    )
+    default_threshold_ms: FloatProperty(  # type: ignore[valid-type]
+        name="Latency threshold (ms)",
+        description="Default latency the avg/p95 bars are measured against: green below 50 %, yellow below 80 %, red beyond",
+        default=2000.0,
+        min=1.0,
+        max=600_000.0,
+        update=_changed,
+    )
+    success_min_pct: FloatProperty(  # type: ignore[valid-type]
+        name="Minimum success rate (%)",
+        description="Success rate and uptime below this are red; the bars turn yellow halfway there",
+        default=95.0,
+        min=50.0,
+        max=99.999,
+        update=_changed,
+    )
+
+    def draw(self, context):  # type: ignore[no-untyped-def]
+        draw_preferences(self, self.layout, context)
+
+
+def draw_preferences(prefs: Any, layout: Any, context: Any) -> None:
+    col = layout.column()
+    col.label(text="Backends", icon="LINKED")
+    row = col.row()
+    row.template_list("MDM_UL_backends", "", prefs, "backends", prefs, "backend_index", rows=4)
+    side = row.column(align=True)
+    side.operator("movie_director.backend_add", text="", icon="ADD")
+    side.operator("movie_director.backend_remove", text="", icon="REMOVE")
+    side.separator()
+    side.operator("movie_director.backends_add_defaults", text="", icon="PRESET")
+    if 0 <= prefs.backend_index < len(prefs.backends):
+        item = prefs.backends[prefs.backend_index]
+        box = col.box()
+        box.use_property_split = True
+        box.prop(item, "name")
+        box.prop(item, "kind")
+        box.prop(item, "url")
+        box.prop(item, "api_key_env")
+        if item.api_key_env and not os.environ.get(item.api_key_env):
+            box.label(text=f"${item.api_key_env} is not set in Blender's environment", icon="ERROR")
+        box.prop(item, "threshold_ms")
+        box.prop(item, "enabled")
+    if not bpy.app.online_access:
+        col.label(text="Online access is off: only loopback backends are polled", icon="INTERNET_OFFLINE")
+        col.label(text="Preferences › System › Network › Allow Online Access")
+
+    col = layout.column()
+    col.use_property_split = True
+    col.prop(prefs, "refresh_interval_s")
+    col.prop(prefs, "default_threshold_ms")
+    col.prop(prefs, "success_min_pct")
+    col.separator()
+    col.prop(prefs, "use_storage")
+    sub = col.column()
+    sub.active = prefs.use_storage
+    sub.prop(prefs, "storage_path")
+    if not prefs.storage_path:
+        sub.label(text=f"Default: {runtime.default_storage_path(create=False)}")
+    sub.prop(prefs, "retention_minute_days")
+    sub.prop(prefs, "retention_hour_days")
+    rt = runtime.get()
+    if rt.view.storage_text:
+        sub.label(text=rt.view.storage_text, icon="FILE")
+
+
+def get(context: Any = None) -> Any | None:
+    """This add-on's preferences, or None while Blender has none for it
+    (during registration before the add-on entry exists)."""
+    ctx = context or bpy.context
+    addon = ctx.preferences.addons.get(__package__)
+    return None if addon is None else addon.preferences
+
+
+classes = (MDM_BackendItem, MDM_UL_backends, MDM_AddonPreferences)

@@ -1,0 +1,470 @@
+"""Lifetime of the engine, the collectors and the one persistent timer.
+
+Threads and what they may touch:
+
+- the **main thread** (the timer, operators, draw) owns everything ``bpy``
+  and the :class:`Runtime` fields;
+- a **lifecycle worker** opens/closes the ``Monitor`` (its history file is
+  I/O) and starts/stops collectors (``stop`` joins their threads);
+- **check workers** run ``check_once`` for "Test connection";
+- the collectors' own workers poll the backends.
+
+Workers never touch ``bpy``: they get plain values (``BackendConfig``s,
+paths) and hand results back through one ``queue.SimpleQueue`` that
+:func:`tick` drains.  The tick itself does no file or network I/O: it reads
+one engine snapshot (plus a few in-memory series for sparklines), builds the
+:mod:`view` and tags the sidebar for redraw only when the view changed.
+
+Headless (``bpy`` as a module, ``blender -b``) timers never fire, so tests
+and benchmarks call :func:`tick` directly; :func:`wait_idle` joins the
+workers first.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import bpy
+
+from . import view as V
+from . import workers
+from .config import Config, default_storage_path, read_config
+
+__all__ = ["Config", "Runtime", "default_storage_path", "get", "read_config", "register", "tick", "unregister", "wait_idle"]
+
+#: Points in a service's sparkline.
+SPARK_POINTS = 24
+#: Names of the alert rules the add-on keeps in line with its thresholds.
+RULE_SLOW, RULE_FAILING = "blender:slow", "blender:failing"
+#: Engine services of the LLM tracker.
+LLM_SERVICE_PREFIX = "llm:"
+#: Seconds to wait for workers at unregister (collectors join within 3 s;
+#: a check is bounded by its connect + read timeouts).
+SHUTDOWN_TIMEOUT_S = 8.0
+
+
+# ---- the runtime ------------------------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    monitor: Any = None
+    collectors: Any = None
+    applied: Config | None = None
+    view: V.DashboardView = V.EMPTY
+    #: Bumped whenever ``view`` changes (charts cache on it).
+    version: int = 0
+    interval_s: float = 2.0
+    storage_note: str = ""
+    collector_note: str = ""
+    error: str = ""
+    checks: dict[str, tuple[Any, float]] = field(default_factory=dict)
+    check_errors: dict[str, str] = field(default_factory=dict)
+    checking: set[str] = field(default_factory=set)
+    #: The ``alerts.AlertManager`` the tick evaluates: the monitor's own
+    #: (``monitor.alerts``) or, for an engine without one, the add-on's.
+    alerts: Any = None
+    engine_alerts: Any = None
+    alerts_note: str = ""
+    #: ``monitor.llm`` (an ``llm.LlmTracker``), None when not available.
+    llm: Any = None
+    llm_note: str = ""
+    _alerts_key: Any = None
+    ticks: int = 0
+    redraws: int = 0
+    _gen: int = 0
+    _results: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
+    _lifecycle: threading.Thread | None = None
+    _check_threads: list[threading.Thread] = field(default_factory=list)
+    _compare_key: Any = None
+    _last_logged: str = ""
+    stopped: bool = False
+
+    # ---- worker results ---------------------------------------------------------
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                msg = self._results.get_nowait()
+            except queue.Empty:
+                return
+            if msg[0] == "opened":
+                _, gen, monitor, collectors, note, cnote, error, extras = msg
+                if gen != self._gen or self.stopped:  # superseded: close what it opened
+                    workers.stop_collectors(collectors)
+                    if monitor is not None and monitor is not self.monitor:
+                        monitor.close()
+                    continue
+                self.monitor, self.collectors = monitor, collectors
+                if extras is not None:  # a newly opened monitor
+                    self.engine_alerts, self.llm = extras["alerts"], extras["llm"]
+                    self.alerts_note, self.llm_note = extras["alerts_note"], extras["llm_note"]
+                    self._alerts_key = None
+                self.storage_note = note or self.storage_note
+                self.collector_note, self.error = cnote, error
+            elif msg[0] == "checked":
+                _, names, statuses, at, error = msg
+                self.checking.difference_update(names)
+                for st in statuses:
+                    self.checks[st.name] = (st, at)
+                    self.check_errors.pop(st.name, None)
+                if error:
+                    for n in names:
+                        self.check_errors[n] = error
+
+    def _busy(self) -> bool:
+        return self._lifecycle is not None and self._lifecycle.is_alive()
+
+    def _apply(self, cfg: Config) -> None:
+        """Starts the lifecycle worker that brings engine and collectors in
+        line with ``cfg`` (one at a time; a later tick applies newer edits)."""
+        if self._busy():
+            return
+        reopen = self.monitor is None or self.applied is None or self.applied.engine_key() != cfg.engine_key()
+        if not reopen and self.applied is not None and self.applied.collector_key() == cfg.collector_key():
+            self.applied = cfg  # thresholds, refresh: nothing to restart
+            return
+        self._gen += 1
+        old_m, old_c = self.monitor, self.collectors
+        self.collectors = None
+        if reopen:
+            self.monitor = None
+        self.applied = cfg
+        self._lifecycle = threading.Thread(
+            target=workers.lifecycle_job,
+            args=(self._results, self._gen, old_m, old_c, reopen, cfg),
+            name="mdm-lifecycle",
+            daemon=True,
+        )
+        self._lifecycle.start()
+
+    # ---- the tick ---------------------------------------------------------------
+
+    def update(self, context: Any) -> None:
+        from . import preferences, properties
+
+        self.ticks += 1
+        self._drain()
+        self._check_threads = [t for t in self._check_threads if t.is_alive()]
+        if self.stopped:
+            return
+        prefs = preferences.get(context)
+        if prefs is None:
+            return
+        try:
+            import movie_director_metrics  # noqa: F401  (the bundled engine)
+        except ImportError as e:
+            self._set_view(context, V.DashboardView(status="error", message=f"Engine not installed: {e}"))
+            return
+        cfg = read_config(prefs)
+        self.interval_s = cfg.refresh_s
+        if cfg != self.applied or self.monitor is None and not self._busy():
+            self._apply(cfg)
+        self._ensure_alerts(cfg)
+        if self.alerts is not None:
+            self.alerts.evaluate()
+        ws = properties.state(context)
+        new = self._build_view(cfg, ws)
+        self._set_view(context, new)
+        if ws is not None:
+            self._update_compare(ws)
+
+    def _set_view(self, context: Any, new: V.DashboardView) -> None:
+        if new != self.view:
+            self.view = new
+            self.version += 1
+            self.redraws += tag_sidebars(context)
+
+    def _ensure_alerts(self, cfg: Config) -> None:
+        """Keeps the add-on's two rules in the alert manager in line with
+        the thresholds in the preferences (p95 latency above the latency
+        threshold, success rate below the minimum, each for a minute, on
+        every service).  Other rules in the manager are left alone; a
+        snooze survives (rules are compared without ``snooze_until``)."""
+        key = (id(self.monitor), id(self.engine_alerts), cfg.default_threshold_ms, cfg.success_min)
+        if key == self._alerts_key:
+            return
+        self._alerts_key = key
+        self.alerts = None
+        if self.monitor is None:
+            return
+        try:
+            import dataclasses
+
+            from movie_director_metrics.alerts import AlertManager, AlertRule
+        except ImportError:
+            return
+        try:
+            manager = self.engine_alerts if self.engine_alerts is not None else AlertManager(self.monitor)
+            wanted = [
+                AlertRule(name=RULE_SLOW, target="*", metric="p95_ms", comparator=">",
+                          threshold=cfg.default_threshold_ms, window="5m", for_s=60, keep_firing_for_s=60),
+                AlertRule(name=RULE_FAILING, target="*", metric="success_rate", comparator="<",
+                          threshold=cfg.success_min, window="5m", for_s=60, keep_firing_for_s=60),
+            ]
+            have = {r.name: r for r in manager.rules}
+            for rule in wanted:
+                old = have.get(rule.name)
+                if old is not None and dataclasses.replace(old, snooze_until=None) == rule:
+                    continue
+                if old is not None:
+                    manager.remove_rule(rule.name)
+                manager.add_rule(dataclasses.replace(rule, snooze_until=getattr(old, "snooze_until", None)))
+            self.alerts = manager
+        except Exception as e:  # an engine whose alerts API differs: no alerts, said once
+            self.alerts_note = f"{type(e).__name__}: {e}"
+            print(f"movie_director_metrics: alerts disabled: {self.alerts_note}", file=sys.stderr)
+
+    def effective_window(self, window: str) -> tuple[str, str]:
+        if window in ("7d", "30d") and (self.monitor is None or self.monitor.storage_path is None):
+            return "24h", f"{window} needs history storage (add-on preferences); showing 24h"
+        return window, ""
+
+    def _build_view(self, cfg: Config, ws: Any) -> V.DashboardView:
+        mon = self.monitor
+        blocked = dict(cfg.blocked)
+        online_note = "" if cfg.allow_remote else "Remote hosts need Online Access"
+        if mon is None:
+            status = "error" if self.error else "starting"
+            rows = tuple(V.build_backend_row(c, None, None, time.time(), blocked.get(c.name, "")) for c in cfg.backends)
+            return V.DashboardView(status=status, message=self.error or "Starting the metrics engine…", backends=rows, online_note=online_note)
+        window, window_note = self.effective_window(ws.window if ws is not None else "5m")
+        snap = mon.snapshot(window)
+        statuses = self.collectors.status() if self.collectors is not None else {}
+        now = time.time()
+        thresholds = dict(cfg.thresholds)
+        kinds = {c.name: c.kind for c in cfg.backends}
+        backends = []
+        for c in cfg.backends:
+            name = c.name
+            reason = blocked.get(name, "")
+            if not reason and name in self.check_errors:
+                reason = f"check failed: {self.check_errors[name]}"
+            backends.append(
+                V.build_backend_row(c, statuses.get(name), snap.get(name), now, reason, self.checks.get(name), name in self.checking)
+            )
+        for name, why in cfg.blocked:  # invalid entries: no BackendConfig
+            if name not in kinds:
+                backends.append(V.BackendRow(name=name, kind="?", url="", state="blocked", reason=why))
+        # LLM models (engine services "llm:<provider>/<model>") have their
+        # own section; Compare still lists them.
+        order = [c.name for c in cfg.backends if c.name in snap]
+        order += [n for n in snap if n not in kinds and not n.startswith(LLM_SERVICE_PREFIX)]
+        services = []
+        for name in order:
+            stats = snap[name]
+            _, values = mon.series(name, "avg_ms", window, SPARK_POINTS)
+            services.append(
+                V.build_service(
+                    name,
+                    kinds.get(name, "recorded"),
+                    stats,
+                    statuses.get(name),
+                    thresholds.get(name, cfg.default_threshold_ms),
+                    cfg.success_min,
+                    values.tolist(),
+                )
+            )
+        message = self.error or self.collector_note
+        return V.DashboardView(
+            status="error" if self.error else "running",
+            message=message,
+            window=window,
+            window_note=window_note,
+            storage_text=self.storage_note,
+            online_note=online_note,
+            backends=tuple(backends),
+            services=tuple(services),
+            llm=V.build_llm(self.llm, window, self.llm_note),
+            alerts=V.build_alerts(self.alerts, now, format_metric, self.alerts_note),
+        )
+
+    def _update_compare(self, ws: Any) -> None:
+        """The Compare table's rows (a WindowManager collection, so a UIList
+        can sort them); rewritten only when the ranking changed."""
+        mon = self.monitor
+        rows: list[tuple[str, float | None]] = []
+        metric = ws.compare_metric
+        if mon is not None:
+            window, _ = self.effective_window(ws.compare_window)
+            rows = mon.compare(metric, window)
+        # as_pointer: a file load brings a new WindowManager with empty rows
+        key = (ws.as_pointer(), metric, tuple((n, None if v is None else round(v, 6)) for n, v in rows))
+        if key == self._compare_key:
+            return
+        self._compare_key = key
+        finite = [v for _, v in rows if v is not None and math.isfinite(v)]
+        top = max(finite) if finite else 0.0
+        coll = ws.compare_rows
+        while len(coll) > len(rows):
+            coll.remove(len(coll) - 1)
+        while len(coll) < len(rows):
+            coll.add()
+        for rank, ((name, value), item) in enumerate(zip(rows, coll), start=1):
+            has = value is not None and math.isfinite(value)
+            item.name = name
+            item.rank = rank
+            item.has_value = has
+            item.value = float(value) if has else 0.0
+            item.text = format_metric(metric, value)
+            item.factor = (float(value) / top) if has and top > 0 else 0.0
+        if ws.compare_index >= len(coll):
+            ws.compare_index = max(0, len(coll) - 1)
+
+    # ---- actions from operators -------------------------------------------------
+
+    def test_connection(self, names: list[str]) -> str:
+        """Starts a check of ``names`` (all when empty) on a worker thread;
+        the result shows in the Connection panel at the next tick.  Returns
+        what to report, prefixed "error:" when nothing was started."""
+        cfg = self.applied
+        if cfg is None:
+            return "error: the add-on has not started yet"
+        configs = [c for c in cfg.backends if not names or c.name in names]
+        if not configs:
+            return f"error: no backend named {', '.join(names)}"
+        names = [c.name for c in configs]
+        busy = [n for n in names if n in self.checking]
+        if busy:
+            return f"error: already testing {', '.join(busy)}"
+        self.checking.update(names)
+        t = threading.Thread(
+            target=workers.check_job,
+            args=(self._results, names, configs, cfg.allow_remote, self.monitor),
+            name="mdm-check",
+            daemon=True,
+        )
+        self._check_threads.append(t)
+        t.start()
+        return f"Testing {', '.join(names)}…"
+
+    def threads(self) -> list[threading.Thread]:
+        """Worker threads this runtime started that are still alive."""
+        out = [t for t in self._check_threads if t.is_alive()]
+        if self._lifecycle is not None and self._lifecycle.is_alive():
+            out.append(self._lifecycle)
+        return out
+
+    def wait_idle(self, timeout_s: float = 10.0) -> bool:
+        """Joins the lifecycle and check workers (tests, benchmarks), then
+        drains their results; True when none is left running."""
+        deadline = time.monotonic() + timeout_s
+        for t in self.threads():
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._drain()
+        return not self.threads()
+
+    def shutdown(self) -> None:
+        """Stops every worker and closes the engine (its history flushed).
+        Leaves no thread of ours running unless one ignores its timeout."""
+        self.stopped = True
+        self._gen += 1
+        self.wait_idle(SHUTDOWN_TIMEOUT_S)
+        workers.stop_collectors(self.collectors)
+        if self.monitor is not None:
+            self.monitor.close()
+        self.monitor = self.collectors = self.alerts = self.engine_alerts = self.llm = None
+        self._drain()  # a late "opened" is closed by _drain (gen mismatch)
+        self.view = V.EMPTY
+
+
+def format_metric(metric: str, value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if metric.endswith("_ms"):
+        return V.fmt_ms(value)
+    if metric == "success_rate" or metric == "error_rate":
+        return V.fmt_pct(value)
+    if metric == "uptime_pct" or metric.endswith("_pct"):
+        return V.fmt_pct(value / 100.0)
+    if metric.endswith("_bytes"):
+        return V.fmt_bytes(value)
+    if metric in ("rpm",):
+        return f"{value:.1f}/min"
+    return f"{value:.2f}"
+
+
+def tag_sidebars(context: Any) -> int:
+    """Tags the sidebar (UI region) of every visible 3D viewport for redraw;
+    returns how many were tagged."""
+    n = 0
+    wm = getattr(context, "window_manager", None)
+    for win in getattr(wm, "windows", ()):
+        screen = win.screen
+        if screen is None:
+            continue
+        for area in screen.areas:
+            if area.type != "VIEW_3D" or not getattr(area.spaces.active, "show_region_ui", True):
+                continue
+            for region in area.regions:
+                if region.type == "UI":
+                    region.tag_redraw()
+                    n += 1
+    return n
+
+
+# ---- module-level entry points ------------------------------------------------------
+
+_runtime: Runtime | None = None
+
+
+def get() -> Runtime:
+    """The running :class:`Runtime` (a stopped, empty one when unregistered)."""
+    return _runtime if _runtime is not None else Runtime(stopped=True)
+
+
+def tick() -> float | None:
+    """The persistent timer: one engine read, a view, a redraw when it
+    changed.  Returns the next interval; None (stop) once unregistered.
+    Never raises: an error is shown in the panel and printed once."""
+    rt = _runtime
+    if rt is None or rt.stopped:
+        return None
+    try:
+        rt.update(bpy.context)
+    except Exception as e:
+        msg = f"{type(e).__name__}: {e}"
+        if msg != rt._last_logged:
+            rt._last_logged = msg
+            print(f"movie_director_metrics: timer tick failed: {msg}", file=sys.stderr)
+            traceback.print_exc()
+        rt.error = f"Internal error: {msg}"
+    return rt.interval_s
+
+
+def refresh_now() -> None:
+    """Runs the tick now (a changed range or preference shows at once)."""
+    if _runtime is not None and not _runtime.stopped:
+        tick()
+
+
+def config_changed() -> None:
+    refresh_now()
+
+
+def wait_idle(timeout_s: float = 10.0) -> bool:
+    return get().wait_idle(timeout_s)
+
+
+def register() -> None:
+    global _runtime
+    _runtime = Runtime()
+    # Persistent: keeps running across File › Open; the first tick applies
+    # the preferences (they exist only after registration finishes).
+    bpy.app.timers.register(tick, first_interval=0.1, persistent=True)
+
+
+def unregister() -> None:
+    global _runtime
+    if bpy.app.timers.is_registered(tick):
+        bpy.app.timers.unregister(tick)
+    rt, _runtime = _runtime, None
+    if rt is not None:
+        rt.shutdown()
