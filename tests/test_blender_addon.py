@@ -304,15 +304,9 @@ def test_disable_leaves_nothing_and_reenables(report: dict[str, Any]) -> None:
     _checks(report, "reenable_timer", "reenable_runs")
 
 
-def test_costs(report: dict[str, Any]) -> None:
-    """One timer tick and one full draw of every panel, 10 services (run
-    with -s to see them).  Budgets are loose: a regression guard, not a
-    benchmark."""
+def test_costs_were_measured(report: dict[str, Any]) -> None:
+    """The timings the benchmark suite reports (benchmarks/test_blender_costs.py)
+    are present: a tick and both draws ran at least 20 times each."""
     t = report["timings"]
-    print(f"\nBlender {report['info']['blender']} (bpy module), {len(t)} timings, 10 services:")
-    for key in ("tick", "draw_all_narrow_null", "draw_all_wide_null", "draw_all_narrow_recording", "draw_all_wide_recording"):
-        s = t[key]
-        print(f"  {key:28s} median {s['median_us']:8.1f} us   p95 {s['p95_us']:8.1f} us   (n={s['n']})")
-    print(f"  disable (stop workers, flush, unregister): {t['disable_s'] * 1000:.1f} ms")
-    assert t["tick"]["median_us"] < 20_000
-    assert t["draw_all_wide_null"]["median_us"] < 20_000
+    for key in ("tick", "draw_all_narrow_null", "draw_all_wide_null"):
+        assert t[key]["n"] >= 20, key
