@@ -154,6 +154,23 @@ def test_watch_demo_once_renders_real_numbers(capsys: pytest.CaptureFixture[str]
 
 
 @needs_rich
+def test_watch_shows_firing_alerts_from_a_rules_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = tmp_path / "alerts.toml"
+    rules.write_text(
+        '[[rule]]\nname = "any-traffic"\ntarget = "comfyui-demo"\nmetric = "count"\ncomparator = ">"\n'
+        "threshold = 0\nwindow = \"5m\"\n",
+        encoding="utf-8",
+    )
+    rc, out, err = run(["watch", "--demo", "--once", "--width", "140", "--rules", str(rules)], capsys)
+    assert rc == 0, err
+    assert re.search(r"alerts: FIRING any-traffic on comfyui-demo = \d+", out), out
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[rule]]\nname = "x"\nmetric = "p95_ms"\n', encoding="utf-8")
+    rc, _, err = run(["watch", "--demo", "--once", "--rules", str(bad)], capsys)
+    assert rc == 2 and "bad.toml" in err and "alert rules" in err
+
+
+@needs_rich
 def test_watch_ctrl_c_exits_0_and_releases_history(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

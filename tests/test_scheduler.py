@@ -599,3 +599,17 @@ def test_status_carries_models_and_detail(monitor: Monitor, server: Server) -> N
             names = [m["name"] for m in json.loads((base / "api_ps.json").read_text())["models"]]
             assert st.models == tuple(names)
             assert st.version is not None
+
+
+def test_ollama_loaded_models_become_llm_active_models(server: Server) -> None:
+    base = Path(__file__).parent / "fixtures" / "backends" / "ollama"
+    routes = {
+        ("GET", "/api/version"): Reply(200, (base / "api_version.json").read_bytes()),
+        ("GET", "/api/ps"): Reply(200, (base / "api_ps.json").read_bytes()),
+    }
+    names = [m["name"] for m in json.loads((base / "api_ps.json").read_text())["models"]]
+    with server(routes) as srv, Monitor() as m:
+        with Collectors(m, [BackendConfig("ollama", "ollama", srv.url, **FAST)]):
+            wait_until(lambda: bool(m.llm.active_models("5m")), what="active models")
+        active = m.llm.active_models("5m")
+        assert [(a.provider, a.model, a.loaded, a.requests) for a in active] == [("ollama", n, True, 0) for n in sorted(names)]

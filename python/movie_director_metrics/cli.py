@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--warmup", metavar="S", type=_seconds_in(0, 60), default=3.0,
                    help="with --once: longest wait for first data, in seconds (default 3)")
     w.add_argument("--width", metavar="COLUMNS", type=_width, help="layout width (default: the terminal's, or $COLUMNS)")
+    w.add_argument("--rules", metavar="PATH", type=Path,
+                   help=f"alert rules (TOML [[rule]] tables; default: {default_rules_path()} if it exists; "
+                        "with --demo, a demo rule)")
     _add_storage(w, recording=True)
     w.set_defaults(func=cmd_watch)
 
@@ -323,6 +326,49 @@ def _between_frames(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def default_rules_path() -> Path:
+    """``alerts.toml`` next to the backends file."""
+    return default_config_path().with_name("alerts.toml")
+
+
+#: With --demo and no rules file: one rule that the simulators trip now and
+#: then, so a first look shows what an alert looks like.
+DEMO_RULES = """
+[[rule]]
+name = "demo-slow"
+target = "*"
+metric = "p95_ms"
+comparator = ">"
+threshold = 75
+recovery_threshold = 60
+window = "1m"
+for_s = 5
+"""
+
+
+def _alert_lines(manager: Any, now: float) -> list[str]:
+    """Pending, firing and recovering alerts, for the dashboard's footer."""
+    out = []
+    for st in manager.states():
+        if st.state == "normal":
+            continue
+        value = "" if st.value is None else f" = {st.value:.4g}"
+        out.append(f"{st.state.upper()} {st.rule} on {st.target}{value} ({now - st.since:.0f} s)")
+    return out
+
+
+def _load_alerts(monitor: Any, args: argparse.Namespace, demo: bool) -> Any:
+    """The monitor's alert manager with the rules asked for, or None."""
+    path = args.rules if args.rules is not None else default_rules_path()
+    if args.rules is None and not path.exists():
+        if not demo:
+            return None
+        monitor.alerts.load_rules(DEMO_RULES)
+        return monitor.alerts
+    monitor.alerts.load_rules(path)
+    return monitor.alerts
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     try:
         from rich.console import Console
@@ -345,6 +391,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
             except InvalidWindowError as e:
                 _err(f"--window {args.window}: {e}")
                 return EXIT_USAGE
+            try:
+                alerts = _load_alerts(monitor, args, sim is not None)
+            except (ConfigError, OSError) as e:
+                _err(f"alert rules: {e}")
+                return EXIT_USAGE
             collectors = monitor.start_collectors(configs, allow_remote=args.allow_remote)
             try:
                 console = Console(width=args.width) if args.width else Console()
@@ -354,9 +405,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     snap = monitor.snapshot(args.window)
                     statuses = collectors.status()
                     names = list(statuses) + [n for n in snap if n not in statuses]
+                    lines = None
+                    if alerts is not None:
+                        alerts.evaluate()
+                        lines = _alert_lines(alerts, monitor.now())
                     return dashboard.render(
                         snap, statuses, _series(monitor, names),
-                        width=console.width, window=args.window, title=title, note=note,
+                        width=console.width, window=args.window, title=title, note=note, alerts=lines,
                     )
 
                 with _sigterm_as_interrupt():

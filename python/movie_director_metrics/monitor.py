@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from .openmetrics import MetricsServer
     from .track import Tracker
 
+#: Serialises the lazy creation of Monitor.alerts and Monitor.llm.
+_CREATE_LOCK = threading.RLock()
+
 #: Columns of the alert_events table, in AlertEvent.as_row() order.
 ALERT_COLUMNS = ("at_s", "target", "rule", "state", "value", "message")
 #: How far back alert events and LLM rows are reloaded (the longest window).
@@ -301,6 +304,10 @@ class Monitor:
     def alerts(self) -> AlertManager:
         """Alert rules over this monitor's figures (created on first use;
         with storage, past events are reloaded and new ones persisted)."""
+        with _CREATE_LOCK:
+            return self._alerts if self._alerts is not None else self._create_alerts()
+
+    def _create_alerts(self) -> AlertManager:
         if self._alerts is None:
             from .alerts import AlertManager
 
@@ -320,7 +327,9 @@ class Monitor:
         """LLM requests, tokens and cost per model (created on first use
         with the shipped price table; see ``use_prices``)."""
         if self._llm is None:
-            self.use_prices(None)
+            with _CREATE_LOCK:  # collectors may ask from a worker thread
+                if self._llm is None:
+                    self.use_prices(None)
         assert self._llm is not None
         return self._llm
 

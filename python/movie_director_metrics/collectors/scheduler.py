@@ -28,9 +28,9 @@ import math
 import threading
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .. import _core
 from ..errors import ConfigError
@@ -121,6 +121,18 @@ def _clean_latency(ms: float) -> float | None:
     return min(ms, 1e9) if isinstance(ms, (int, float)) and math.isfinite(ms) and ms >= 0 else None
 
 
+def _llm_loaded_hook(monitor: Any) -> Callable[[str, tuple[str, ...]], None] | None:
+    """Tells the monitor's LLM tracker which models Ollama has loaded (its
+    "active models"); None for an engine monitor without one."""
+    if not hasattr(type(monitor), "llm"):
+        return None
+
+    def note(kind: str, models: tuple[str, ...]) -> None:
+        monitor.llm.note_loaded(kind, models)
+
+    return note
+
+
 def _all_missing(reason: str) -> dict[str, str]:
     return {s: reason for s in SIGNALS}
 
@@ -129,7 +141,16 @@ class _Worker:
     """One backend's state and cycle.  ``cycle`` runs on one thread only;
     ``snapshot`` may run on any (both take ``lock`` for the shared fields)."""
 
-    def __init__(self, config: BackendConfig, service: _core.Service, *, allow_remote: bool, resources: bool) -> None:
+    def __init__(
+        self,
+        config: BackendConfig,
+        service: _core.Service,
+        *,
+        allow_remote: bool,
+        resources: bool,
+        on_models: Callable[[str, tuple[str, ...]], None] | None = None,
+    ) -> None:
+        self.on_models = on_models
         self.config = config
         self.service = service
         self.resources = resources
@@ -238,11 +259,18 @@ class _Worker:
         version = getattr(b, "version", None)
         models = getattr(b, "models", None)
         detail = getattr(b, "detail", None)
+        loaded = tuple(str(m) for m in models) if isinstance(models, (list, tuple)) else ()
         with self.lock:
+            changed = loaded != self.models
             self.capabilities, self.missing = caps, missing
             self.version = version if isinstance(version, str) else None
-            self.models = tuple(str(m) for m in models) if isinstance(models, (list, tuple)) else ()
+            self.models = loaded
             self.detail = {str(k): str(v) for k, v in detail.items()} if isinstance(detail, dict) else {}
+        if changed and self.on_models is not None and b.capabilities.has("models"):
+            try:
+                self.on_models(self.config.kind, loaded)
+            except Exception:  # the LLM view is a convenience: never stop polling for it
+                pass
 
     # ---- scheduling ------------------------------------------------------------
 
@@ -322,8 +350,11 @@ class Collectors:
         self.configs: tuple[BackendConfig, ...] = tuple(_unique(configs))
         self.allow_remote = allow_remote
         self.resources = resources
+        on_models = _llm_loaded_hook(monitor)
         self._workers = [
-            _Worker(c, monitor.service(c.name), allow_remote=allow_remote, resources=resources) for c in self.configs
+            _Worker(c, monitor.service(c.name), allow_remote=allow_remote, resources=resources,
+                    on_models=on_models if c.kind == "ollama" else None)
+            for c in self.configs
         ]
         self._lock = threading.Lock()  # guards _threads and _stop
         self._stop = threading.Event()
