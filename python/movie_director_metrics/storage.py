@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import InvalidConfigError, StorageError, StorageLockedError, StorageWarning
+from .paths import user_dir
 
 #: Environment variable naming the database file (overrides the platform default).
 STORAGE_ENV = "MOVIE_DIRECTOR_METRICS_DB"
@@ -150,20 +151,13 @@ class Retention:
 
 
 def default_path() -> Path:
-    """The database file: ``$MOVIE_DIRECTOR_METRICS_DB`` if set, else the
-    platform's user data directory (XDG on Linux, Application Support on
-    macOS, ``%APPDATA%`` on Windows)."""
+    """The database file: ``$MOVIE_DIRECTOR_METRICS_DB`` if set, else
+    ``metrics.sqlite3`` in the platform's user data directory (see
+    :func:`movie_director_metrics.paths.user_dir`)."""
     env = os.environ.get(STORAGE_ENV)
     if env:
         return Path(env).expanduser()
-    home = Path.home()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming")
-    elif sys.platform == "darwin":
-        base = home / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
-    return base / "movie_director_metrics" / "metrics.sqlite3"
+    return user_dir("data") / "metrics.sqlite3"
 
 
 def _utc_stamp() -> str:

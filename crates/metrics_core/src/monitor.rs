@@ -165,6 +165,7 @@ impl Monitor {
         window_s: u64,
         points: Option<usize>,
     ) -> Result<Series> {
+        check_points(points)?;
         let per = self.get(name)?.series_stats(window_s, points);
         Ok(per
             .iter()
@@ -180,6 +181,7 @@ impl Monitor {
         points: Option<usize>,
         resolution_s: Option<u32>,
     ) -> Result<Vec<ServiceStats>> {
+        check_points(points)?;
         self.get(name)?
             .series_stats_at(window_s, points, resolution_s)
     }
@@ -252,6 +254,18 @@ impl Monitor {
             .unwrap_or_else(|p| p.into_inner())
             .is_some()
     }
+}
+
+/// A chart needs at least one point (`None`: one per bucket).
+fn check_points(points: Option<usize>) -> Result<()> {
+    if points == Some(0) {
+        return Err(MetricsError::InvalidValue {
+            what: "points",
+            value: 0.0,
+            expected: "a positive number of points, or None for one per bucket".into(),
+        });
+    }
+    Ok(())
 }
 
 impl Drop for Monitor {

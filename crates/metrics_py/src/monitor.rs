@@ -153,14 +153,6 @@ impl PyMonitor {
     ) -> PyResult<SeriesArrays<'py>> {
         let metric = Metric::parse(metric).py()?;
         let w = window_s(&self.inner, window)?;
-        if points == Some(0) {
-            return Err(metrics_core::MetricsError::InvalidValue {
-                what: "points",
-                value: 0.0,
-                expected: "a positive number of points, or None for one per bucket".into(),
-            })
-            .py();
-        }
         let m = &self.inner;
         let (t, v) = py.detach(|| m.series(service, metric, w, points)).py()?;
         Ok((PyArray1::from_vec(py, t), PyArray1::from_vec(py, v)))
@@ -176,14 +168,6 @@ impl PyMonitor {
         resolution_s: Option<u32>,
     ) -> PyResult<Vec<PyServiceStats>> {
         let w = window_s(&self.inner, window)?;
-        if points == Some(0) {
-            return Err(metrics_core::MetricsError::InvalidValue {
-                what: "points",
-                value: 0.0,
-                expected: "a positive number of points, or None for one per bucket".into(),
-            })
-            .py();
-        }
         let m = &self.inner;
         let per = py
             .detach(|| m.series_stats(service, w, points, resolution_s))

@@ -31,7 +31,6 @@ built-in defaults (the standard local ports).
 from __future__ import annotations
 
 import os
-import sys
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
+from ..paths import user_dir
 
 #: Environment variable naming the config file (overrides the default location).
 CONFIG_ENV = "MOVIE_DIRECTOR_METRICS_CONFIG"
@@ -94,19 +94,11 @@ DEFAULT_BACKENDS: tuple[BackendConfig, ...] = (
 
 def default_config_path() -> Path:
     """``$MOVIE_DIRECTOR_METRICS_CONFIG``, else ``backends.toml`` in the
-    platform's config directory (XDG on Linux, Application Support on
-    macOS, ``%APPDATA%`` on Windows)."""
+    platform's config directory (see :func:`movie_director_metrics.paths.user_dir`)."""
     env = os.environ.get(CONFIG_ENV)
     if env:
         return Path(env).expanduser()
-    home = Path.home()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming")
-    elif sys.platform == "darwin":
-        base = home / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
-    return base / "movie_director_metrics" / "backends.toml"
+    return user_dir("config") / "backends.toml"
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> list[BackendConfig]:
