@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import movie_director_metrics as mdm
 from movie_director_metrics import ConfigError, Monitor, ServiceStats
 from movie_director_metrics.alerts import (
     DERIVED_METRICS,
@@ -671,3 +672,29 @@ def test_the_module_docstring_example_parses() -> None:
     example = doc.split("::\n", 1)[1].split("\nStates of each", 1)[0]
     [rule] = parse_rules(example)
     assert rule.name == "comfyui-slow" and rule.snooze_until == 1767230000.0
+
+
+def test_events_export_to_csv_and_json(tmp_path: Path) -> None:
+    import csv as _csv
+    import json as _json
+
+    with Monitor(manual_clock=True, start_time=1_700_000_000.0) as m:
+        svc = m.service("s")
+        m.alerts.add_rule(AlertRule(name="slow, \"really\"", target="s", metric="p95_ms", comparator=">",
+                                    threshold=100.0, recovery_threshold=80.0))
+        svc.record(500.0)
+        m.alerts.evaluate()
+        m.advance(400)
+        svc.record(10.0)
+        m.alerts.evaluate()
+        evs = m.alerts.events()
+        assert [(e.from_state, e.to_state) for e in evs] == [("normal", "firing"), ("firing", "normal")]
+        out = m.alerts.export_events(tmp_path / "ev.csv")
+        rows = list(_csv.DictReader(out.open(encoding="utf-8")))
+        assert [(r["rule"], r["from_state"], r["to_state"]) for r in rows] == [
+            ('slow, "really"', "normal", "firing"), ('slow, "really"', "firing", "normal")]
+        assert rows[0]["at"] == "2023-11-14T22:13:20Z" and float(rows[0]["value"]) == pytest.approx(500, rel=0.01)
+        js = _json.loads(m.alerts.export_events(tmp_path / "ev.json", "json", since=evs[0].at).read_text())
+        assert [e["to_state"] for e in js["events"]] == ["normal"]
+        with pytest.raises(mdm.InvalidValueError, match="format='xml'"):
+            m.alerts.export_events(tmp_path / "ev.xml", "xml")  # type: ignore[arg-type]

@@ -4,12 +4,14 @@ events and runs callbacks (see the package docs)."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import math
 import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, cast
 
 from ..errors import ConfigError
@@ -165,6 +167,12 @@ def _step(rule: AlertRule, target: str, tr: _Track, at: float, value: float | No
 
 
 # ---- the manager -----------------------------------------------------------
+
+
+#: Columns of :meth:`AlertManager.export_events`.
+EVENT_COLUMNS = (
+    "at", "at_epoch_s", "rule", "target", "from_state", "to_state", "kind", "value", "threshold", "severity", "message",
+)
 
 
 class AlertManager:
@@ -428,6 +436,44 @@ class AlertManager:
         with self._lock:
             evs = list(self._events)
         return evs if since is None else [e for e in evs if e.at > since]
+
+    def export_events(
+        self, path: str | os.PathLike[str], format: Literal["csv", "json"] = "csv", since: float | None = None
+    ) -> Path:
+        """Writes the kept events (after ``since``) to ``path`` atomically,
+        one per line/object: ``at`` (UTC ISO-8601), ``at_epoch_s``, ``rule``,
+        ``target``, ``from_state``, ``to_state``, ``kind``, ``value``,
+        ``threshold``, ``severity``, ``message``; returns the absolute path."""
+        import csv
+        import json
+
+        from ..errors import InvalidValueError
+        from ..export import _write_atomic
+
+        if format not in ("csv", "json"):
+            raise InvalidValueError(f"format={format!r} is not supported: expected 'csv' or 'json'")
+        rows = [
+            {
+                "at": _dt.datetime.fromtimestamp(e.at, _dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+                "at_epoch_s": e.at, "rule": e.rule, "target": e.target, "from_state": e.from_state,
+                "to_state": e.to_state, "kind": e.kind, "value": e.value, "threshold": e.threshold,
+                "severity": e.severity, "message": e.message,
+            }
+            for e in self.events(since)
+        ]
+        out = Path(path).absolute()
+
+        def write(f: Any) -> None:
+            if format == "json":
+                json.dump({"events": rows}, f, indent=1)
+                return
+            w = csv.DictWriter(f, fieldnames=EVENT_COLUMNS, lineterminator="\n")
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: "" if v is None else v for k, v in r.items()})
+
+        _write_atomic(out, write)
+        return out
 
     # ---- persistence ---------------------------------------------------------
 
