@@ -20,7 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+#: Real recorded payloads (a copy of the project's shared fixtures: tests/fixtures/recorded).
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "recorded"
 
 
 @dataclass

@@ -26,7 +26,7 @@ from movie_director_metrics.collectors.resources import GPU_GAUGES, SYSTEM_GAUGE
 pynvml = pytest.importorskip("pynvml")
 psutil = pytest.importorskip("psutil")
 
-NVML_DIR = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "nvml"
+NVML_DIR = Path(__file__).resolve().parent / "fixtures" / "recorded" / "nvml"
 READINGS: dict[str, Any] = json.loads((NVML_DIR / "nvml_readings.json").read_text())["calls"]
 MIB = 1024 * 1024
 T0 = 1_700_000_000.0
