@@ -698,3 +698,16 @@ def test_events_export_to_csv_and_json(tmp_path: Path) -> None:
         assert [e["to_state"] for e in js["events"]] == ["normal"]
         with pytest.raises(mdm.InvalidValueError, match="format='xml'"):
             m.alerts.export_events(tmp_path / "ev.xml", "xml")  # type: ignore[arg-type]
+
+
+def test_model_targets_read_the_monitors_llm_figures() -> None:
+    with Monitor(manual_clock=True, start_time=1_700_000_000.0) as m:
+        m.llm.record("openai", "gpt-4o", {"prompt_tokens": 10, "completion_tokens": 5}, latency_ms=900.0)
+        m.alerts.add_rule(AlertRule(name="slow-model", target="model:gpt-4o", metric="latency_p95_ms",
+                                    comparator=">", threshold=500.0, window="1h"))
+        m.alerts.add_rule(AlertRule(name="absent", target="model:nope", metric="latency_p95_ms",
+                                    comparator=">", threshold=500.0, window="1h"))
+        m.advance(61)
+        events = m.alerts.evaluate()
+        assert [(e.rule, e.target, e.to_state) for e in events] == [("slow-model", "model:gpt-4o", "firing")]
+        assert events[0].value == pytest.approx(900.0, rel=0.01)

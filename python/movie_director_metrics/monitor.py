@@ -311,7 +311,7 @@ class Monitor:
         if self._alerts is None:
             from .alerts import AlertManager
 
-            manager = AlertManager(self)
+            manager = AlertManager(self, sources={"model": self._model_figure})
             with self.storage_session() as st:
                 if st is not None:
                     since = self._core.now() - RELOAD_S
@@ -321,6 +321,15 @@ class Monitor:
             self._alert_mark = past[-1].at if past else float("-inf")
             self._alerts = manager
         return self._alerts
+
+    def _model_figure(self, name: str, metric: str, window: str | float) -> float | None:
+        """An LLM figure for ``model:<name>`` alert targets (an
+        ``LlmStats`` field of that model over the window)."""
+        for st in self.llm.stats(window):
+            if st.model == name:
+                v = getattr(st, metric, None)
+                return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+        return None
 
     @property
     def llm(self) -> LlmTracker:

@@ -60,7 +60,20 @@ impl PyService {
     }
 
     #[pyo3(signature = (running=0, pending=0))]
-    fn set_queue(&self, running: u64, pending: u64) -> PyResult<()> {
+    fn set_queue(&self, running: i64, pending: i64) -> PyResult<()> {
+        // Signed here so a negative count gets the engine's InvalidValueError
+        // (naming the value), not an OverflowError from the conversion.
+        let count = |what: &'static str, v: i64| {
+            u64::try_from(v).map_err(|_| MetricsError::InvalidValue {
+                what,
+                value: v as f64,
+                expected: format!("an integer in [0, {}]", u32::MAX),
+            })
+        };
+        let (running, pending) = (
+            count("queue running", running).py()?,
+            count("queue pending", pending).py()?,
+        );
         self.service.set_queue(running, pending).py()
     }
 

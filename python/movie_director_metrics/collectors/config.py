@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+import unicodedata
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -75,12 +76,26 @@ class BackendConfig:
         return urlsplit(self.url).hostname or ""
 
     def api_key(self) -> str | None:
-        """The key from the environment variable the config names, if set."""
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
+        """The key from the environment variable the config names, if set
+        (surrounding whitespace, such as the newline a key file ends with,
+        removed)."""
+        key = os.environ.get(self.api_key_env, "").strip() if self.api_key_env else ""
+        return key or None
 
     def headers(self) -> dict[str, str]:
+        """The ``Authorization`` header, if a key is set.  ``ConfigError``
+        (naming the variable, never the key) for a key an HTTP header cannot
+        carry: ``http.client`` would refuse it with a message quoting the
+        whole header, key included, which would end up in the status."""
         key = self.api_key()
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        if key is None:
+            return {}
+        if not (key.isascii() and key.isprintable()):
+            raise ConfigError(
+                f"backend {self.name!r}: ${self.api_key_env} holds a character an HTTP header cannot carry "
+                "(a line break inside the key?): expected the key as printable ASCII on one line"
+            )
+        return {"Authorization": f"Bearer {key}"}
 
 
 #: What runs when there is no config file: every kind on its standard local port.
@@ -113,11 +128,27 @@ def load_config(path: str | os.PathLike[str] | None = None) -> list[BackendConfi
         return list(DEFAULT_BACKENDS)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    except (ValueError, RecursionError) as e:
+        # TOMLDecodeError, and what tomllib lets through: an integer past
+        # Python's 4300-digit limit (ValueError), arrays nested thousands
+        # deep (RecursionError).
+        why = e if isinstance(e, tomllib.TOMLDecodeError) else f"{type(e).__name__}: {e}"
+        raise ConfigError(f"{p}: not valid TOML: {why}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: cannot be read: {e}") from None
     return parse_config(data, str(p))
+
+
+def _name_problem(name: str) -> str | None:
+    """Why the engine would refuse ``name`` as a service name (its
+    ``check_name``: 1 to 64 characters, no control characters, no
+    whitespace but the space; UTF-8, so no lone surrogates), or None."""
+    if len(name) > 64:
+        return f"{len(name)} characters"
+    for c in name:
+        if unicodedata.category(c) in ("Cc", "Cs") or (c.isspace() and c != " "):
+            return f"character {c!r} is not printable"
+    return None
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> list[BackendConfig]:
@@ -142,6 +173,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> list[Backend
         if not isinstance(raw, dict):
             raise ConfigError(f"{where}: must be a table")
         entry = {**defaults, **raw}
+        if "api_key" in raw or "key" in raw:
+            raise ConfigError(f"{where}: API keys are not kept in the file; set api_key_env to the name of an environment variable")
         for key in entry:
             if key not in allowed:
                 raise ConfigError(f"{where}.{key}: unknown key; expected one of {sorted(allowed)}")
@@ -149,9 +182,16 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> list[Backend
             if not isinstance(entry.get(key), str) or not entry[key]:
                 raise ConfigError(f"{where}.{key}: missing; expected a non-empty string")
         where = f"{source}: backend[{i}] ({entry['name']!r})"
+        problem = _name_problem(entry["name"])
+        if problem is not None:
+            raise ConfigError(f"{where}.name: {problem}; expected 1 to 64 printable characters (the engine's service name)")
         if entry["kind"] not in KINDS:
             raise ConfigError(f"{where}.kind = {entry['kind']!r}: expected one of {', '.join(KINDS)}")
-        parts = urlsplit(entry["url"])
+        try:
+            parts = urlsplit(entry["url"])
+            parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        except ValueError as e:
+            raise ConfigError(f"{where}.url = {entry['url']!r}: {e}; expected http(s)://host[:port]") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{where}.url = {entry['url']!r}: expected http(s)://host[:port]")
         for key, (lo, hi, unit) in _RANGES.items():
@@ -164,8 +204,6 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> list[Backend
                 raise ConfigError(f"{where}.{key} = {entry[key]!r}: expected a string")
         if "enabled" in entry and not isinstance(entry["enabled"], bool):
             raise ConfigError(f"{where}.enabled = {entry['enabled']!r}: expected true or false")
-        if "api_key" in raw or "key" in raw:
-            raise ConfigError(f"{where}: API keys are not kept in the file; set api_key_env to the name of an environment variable")
         if entry["name"] in seen:
             raise ConfigError(f"{where}.name = {entry['name']!r}: used twice; names must be unique")
         seen.add(entry["name"])
