@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
 from typing import Any
 
 from .._core import Service
-from .base import Backend, Capabilities
+from .base import Backend, Capabilities, json_object
 from .config import BackendConfig
-from .http import HttpClient, ProbeError
+from .http import HttpClient, ProbeError, Response
 
 PING = "/internal/ping"
 PENDING = "/internal/pending-tasks"
@@ -45,18 +44,15 @@ PROGRESS = "/sdapi/v1/progress?skip_current_image=true"
 MEMORY = "/sdapi/v1/memory"
 OPTIONS = "/sdapi/v1/options"
 
-#: Failures at detection that say nothing about whether an endpoint exists.
-TRANSIENT_ERRORS = frozenset({"timeout", "connection_reset", "connection_refused", "unreachable", "http_5xx", "server_busy"})
-
 #: Most OOM events recorded from one memory reading.
 MAX_OOM_EVENTS_PER_READ = 100
-
-#: A shape check of a JSON object: the problem, or None when it is fine.
-Check = Callable[[dict[str, Any]], "str | None"]
 
 #: The options payload is large (every setting); the loaded checkpoint
 #: changes rarely, so it is re-read at most this often.
 MODELS_REFRESH_S = 60.0
+
+#: Why ``/sdapi/*`` answers 404.
+NO_API = "HTTP 404: the webui was started without --api"
 
 PROCESSING_NA = (
     "A1111/Forge keep no job history to poll; processing time comes from jobs "
@@ -89,8 +85,6 @@ class A1111(Backend):
         self._oom_seen: int | None = None
         self._running_known = False
         self._models_read_at = float("-inf")
-        self._retry_detection = False
-        self._detect_tried_at = float("-inf")
 
     def __repr__(self) -> str:
         return f"A1111(name={self.config.name!r}, url={self.config.url!r})"
@@ -101,7 +95,7 @@ class A1111(Backend):
         try:
             return self.call("GET", PING).latency_ms
         except ProbeError as e:
-            raise ProbeError(e.error_type, self._explain(PING, e), e.latency_ms, e.status) from None
+            raise self.explained(PING, e) from None
 
     # ---- detect --------------------------------------------------------------
 
@@ -110,14 +104,13 @@ class A1111(Backend):
         passing reason (timeout, reset, 5xx, busy) leaves the signal n/a
         "(detection will retry)", and :meth:`collect` detects again (at most
         every half interval) rather than lose the signal for the session."""
-        self._retry_detection = False
-        self._detect_tried_at = time.monotonic()
+        self.begin_detection()
         caps = self.capabilities
         caps.set("health", f"GET {PING}")
         caps.lack("processing", PROCESSING_NA)
 
-        pending, why_pending = self._try_json(PENDING, _check_pending)
-        progress, why_progress = self._try_json(PROGRESS, _check_progress)
+        pending, why_pending = self.try_fetch(PENDING, check=_check_pending)
+        progress, why_progress = self.try_fetch(PROGRESS, check=_check_progress)
         if pending is None:
             caps.lack("queue", f"GET {PENDING}: {why_pending}")
         else:
@@ -127,7 +120,7 @@ class A1111(Backend):
             else:
                 caps.set("queue", f"GET {PENDING} (size: waiting; running reported as 0: /sdapi/v1/progress {why_progress})")
 
-        memory, why_memory = self._try_json(MEMORY)
+        memory, why_memory = self.try_fetch(MEMORY, check=json_object())
         if memory is None:
             caps.lack("resources", f"GET {MEMORY}: {why_memory}")
         else:
@@ -140,7 +133,7 @@ class A1111(Backend):
             if self._oom_seen is None:
                 self._count_ooms(memory, 0.0)  # the baseline: records nothing
 
-        options, why_options = self._try_json(OPTIONS)
+        options, why_options = self.try_fetch(OPTIONS, check=json_object())
         checkpoint = options.get("sd_model_checkpoint") if options is not None else None
         if isinstance(checkpoint, str):
             caps.set("models", f"GET {OPTIONS} (sd_model_checkpoint)")
@@ -157,7 +150,7 @@ class A1111(Backend):
         """Reads every available signal; one failing endpoint does not stop
         the others.  The first failure is re-raised at the end (every
         failed call is already recorded on the service)."""
-        if self._retry_detection and time.monotonic() - self._detect_tried_at >= self.config.interval_s / 2:
+        if self.detection_due():
             self.detect()
         failures: list[ProbeError] = []
         detail: dict[str, str] = {}
@@ -173,16 +166,16 @@ class A1111(Backend):
     def _collect_queue(self, detail: dict[str, str]) -> None:
         if not self.capabilities.has("queue"):
             return
-        pending = self._get_object(PENDING, _check_pending)[0]["size"]
+        pending = self.fetch(PENDING, check=_check_pending)[0]["size"]
         running = 0
         if self._running_known:
-            running = _progress_detail(self._get_object(PROGRESS, _check_progress)[0], detail)
+            running = _progress_detail(self.fetch(PROGRESS, check=_check_progress)[0], detail)
         self.service.set_queue(running=running, pending=int(pending))
 
     def _collect_memory(self, detail: dict[str, str]) -> None:
         if not self.capabilities.has("resources"):
             return
-        memory, latency_ms = self._get_object(MEMORY)
+        memory, latency_ms = self.fetch(MEMORY, check=json_object())
         gauges, notes = _memory_gauges(memory)
         if gauges:
             self.service.set_resource(**gauges)
@@ -195,7 +188,7 @@ class A1111(Backend):
     def _collect_models(self, detail: dict[str, str]) -> None:
         if not self.capabilities.has("models") or time.monotonic() - self._models_read_at < MODELS_REFRESH_S:
             return
-        checkpoint = self._get_object(OPTIONS)[0].get("sd_model_checkpoint")
+        checkpoint = self.fetch(OPTIONS, check=json_object())[0].get("sd_model_checkpoint")
         self._models_read_at = time.monotonic()
         self.models = [checkpoint] if isinstance(checkpoint, str) else []
 
@@ -227,41 +220,11 @@ class A1111(Backend):
         for _ in range(min(new, MAX_OOM_EVENTS_PER_READ)):
             self.service.record(min(latency_ms, 1e9), ok=False, error="oom")
 
-    # ---- calls ---------------------------------------------------------------
+    # ---- messages ------------------------------------------------------------
 
-    def _fetch(self, path: str, check: Check | None = None, *, absent_ok: bool = False) -> tuple[dict[str, Any] | None, float]:
-        """One recorded GET of a JSON object: ``(reply, latency ms)``.
-
-        Like ``call_json``, but a reply of the wrong shape (not an object,
-        or ``check`` names a problem) is recorded as ``bad_json`` too, once;
-        401 and 404 get a message that says what to do.  ``absent_ok``: a
-        404 is the server's correct answer ("not here": no ``--api``, or an
-        older webui), recorded as a successful request, and gives ``None``.
-        """
-        try:
-            resp = self.client.request("GET", path, ok_statuses=(200, 404) if absent_ok else (200,))
-            if resp.status == 404:
-                self.service.record(min(resp.latency_ms, 1e9))
-                return None, resp.latency_ms
-            data = resp.json()
-            problem = f"expected a JSON object, got {type(data).__name__}" if not isinstance(data, dict) else None
-            if problem is None and check is not None:
-                problem = check(data)
-            if problem:
-                raise ProbeError("bad_json", f"GET {path}: {problem}", resp.latency_ms, resp.status)
-        except ProbeError as e:
-            self.service.record(min(e.latency_ms, 1e9), ok=False, error=e.error_type)
-            raise ProbeError(e.error_type, self._explain(path, e), e.latency_ms, e.status) from None
-        self.service.record(min(resp.latency_ms, 1e9))
-        return data, resp.latency_ms
-
-    def _get_object(self, path: str, check: Check | None = None) -> tuple[dict[str, Any], float]:
-        data, latency_ms = self._fetch(path, check)
-        assert data is not None  # only absent_ok gives None
-        return data, latency_ms
-
-    def _explain(self, path: str, e: ProbeError) -> str:
-        if e.status == 401:
+    def explain(self, path: str, error: ProbeError) -> str:
+        """401 and a 404 of ``/sdapi/*`` get a message that says what to do."""
+        if error.status == 401:
             var = self.config.api_key_env
             if var and self.config.api_key():
                 return f"GET {path}: HTTP 401: the webui refused the --api-auth credentials in ${var} (expected user:password)"
@@ -269,31 +232,21 @@ class A1111(Backend):
                 f"GET {path}: HTTP 401: the webui wants credentials (--api-auth); set api_key_env to the "
                 "name of an environment variable holding user:password"
             )
-        if e.status == 404 and path.startswith("/sdapi/"):
-            return f"GET {path}: HTTP 404: the webui was started without --api"
-        return str(e)
+        if error.status == 404 and path.startswith("/sdapi/"):
+            return f"GET {path}: {NO_API}"
+        return str(error)
 
-    def _try_json(self, path: str, check: Check | None = None) -> tuple[dict[str, Any] | None, str]:
-        """Detection read: ``(reply, "")`` or ``(None, why)``."""
-        try:
-            data, _ = self._fetch(path, check, absent_ok=True)
-        except ProbeError as e:
-            why = str(e).removeprefix(f"GET {path}: ")
-            if e.error_type in TRANSIENT_ERRORS:
-                self._retry_detection = True
-                why += " (detection will retry)"
-            return None, why
-        if data is None:
-            if path.startswith("/sdapi/"):
-                return None, "HTTP 404: the webui was started without --api"
-            return None, "HTTP 404: this webui build has no such endpoint"
-        return data, ""
+    def explain_absent(self, path: str, resp: Response) -> str:
+        """A 404 at detection: no ``--api``, or an older webui."""
+        return NO_API if path.startswith("/sdapi/") else "HTTP 404: this webui build has no such endpoint"
 
 
+@json_object
 def _check_pending(reply: dict[str, Any]) -> str | None:
     return None if _int(reply.get("size")) is not None else "no integer 'size' in the reply"
 
 
+@json_object
 def _check_progress(reply: dict[str, Any]) -> str | None:
     return None if isinstance(reply.get("state"), dict) else "no 'state' object in the reply"
 

@@ -36,11 +36,10 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 from .._core import Service
-from .base import Backend, Capabilities
+from .base import Backend, Capabilities, json_object
 from .config import BackendConfig
 from .http import HttpClient, ProbeError
 
@@ -69,24 +68,20 @@ _JOB_OUTCOMES: dict[str, str] = {
 }
 
 
-class _Reply(NamedTuple):
-    status: int
-    #: The JSON object of a 200 reply; None for another accepted status.
-    data: Any
-    latency_ms: float
-
-
+@json_object
 def _check_prompt(data: dict[str, Any]) -> str | None:
     info = data.get("exec_info")
     n = _number(info.get("queue_remaining")) if isinstance(info, dict) else None
     return None if n is not None and n == int(n) else "no exec_info.queue_remaining count"
 
 
+@json_object
 def _check_queue(data: dict[str, Any]) -> str | None:
     ok = isinstance(data.get("queue_running"), list) and isinstance(data.get("queue_pending"), list)
     return None if ok else "no queue_running/queue_pending lists"
 
 
+@json_object
 def _check_jobs(data: dict[str, Any]) -> str | None:
     return None if isinstance(data.get("jobs"), list) else "no jobs list"
 
@@ -119,41 +114,6 @@ class ComfyUI(Backend):
         self._queue_remaining: int | None = None
         self._seen: OrderedDict[str, None] = OrderedDict()
 
-    # ---- recorded JSON GETs ------------------------------------------------
-
-    def _get_json(
-        self,
-        path: str,
-        check: Callable[[dict[str, Any]], str | None] | None = None,
-        *,
-        ok_statuses: tuple[int, ...] = (200,),
-    ) -> _Reply:
-        """One GET, recorded once on the service: a 200 body must be a JSON
-        object that ``check`` accepts (``check`` returns what is wrong, or
-        None); anything else is recorded -- and raised -- as ``bad_json``.
-        Other statuses in ``ok_statuses`` come back with ``data=None``."""
-        try:
-            resp = self.client.request("GET", path, ok_statuses=ok_statuses)
-        except ProbeError as e:
-            self.service.record(min(e.latency_ms, 1e9), ok=False, error=e.error_type)
-            raise
-        latency = min(resp.latency_ms, 1e9)
-        if resp.status != 200:
-            self.service.record(latency)
-            return _Reply(resp.status, None, resp.latency_ms)
-        try:
-            data = resp.json()
-            problem = f"expected a JSON object, got {type(data).__name__}" if not isinstance(data, dict) else None
-            if problem is None and check is not None:
-                problem = check(data)
-            if problem is not None:
-                raise ProbeError("bad_json", f"GET {path}: {problem}", resp.latency_ms, 200)
-        except ProbeError as e:
-            self.service.record(latency, ok=False, error=e.error_type)
-            raise
-        self.service.record(latency)
-        return _Reply(200, data, resp.latency_ms)
-
     # ---- Backend -------------------------------------------------------------
 
     def probe(self) -> float:
@@ -165,12 +125,12 @@ class ComfyUI(Backend):
             prefix = prefixes.pop(0)
             # A 404 on the prefixed route is an answer (an older build), not
             # a failure; on the last route it is one.
-            reply = self._get_json(f"{prefix}/prompt", _check_prompt, ok_statuses=(200, 404) if prefixes else (200,))
-            if reply.data is not None:
+            data, latency_ms = self.fetch(f"{prefix}/prompt", check=_check_prompt, absent=(404,) if prefixes else ())
+            if data is not None:
                 break
         self._probe_prefix = prefix
-        self._queue_remaining = int(reply.data["exec_info"]["queue_remaining"])
-        return reply.latency_ms
+        self._queue_remaining = int(data["exec_info"]["queue_remaining"])
+        return latency_ms
 
     def detect(self) -> Capabilities:
         caps = self.capabilities
@@ -181,24 +141,25 @@ class ComfyUI(Backend):
         caps.set("health", f"GET {p}/prompt")
         caps.set("queue", f"{p}/prompt exec_info.queue_remaining, split by {p}/queue")
         try:
-            stats = self._get_json(f"{p}/system_stats", ok_statuses=(200, 404))
+            stats, _ = self.fetch(f"{p}/system_stats", check=json_object(), absent=(404,))
+            served = stats is not None
         except ProbeError:
             # Up (the probe just answered) but failing here: keep the signal
             # and let collect retry it (and read the version) each cycle.
-            stats = _Reply(200, None, 0.0)
-        if stats.status == 404:
+            stats, served = None, True
+        if not served:
             caps.lack("resources", f"{p}/system_stats is not served by this build")
         else:
             caps.set("resources", f"{p}/system_stats devices[0].vram_*, system.ram_* (memory only)")
-            if stats.data is not None:
-                self._read_system_stats(stats.data, record=False)
+            if stats is not None:
+                self._read_system_stats(stats, record=False)
         caps.lack("gpu_util", "ComfyUI reports memory only")
         caps.lack("models", "ComfyUI does not report which models are loaded")
         self._jobs = False
         try:
             # /api/jobs is registered with its prefix only, whatever the build.
-            jobs = self._get_json("/api/jobs?limit=1", _check_jobs, ok_statuses=(200, 400, 404, 405))
-            self._jobs = jobs.data is not None
+            jobs, _ = self.fetch("/api/jobs?limit=1", check=_check_jobs, absent=(400, 404, 405))
+            self._jobs = jobs is not None
         except ProbeError:
             self._jobs = False  # /history is always there: use it
         if self._jobs:
@@ -240,15 +201,15 @@ class ComfyUI(Backend):
         if remaining == 0:
             self.service.set_queue(0, 0)
             return
-        data = self._get_json(f"{self._p}/queue", _check_queue).data
+        data = self.fetch(f"{self._p}/queue", check=_check_queue)[0]
         self.service.set_queue(len(data["queue_running"]), len(data["queue_pending"]))
 
     def _collect_processing(self) -> None:
         if self._jobs:
-            jobs = self._get_json(
+            jobs = self.fetch(
                 f"/api/jobs?status=completed,failed,cancelled&sort_by=created_at&sort_order=desc&limit={HISTORY_ITEMS}",
-                _check_jobs,
-            ).data["jobs"]
+                check=_check_jobs,
+            )[0]["jobs"]
             # Newest first from the server: record oldest first.
             for job in reversed(jobs):
                 if isinstance(job, dict) and isinstance(job.get("id"), str):
@@ -259,7 +220,7 @@ class ComfyUI(Backend):
                         _JOB_OUTCOMES.get(str(job.get("status"))),
                     )
             return
-        history = self._get_json(f"{self._p}/history?max_items={HISTORY_ITEMS}").data
+        history = self.fetch(f"{self._p}/history?max_items={HISTORY_ITEMS}", check=json_object())[0]
         for prompt_id, entry in history.items():
             start: Any = None
             end: Any = None
@@ -294,7 +255,7 @@ class ComfyUI(Backend):
         self.executions[outcome] += 1
 
     def _collect_resources(self) -> None:
-        self._read_system_stats(self._get_json(f"{self._p}/system_stats").data, record=True)
+        self._read_system_stats(self.fetch(f"{self._p}/system_stats", check=json_object())[0], record=True)
 
     def _read_system_stats(self, stats: dict[str, Any], *, record: bool) -> None:
         system = stats.get("system")

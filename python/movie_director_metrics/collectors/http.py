@@ -34,6 +34,11 @@ ERROR_TYPES: tuple[str, ...] = (
     "unexpected_status",   # a 1xx/2xx/3xx other than the one expected
 )
 
+#: Failures that say nothing about whether an endpoint exists (the server
+#: was slow, restarting or busy): a detection read that fails with one of
+#: these is tried again later rather than taken as "not here".
+TRANSIENT_ERRORS = frozenset({"timeout", "connection_reset", "connection_refused", "unreachable", "http_5xx", "server_busy"})
+
 #: Largest response body read, in bytes (history endpoints can be big).
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -41,13 +46,18 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 class ProbeError(Exception):
     """A failed request: ``error_type`` is one of :data:`ERROR_TYPES`,
     ``latency_ms`` how long it took to fail, ``status`` the HTTP status if
-    one came back."""
+    one came back.  ``body`` is the reply's body when the failure is the
+    status itself (one not accepted), so a caller can read the server's own
+    error text; None for every other failure."""
 
-    def __init__(self, error_type: str, message: str, latency_ms: float, status: int | None = None) -> None:
+    def __init__(
+        self, error_type: str, message: str, latency_ms: float, status: int | None = None, *, body: bytes | None = None
+    ) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.latency_ms = latency_ms
         self.status = status
+        self.body = body
 
 
 @dataclass(frozen=True)
@@ -177,7 +187,9 @@ class HttpClient:
         finally:
             conn.close()
         if out.status not in ok_statuses:
-            raise ProbeError(status_error_type(out.status), f"{method} {path}: HTTP {out.status}", out.latency_ms, out.status)
+            raise ProbeError(
+                status_error_type(out.status), f"{method} {path}: HTTP {out.status}", out.latency_ms, out.status, body=out.body
+            )
         return out
 
 

@@ -23,8 +23,6 @@ Ollama's loaded models hold, not the device total.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,9 +45,6 @@ PROCESSING_NA = (
 )
 
 _NS_PER_MS = 1e6
-
-#: Failures at detection that say nothing about whether an endpoint exists.
-TRANSIENT_ERRORS = frozenset({"timeout", "connection_reset", "connection_refused", "unreachable", "http_5xx", "server_busy"})
 
 
 @dataclass(frozen=True)
@@ -89,14 +84,12 @@ class Ollama(Backend):
         super().__init__(config, service, client)
         self.models: list[str] = []
         self.detail: dict[str, str] = {}
-        self._detect_tried_at = float("-inf")
-        self._retry_detection = False
 
     def __repr__(self) -> str:
         return f"Ollama(name={self.config.name!r}, url={self.config.url!r})"
 
     def probe(self) -> float:
-        data, latency_ms = self._get_json(VERSION, _check_version)
+        data, latency_ms = self.fetch(VERSION, check=_check_version)
         self.version = data["version"]
         return latency_ms
 
@@ -104,8 +97,7 @@ class Ollama(Backend):
         """A passing failure of ``/api/ps`` (timeout, reset, 5xx, busy)
         leaves the signals n/a "(detection will retry)", and :meth:`collect`
         detects again (at most every half interval)."""
-        self._detect_tried_at = time.monotonic()
-        self._retry_detection = False
+        self.begin_detection()
         caps = self.capabilities
         caps.set("health", f"GET {VERSION}")
         caps.lack("queue", QUEUE_NA)
@@ -114,10 +106,7 @@ class Ollama(Backend):
         try:
             found = self._read_ps(absent_ok=True)
         except ProbeError as e:
-            why = str(e)
-            if e.error_type in TRANSIENT_ERRORS:
-                self._retry_detection = True
-                why += " (detection will retry)"
+            why = self.detection_missed(e, str(e))
             caps.lack("resources", why)
             caps.lack("models", why)
         else:
@@ -129,7 +118,7 @@ class Ollama(Backend):
         return caps
 
     def collect(self) -> None:
-        if self._retry_detection and time.monotonic() - self._detect_tried_at >= self.config.interval_s / 2:
+        if self.detection_due():
             self.detect()
         elif self.capabilities.has("resources"):
             self._read_ps()
@@ -137,7 +126,7 @@ class Ollama(Backend):
     def _read_ps(self, *, absent_ok: bool = False) -> bool:
         """Records the loaded models' VRAM; False when ``absent_ok`` and the
         server has no ``/api/ps``."""
-        data, _ = self._get_json(PS, _check_ps, absent_ok=absent_ok)
+        data, _ = self.fetch(PS, check=_check_ps, absent=(404,) if absent_ok else ())
         if data is None:
             return False
         names: list[str] = []
@@ -165,26 +154,6 @@ class Ollama(Backend):
             source += "; partial CPU offload: " + ", ".join(f"{n} {f * 100:.0f}% in VRAM" for n, f in offloaded.items())
         self.capabilities.set("resources", source)
         return True
-
-    def _get_json(self, path: str, check: Callable[[Any], str | None], *, absent_ok: bool = False) -> tuple[Any, float]:
-        """One recorded GET: ``(reply, latency ms)``.  Like ``call_json``,
-        but a reply of the wrong shape (``check`` names the problem) is
-        recorded as ``bad_json`` too, once.  ``absent_ok``: a 404 is an
-        answer ("no such endpoint"), recorded as a success, giving None."""
-        try:
-            resp = self.client.request("GET", path, ok_statuses=(200, 404) if absent_ok else (200,))
-            if resp.status == 404:
-                self.service.record(min(resp.latency_ms, 1e9))
-                return None, resp.latency_ms
-            data = resp.json()
-            problem = check(data)
-            if problem:
-                raise ProbeError("bad_json", f"GET {path}: {problem}", resp.latency_ms, resp.status)
-        except ProbeError as e:
-            self.service.record(min(e.latency_ms, 1e9), ok=False, error=e.error_type)
-            raise
-        self.service.record(min(resp.latency_ms, 1e9))
-        return data, resp.latency_ms
 
     def record_generation(self, response: dict[str, Any]) -> GenerationTiming:
         """Records the processing time of one finished generation.

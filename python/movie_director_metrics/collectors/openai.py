@@ -37,14 +37,12 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from .._core import Service
 from .base import Backend, Capabilities
 from .config import BackendConfig
-from .http import HttpClient, ProbeError, Response, is_loopback, status_error_type
+from .http import HttpClient, ProbeError, Response, is_loopback
 
 MODELS = "/v1/models"
 METRICS = "/metrics"
@@ -53,17 +51,8 @@ LLAMACPP_PROPS = "/props"
 VLLM_VERSION = "/version"
 LMSTUDIO_MODELS = "/api/v0/models"
 
-#: Every status: replies are classified here, so error bodies can be read.
-_ANY_STATUS = tuple(range(100, 600))
-
 #: Flavours this kind recognises; "openai" is any other compatible server.
 FLAVORS: tuple[str, ...] = ("vllm", "llama.cpp", "lmstudio", "openai")
-
-#: Failures at detection that say nothing about whether an endpoint exists.
-TRANSIENT_ERRORS = frozenset({"timeout", "connection_reset", "connection_refused", "unreachable", "http_5xx", "server_busy"})
-
-#: Turns a reply body into what the caller needs; ``ValueError`` when it cannot.
-Parse = Callable[[Any], Any]
 
 PROCESSING_NA = "OpenAI-compatible servers keep no job history to poll; processing time comes from our own calls (track())"
 
@@ -80,6 +69,9 @@ class OpenAICompatible(Backend):
 
     kind = "openai"
     default_port = None
+    #: 404 and 501 are the server's answer "not here" (llama-server
+    #: without ``--metrics`` says 501).
+    absent_statuses: ClassVar[tuple[int, ...]] = (404, 501)
 
     def __init__(self, config: BackendConfig, service: Service, client: HttpClient | None = None) -> None:
         super().__init__(config, service, client)
@@ -88,8 +80,6 @@ class OpenAICompatible(Backend):
         self.models: list[str] = []
         self.detail: dict[str, str] = {}
         self._metrics_queue = False
-        self._retry_detection = False
-        self._detect_tried_at = float("-inf")
 
     def __repr__(self) -> str:
         return f"OpenAICompatible(name={self.config.name!r}, url={self.config.url!r}, flavor={self.flavor!r})"
@@ -98,9 +88,9 @@ class OpenAICompatible(Backend):
 
     def probe(self) -> float:
         if self.flavor == "llama.cpp":
-            _, latency_ms = self._get(LLAMACPP_HEALTH)
+            _, latency_ms = self.fetch(LLAMACPP_HEALTH)
             return latency_ms
-        ids, latency_ms = self._get(MODELS, parse=_parse_model_ids)
+        ids, latency_ms = self.fetch(MODELS, parse=_parse_model_ids)
         if self.flavor != "lmstudio":  # LM Studio: /api/v0/models says which are loaded
             self.models = ids
         return latency_ms
@@ -112,8 +102,7 @@ class OpenAICompatible(Backend):
         A read that failed for a passing reason (timeout, reset, 5xx, busy)
         is retried: :meth:`collect` detects again (at most every half
         interval)."""
-        self._retry_detection = False
-        self._detect_tried_at = time.monotonic()
+        self.begin_detection()
         self.flavor = "openai"
         caps = self.capabilities
         detail: dict[str, str] = {
@@ -121,7 +110,7 @@ class OpenAICompatible(Backend):
             if self.loopback
             else "remote: a hosted API is probed every interval_s; a long interval limits its cost"
         }
-        samples, why_metrics = self._try(METRICS, as_json=False, parse=_parse_metrics)
+        samples, why_metrics = self.try_fetch(METRICS, as_json=False, parse=_parse_metrics)
         lmstudio: list[tuple[str, str]] | None = None
         props: Any = None
         if samples is not None and any(k.startswith("vllm:") for k in samples):
@@ -131,24 +120,24 @@ class OpenAICompatible(Backend):
         else:
             if samples is not None:
                 why_metrics, samples = "no vllm: or llamacpp: series", None
-            lmstudio, _ = self._try(LMSTUDIO_MODELS, parse=_parse_lmstudio)
+            lmstudio, _ = self.try_fetch(LMSTUDIO_MODELS, parse=_parse_lmstudio)
             if lmstudio is not None:
                 self.flavor = "lmstudio"
             else:
-                props, _ = self._try(LLAMACPP_PROPS)
+                props, _ = self.try_fetch(LLAMACPP_PROPS)
                 if isinstance(props, dict) and ("total_slots" in props or "build_info" in props):
                     self.flavor = "llama.cpp"
 
         if self.flavor == "llama.cpp":
             caps.set("health", f"GET {LLAMACPP_HEALTH} (503 while the model loads)")
             if props is None:
-                props, _ = self._try(LLAMACPP_PROPS)
+                props, _ = self.try_fetch(LLAMACPP_PROPS)
             if isinstance(props, dict) and isinstance(props.get("build_info"), str):
                 self.version = props["build_info"]
         else:
             caps.set("health", f"GET {MODELS}")
         if self.flavor == "vllm":
-            ver, _ = self._try(VLLM_VERSION)
+            ver, _ = self.try_fetch(VLLM_VERSION)
             if isinstance(ver, dict) and isinstance(ver.get("version"), str):
                 self.version = ver["version"]
 
@@ -177,7 +166,7 @@ class OpenAICompatible(Backend):
             self._apply_lmstudio(lmstudio, detail)
         elif self.flavor == "llama.cpp":
             caps.set("models", f"GET {MODELS} (at detection)")
-            ids, _ = self._try(MODELS, parse=_parse_model_ids)
+            ids, _ = self.try_fetch(MODELS, parse=_parse_model_ids)
             self.models = ids if ids is not None else self.models
         else:
             caps.set("models", f"GET {MODELS} (every probe)")
@@ -196,14 +185,14 @@ class OpenAICompatible(Backend):
     def collect(self) -> None:
         """vLLM/llama.cpp: the queue from ``/metrics``; LM Studio: loaded
         models.  Hosted and other servers: nothing beyond the probe."""
-        if self._retry_detection and time.monotonic() - self._detect_tried_at >= self.config.interval_s / 2:
+        if self.detection_due():
             self.detect()
         detail = {"host": self.detail.get("host", "")}
         if self._metrics_queue:
-            samples, _ = self._get(METRICS, as_json=False, parse=self._parse_queue_metrics)
+            samples, _ = self.fetch(METRICS, as_json=False, parse=self._parse_queue_metrics)
             self._apply_metrics(samples, detail)
         if self.flavor == "lmstudio":
-            models, _ = self._get(LMSTUDIO_MODELS, parse=_parse_lmstudio)
+            models, _ = self.fetch(LMSTUDIO_MODELS, parse=_parse_lmstudio)
             self._apply_lmstudio(models, detail)
         self.detail = detail
 
@@ -241,87 +230,34 @@ class OpenAICompatible(Backend):
         if not_loaded:
             detail["not_loaded"] = f"{len(not_loaded)} downloaded model(s) not loaded"
 
-    # ---- calls ---------------------------------------------------------------
+    # ---- messages ------------------------------------------------------------
 
-    def _request(self, path: str, *, as_json: bool, parse: Parse | None, absent_ok: bool) -> tuple[Any, float, str]:
-        """One GET, recorded once with its final outcome: ``(body, latency
-        ms, "")``, the body parsed as JSON (or decoded text), then by ``parse``.
-
-        A non-200 status raises :class:`ProbeError` whose message carries
-        the server's own error text (never for 401/403, whose text may echo
-        the key).  A body ``parse`` rejects (``ValueError``) is ``bad_json``.
-        ``absent_ok``: 404 and 501 are the server's correct answer ("not
-        here": llama-server without ``--metrics`` says 501), recorded as
-        successful requests, and give ``(None, latency, why)``.
-        """
-        try:
-            resp = self.client.request("GET", path, ok_statuses=_ANY_STATUS)
-        except ProbeError as e:
-            self.service.record(min(e.latency_ms, 1e9), ok=False, error=e.error_type)
-            raise
-        latency_ms = min(resp.latency_ms, 1e9)
-        if absent_ok and resp.status in (404, 501):
-            self.service.record(latency_ms)
-            message = _error_message(resp.body) if resp.status == 501 else None
-            return None, resp.latency_ms, f"HTTP {resp.status} (not served here{': ' + repr(message) if message else ''})"
-        try:
-            if resp.status != 200:
-                raise ProbeError(status_error_type(resp.status), self._explain(path, resp), resp.latency_ms, resp.status)
-            body: Any = resp.json() if as_json else _text(path, resp)
-            if parse is not None:
-                try:
-                    body = parse(body)
-                except ValueError as e:
-                    raise ProbeError("bad_json", f"GET {path}: {e}", resp.latency_ms, resp.status) from None
-        except ProbeError as e:
-            self.service.record(latency_ms, ok=False, error=e.error_type)
-            raise
-        self.service.record(latency_ms)
-        return body, resp.latency_ms, ""
-
-    def _get(self, path: str, *, as_json: bool = True, parse: Parse | None = None) -> tuple[Any, float]:
-        """A GET that must succeed (see :meth:`_request`)."""
-        body, latency_ms, _ = self._request(path, as_json=as_json, parse=parse, absent_ok=False)
-        return body, latency_ms
-
-    def _try(self, path: str, *, as_json: bool = True, parse: Parse | None = None) -> tuple[Any, str]:
-        """Detection read of an endpoint only some servers have: ``(body,
-        "")`` or ``(None, why)``; failures are recorded, never raised."""
-        try:
-            body, _, absent = self._request(path, as_json=as_json, parse=parse, absent_ok=True)
-        except ProbeError as e:
-            why = str(e).removeprefix(f"GET {path}: ")
-            if e.error_type in TRANSIENT_ERRORS:
-                self._retry_detection = True
-                why += " (detection will retry)"
-            return None, why
-        return body, absent
-
-    def _explain(self, path: str, resp: Response) -> str:
-        """The message of a failed reply.  Auth failures name the variable
-        the key comes from, never the key or the server's text."""
-        where = f"GET {path}: HTTP {resp.status}"
-        if resp.status in (401, 403):
+    def explain(self, path: str, error: ProbeError) -> str:
+        """The message of a failed reply: the server's own error text (never
+        for 401/403, whose text may echo the key: auth failures name the
+        variable the key comes from, never the key or the server's text)."""
+        if error.body is None:  # not a status the server answered with
+            return str(error)
+        where = f"GET {path}: HTTP {error.status}"
+        if error.status in (401, 403):
             var = self.config.api_key_env
             if var and self.config.api_key():
                 return f"{where}: the server refused the API key in ${var}"
             if var:
                 return f"{where}: the server wants an API key; ${var} is not set"
             return f"{where}: the server wants an API key; set api_key_env to the name of the variable holding it"
-        message = _error_message(resp.body)
-        if resp.status == 503 and message and "loading model" in message.lower():
+        message = _error_message(error.body)
+        if error.status == 503 and message and "loading model" in message.lower():
             return f"{where}: llama.cpp is loading the model ({message!r})"
         key = self.config.api_key()
         if message and key:
             message = message.replace(key, "<redacted>")
         return f"{where}: {message!r}" if message else where
 
-
-def _text(path: str, resp: Response) -> str:
-    try:
-        return resp.body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ProbeError("bad_json", f"GET {path}: body is not UTF-8 text ({e})", resp.latency_ms, resp.status) from None
+    def explain_absent(self, path: str, resp: Response) -> str:
+        """A 404, or a 501 with the server's reason."""
+        message = _error_message(resp.body) if resp.status == 501 else None
+        return f"HTTP {resp.status} (not served here{': ' + repr(message) if message else ''})"
 
 
 def _error_message(body: bytes) -> str | None:
