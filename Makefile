@@ -97,9 +97,24 @@ $(BPY_VENV)/.installed:
 	$(BPY_VENV)/bin/python -m pip install --quiet --no-cache-dir "bpy==4.5.*"
 	touch $@
 
+.PHONY: bpy5-venv
+BPY5_VENV := $(VENV)/bpy5
+## CPython 3.13 for bpy 5.x: PYTHON313=..., else pyenv's newest 3.13, else python3.13 on PATH.
+PYTHON313 ?= $(firstword $(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python3.13))) $(shell command -v python3.13))
+
+## bpy 5.x (Blender 5.1+ as a Python module, CPython 3.13) in its own venv,
+## so the add-on tests also run against Blender 5.  Without a CPython 3.13
+## it says so and does nothing (the bpy5 tests then skip, with the reason).
+bpy5-venv: $(BPY5_VENV)/.installed
+$(BPY5_VENV)/.installed:
+	@if [ -z "$(PYTHON313)" ]; then echo "bpy5-venv: no CPython 3.13 (set PYTHON313=...): Blender 5 tests will skip"; exit 0; fi; \
+	set -e; test -x $(BPY5_VENV)/bin/python || $(PYTHON313) -m venv $(BPY5_VENV); \
+	$(BPY5_VENV)/bin/python -m pip install --quiet --no-cache-dir "bpy==5.*"; \
+	touch $@
+
 ## The Blender extension: dist/movie_director_metrics_addon-<version>.zip,
 ## built and validated with Blender's own extension tool.
-addon: venv bpy-venv
+addon: venv bpy-venv bpy5-venv
 	$(PY) scripts/build_addon.py
 
 ## A picture of the add-on in a real Blender GUI (trixie chroot, Xvfb):

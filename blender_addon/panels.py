@@ -9,6 +9,11 @@ only lays out the :mod:`view` the timer built: no engine call, no I/O, so a
 redraw costs layout time only (and tests can call these directly against a
 recording layout).  A narrow sidebar gets the essentials; from
 :data:`layout_helpers.WIDE_PX` on, the extra columns.
+
+Layout never jumps between refreshes: each backend row and each service
+section draws the same rows whatever the data (a greyed placeholder where
+there is nothing to say: "no errors", "not tested"), so a backend going
+down or an error appearing changes texts and colours, never positions.
 """
 
 from __future__ import annotations
@@ -77,16 +82,11 @@ def draw_connection(layout: Any, context: Any) -> None:
         op.backend = b.name
         details = col.column(align=True)
         details.scale_y = 0.8
-        if b.reason:
-            details.label(text=b.reason, icon="INTERNET_OFFLINE" if b.state == "blocked" else "INFO")
-        if b.error_text:
-            err = details.row()
-            err.alert = b.state == "down"
-            err.label(text=f"{b.error_text}  {b.error_age}".strip(), icon="ERROR")
-        if b.check_running:
-            details.label(text="Testing…", icon="TIME")
-        elif b.check_text:
-            details.label(text=f"Test: {b.check_text}", icon="CHECKMARK" if b.check_text.startswith("up") else "CANCEL")
+        for text, icon, alert, active in (_detail_line(b), _check_line(b)):
+            line = details.row()
+            line.alert = alert
+            line.active = active
+            line.label(text=text, icon=icon)
         if wide:
             details.label(text=f"{b.url}  {b.version}".strip(), icon="URL")
         col.separator(factor=0.5)
@@ -97,6 +97,27 @@ def draw_connection(layout: Any, context: Any) -> None:
         layout.label(text=v.online_note, icon="INTERNET_OFFLINE")
         if wide:
             layout.label(text="Preferences › System › Network › Allow Online Access")
+
+
+def _detail_line(b: V.BackendRow) -> tuple[str, str, bool, bool]:
+    """(text, icon, alert, active) of a backend's first detail line: why it
+    is blocked and/or its last error with its age, else a greyed "no errors"."""
+    err = f"{b.error_text}  {b.error_age}".strip() if b.error_text else ""
+    text = "; ".join(t for t in (b.reason, err) if t)
+    if not text:
+        return "no errors", "CHECKMARK", False, False
+    icon = "INTERNET_OFFLINE" if b.state == "blocked" else "ERROR" if err else "INFO"
+    return text, icon, bool(err) and b.state == "down", True
+
+
+def _check_line(b: V.BackendRow) -> tuple[str, str, bool, bool]:
+    """The second: the last "Test connection" (or that one runs), else a
+    greyed "not tested"."""
+    if b.check_running:
+        return "Testing…", "TIME", False, True
+    if b.check_text:
+        return f"Test: {b.check_text}", "CHECKMARK" if b.check_text.startswith("up") else "CANCEL", False, True
+    return "not tested", "FILE_REFRESH", False, False
 
 
 # ---- Health Monitoring ---------------------------------------------------------------
@@ -117,9 +138,8 @@ def draw_service(layout: Any, s: V.ServiceView, wide: bool) -> None:
     else:
         bar(body, s.success)
         bar(body, s.uptime)
-    if s.sparkline:
-        body.label(text=s.sparkline, icon="GRAPH")
-    if s.vram is not None:
+    body.label(text=s.sparkline or "no latency data in this range", icon="GRAPH")
+    if s.vram is not None:  # once shown, stays (view.build_service keep_vram)
         bar(body, s.vram)
     if wide:
         grid = body.grid_flow(row_major=True, columns=2, even_columns=True, align=True)
@@ -127,16 +147,14 @@ def draw_service(layout: Any, s: V.ServiceView, wide: bool) -> None:
         grid.label(text=s.queue_text, icon="PRESET")
         grid.label(text=s.processing_text, icon="MOD_TIME")
         grid.label(text=s.kind, icon="LINKED")
-        for etype, n in s.errors:
-            grid.label(text=f"{etype} ×{n}", icon="ERROR")
     else:
         body.label(text=s.queue_text, icon="PRESET")
-        if s.errors:
-            etype, n = s.errors[0]
-            more = f" (+{len(s.errors) - 1} types)" if len(s.errors) > 1 else ""
-            body.label(text=f"{etype} ×{n}{more}", icon="ERROR")
-    if s.last_error_text:
-        body.label(text=f"last error: {s.last_error_text}", icon="INFO")
+    row = body.row()
+    row.active = bool(s.errors)
+    row.label(text=s.errors_text, icon="ERROR" if s.errors else "CHECKMARK")
+    row = body.row()
+    row.active = bool(s.last_error_text)
+    row.label(text=f"last error: {s.last_error_text or 'none'}", icon="INFO")
     row = body.row(align=True)
     op = row.operator("movie_director.metrics_history", text="History" if wide else "", icon="GRAPH")
     op.service = s.name

@@ -22,6 +22,7 @@ workers first.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import queue
 import sys
@@ -36,6 +37,7 @@ import bpy
 from . import view as V
 from . import workers
 from .config import Config, default_storage_path, read_config
+from .smoothing import BarSmoother
 
 __all__ = ["Config", "Runtime", "default_storage_path", "get", "read_config", "register", "tick", "unregister", "wait_idle"]
 
@@ -85,6 +87,14 @@ class Runtime:
     _check_threads: list[threading.Thread] = field(default_factory=list)
     _compare_key: Any = None
     _last_logged: str = ""
+    #: Bar smoothing between ticks (see smoothing.py).
+    _smoother: BarSmoother = field(default_factory=BarSmoother)
+    #: First-seen order of the services not in the preferences, and of
+    #: the LLM models: rows keep their place from one tick to the next.
+    _seen_services: list[str] = field(default_factory=list)
+    _seen_models: list[str] = field(default_factory=list)
+    #: Services that have shown VRAM: the row stays when a reading is missing.
+    _had_vram: set[str] = field(default_factory=set)
     stopped: bool = False
 
     # ---- worker results ---------------------------------------------------------
@@ -196,8 +206,6 @@ class Runtime:
         if self.monitor is None:
             return
         try:
-            import dataclasses
-
             from movie_director_metrics.alerts import AlertManager, AlertRule
         except ImportError:
             return
@@ -254,24 +262,33 @@ class Runtime:
             if name not in kinds:
                 backends.append(V.BackendRow(name=name, kind="?", url="", state="blocked", reason=why))
         # LLM models (engine services "llm:<provider>/<model>") have their
-        # own section; Compare still lists them.
+        # own section; Compare still lists them.  Rows: the preferences'
+        # order, then the others in first-seen order.
         order = [c.name for c in cfg.backends if c.name in snap]
-        order += [n for n in snap if n not in kinds and not n.startswith(LLM_SERVICE_PREFIX)]
+        order += _remember(self._seen_services, [n for n in snap if n not in kinds and not n.startswith(LLM_SERVICE_PREFIX)])
+        self._smoother.begin((window, cfg.thresholds, cfg.default_threshold_ms, cfg.success_min), time.monotonic())
         services = []
         for name in order:
             stats = snap[name]
             _, values = mon.series(name, "avg_ms", window, SPARK_POINTS)
-            services.append(
-                V.build_service(
-                    name,
-                    kinds.get(name, "recorded"),
-                    stats,
-                    statuses.get(name),
-                    thresholds.get(name, cfg.default_threshold_ms),
-                    cfg.success_min,
-                    values.tolist(),
-                )
+            s = V.build_service(
+                name,
+                kinds.get(name, "recorded"),
+                stats,
+                statuses.get(name),
+                thresholds.get(name, cfg.default_threshold_ms),
+                cfg.success_min,
+                values.tolist(),
+                keep_vram=name in self._had_vram,
             )
+            if s.vram is not None:
+                self._had_vram.add(name)
+            services.append(self._smooth(s))
+        self._smoother.end()
+        llm = V.build_llm(self.llm, window, self.llm_note)
+        if llm.models:
+            rank = {m: i for i, m in enumerate(_remember(self._seen_models, [m.model for m in llm.models]))}
+            llm = dataclasses.replace(llm, models=tuple(sorted(llm.models, key=lambda m: rank[m.model])))
         message = self.error or self.collector_note
         return V.DashboardView(
             status="error" if self.error else "running",
@@ -282,8 +299,24 @@ class Runtime:
             online_note=online_note,
             backends=tuple(backends),
             services=tuple(services),
-            llm=V.build_llm(self.llm, window, self.llm_note),
+            llm=llm,
             alerts=V.build_alerts(self.alerts, now, format_metric, self.alerts_note),
+        )
+
+    def _smooth(self, s: V.ServiceView) -> V.ServiceView:
+        """``s`` with its bars' lengths smoothed (texts and levels as they are)."""
+
+        def one(b: V.Bar) -> V.Bar:
+            f = self._smoother.factor((s.name, b.label), b.factor, b.level)
+            return b if f == b.factor else dataclasses.replace(b, factor=f)
+
+        return dataclasses.replace(
+            s,
+            avg=one(s.avg),
+            p95=one(s.p95),
+            success=one(s.success),
+            uptime=one(s.uptime),
+            vram=None if s.vram is None else one(s.vram),
         )
 
     def _update_compare(self, ws: Any) -> None:
@@ -373,6 +406,15 @@ class Runtime:
         self.monitor = self.collectors = self.alerts = self.engine_alerts = self.llm = None
         self._drain()  # a late "opened" is closed by _drain (gen mismatch)
         self.view = V.EMPTY
+
+
+def _remember(seen: list[str], names: list[str]) -> list[str]:
+    """``names`` in first-seen order; ``seen`` (kept across ticks) learns
+    the new ones."""
+    order = V.stable_order(names, seen)
+    known = set(seen)
+    seen.extend(n for n in order if n not in known)
+    return order
 
 
 def format_metric(metric: str, value: float | None) -> str:

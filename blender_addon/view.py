@@ -6,6 +6,14 @@ Every class is a frozen dataclass: two views compare equal exactly when the
 panels would look the same, which is how the timer decides whether the
 sidebar needs a redraw.  Missing data stays ``None``/"n/a", never a zero
 that looks real (the engine's own rule).
+
+Nothing jumps between refreshes: numbers have one fixed format each
+(milliseconds and percentages always with one decimal, VRAM always in GiB),
+rows keep their first-seen order (:func:`stable_order`), and every service
+section has the same rows whatever its data (a placeholder where there is
+nothing to say), so a service going down or a value changing magnitude
+moves no other row.  Bars are smoothed between refreshes by the runtime
+(:mod:`smoothing`); the texts on them stay the true values.
 """
 
 from __future__ import annotations
@@ -31,23 +39,27 @@ SPARK_GAP = "·"
 
 
 def fmt_ms(ms: float | None) -> str:
+    """Always milliseconds with one decimal ("4.2 ms", "2,500.0 ms"): the
+    same shape whatever the magnitude."""
     if ms is None or not math.isfinite(ms):
         return "n/a"
-    if ms < 10:
-        return f"{ms:.1f} ms"
-    if ms < 1000:
-        return f"{ms:.0f} ms"
-    if ms < 60_000:
-        return f"{ms / 1000:.2f} s"
-    return f"{ms / 60_000:.1f} min"
+    return f"{ms:,.1f} ms"
 
 
 def fmt_pct(fraction: float | None) -> str:
-    """``fraction`` from 0 to 1."""
+    """``fraction`` from 0 to 1, always with one decimal; 99.95 % reads
+    "99.9 %", never "100.0 %" (only 100 % itself does)."""
     if fraction is None or not math.isfinite(fraction):
         return "n/a"
     pct = 100.0 * fraction
-    return f"{pct:.0f} %" if pct in (0.0, 100.0) else f"{pct:.1f} %"
+    return "100.0 %" if pct >= 100.0 else f"{math.floor(pct * 10 + 1e-6) / 10:.1f} %"
+
+
+def fmt_gib(n: float | None) -> str:
+    """Bytes in GiB with one decimal (VRAM: one unit, whatever the size)."""
+    if n is None or not math.isfinite(n):
+        return "n/a"
+    return f"{n / 2**30:.1f}"
 
 
 def fmt_bytes(n: float | None) -> str:
@@ -92,6 +104,18 @@ def level_of(fraction: float | None) -> str:
     if fraction < BAD_AT:
         return LEVEL_WARN
     return LEVEL_BAD
+
+
+def stable_order(names: Iterable[str], seen: Iterable[str] = ()) -> list[str]:
+    """``names`` in first-seen order: those in ``seen`` (the order of the
+    previous refreshes) keep their place, new ones follow in their own
+    order.  Names in ``seen`` but not in ``names`` are left out; feed the
+    result back as the next ``seen`` (with any you want to remember)."""
+    present = list(dict.fromkeys(names))
+    have = set(present)
+    out = [n for n in dict.fromkeys(seen) if n in have]
+    known = set(out)
+    return out + [n for n in present if n not in known]
 
 
 def sparkline(values: Iterable[float], width: int = 24) -> str:
@@ -165,6 +189,8 @@ class ServiceView:
     #: (error type, count), most frequent first.
     errors: tuple[tuple[str, int], ...] = ()
     last_error_text: str = ""
+    #: One line for the errors: "no errors" or "timeout ×3, oom ×1 (+1 type)".
+    errors_text: str = "no errors"
 
 
 @dataclass(frozen=True)
@@ -277,7 +303,10 @@ def build_service(
     threshold_ms: float,
     success_min: float,
     spark_values: Iterable[float] = (),
+    keep_vram: bool = False,
 ) -> ServiceView:
+    """``keep_vram``: the service showed VRAM before, so its VRAM row stays
+    (reading "n/a") when there is no reading now."""
     s = stats
     vram_used = _gauge_last(s, "vram_used_bytes")
     vram_total = _gauge_last(s, "vram_total_bytes")
@@ -285,9 +314,11 @@ def build_service(
     if vram_used is not None:
         if vram_total:
             frac = vram_used / vram_total
-            vram = Bar("VRAM", f"VRAM {fmt_bytes(vram_used)} / {fmt_bytes(vram_total)}", min(1.0, frac), level_of(frac), frac >= 0.95)
+            vram = Bar("VRAM", f"VRAM {fmt_gib(vram_used)} / {fmt_gib(vram_total)} GiB", min(1.0, frac), level_of(frac), frac >= 0.95)
         else:
-            vram = Bar("VRAM", f"VRAM {fmt_bytes(vram_used)}", 0.0, LEVEL_NONE)
+            vram = Bar("VRAM", f"VRAM {fmt_gib(vram_used)} GiB", 0.0, LEVEL_NONE)
+    elif keep_vram:  # it had a reading: the row stays, saying there is none now
+        vram = Bar("VRAM", "VRAM n/a", 0.0, LEVEL_NONE)
     if s.queue_running is None and s.queue_pending is None:
         queue = "queue n/a"
     else:
@@ -296,6 +327,7 @@ def build_service(
         proc = f"processing {fmt_ms(s.processing_avg_ms)} avg, {fmt_ms(s.processing_p95_ms)} p95"
     else:
         proc = "processing n/a"
+    errors = tuple(list(s.error_counts.items())[:5])
     last_err = ""
     if s.last_error:
         last_err = f"{s.last_error} {fmt_age(s.end - s.last_error_at) if s.last_error_at else ''}".strip()
@@ -318,9 +350,21 @@ def build_service(
         queue_text=queue,
         processing_text=proc,
         sparkline=sparkline(spark_values),
-        errors=tuple(list(s.error_counts.items())[:5]),
+        errors=errors,
         last_error_text=last_err,
+        errors_text=errors_text(errors, len(s.error_counts)),
     )
+
+
+def errors_text(errors: tuple[tuple[str, int], ...], n_types: int | None = None) -> str:
+    """The errors line of a service: "no errors", or the most frequent
+    types with their counts and how many more types there are."""
+    if not errors:
+        return "no errors"
+    shown = errors[:2]
+    more = (n_types if n_types is not None else len(errors)) - len(shown)
+    text = ", ".join(f"{etype} ×{n}" for etype, n in shown)
+    return text + (f" (+{more} type{'s' if more > 1 else ''})" if more > 0 else "")
 
 
 def build_backend_row(

@@ -11,8 +11,9 @@
    into the zip, then ``validate`` on the zip.  No Blender binary is needed.
 
 ``blender_ext.py`` is looked up in the ``bpy`` of this interpreter, then of
-``.venv/bpy`` (``make bpy-venv``); ``--blender-ext PATH`` or
-``$BLENDER_EXT`` override both.
+``.venv/bpy`` (``make bpy-venv``) and ``.venv/bpy5`` (``make bpy5-venv``);
+``--blender-ext PATH`` or ``$BLENDER_EXT`` override them.  The script runs
+under plain CPython 3.11 and 3.13 alike, whichever Blender it comes from.
 
 Usage: python scripts/build_addon.py [--wheel PATH] [--out-dir dist] [--quiet]
 """
@@ -34,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "blender_addon"
 MANIFEST = ADDON / "blender_manifest.toml"
-BPY_VENV = ROOT / ".venv" / "bpy"
+BPY_VENVS = (ROOT / ".venv" / "bpy", ROOT / ".venv" / "bpy5")
 
 
 class BuildError(RuntimeError):
@@ -52,14 +53,15 @@ def find_blender_ext(explicit: str | None = None) -> Path:
     spec = importlib.util.find_spec("bpy")  # does not import (and start) Blender
     if spec is not None and spec.submodule_search_locations:
         roots += list(spec.submodule_search_locations)
-    roots += glob.glob(str(BPY_VENV / "lib" / "python3*" / "site-packages" / "bpy"))
+    for venv in BPY_VENVS:
+        roots += glob.glob(str(venv / "lib" / "python3*" / "site-packages" / "bpy"))
     for root in roots:
         hits = sorted(glob.glob(os.path.join(root, "*", "scripts", "addons_core", "bl_pkg", "cli", "blender_ext.py")))
         if hits:
             return Path(hits[-1])
     raise BuildError(
         "Blender's extension tool (blender_ext.py) was not found: install the bpy wheel "
-        "(`make bpy-venv`), or pass --blender-ext PATH"
+        "(`make bpy-venv` or `make bpy5-venv`), or pass --blender-ext PATH"
     )
 
 

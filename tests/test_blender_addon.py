@@ -1,31 +1,42 @@
 """The Blender add-on (blender_addon/), tested headless with the ``bpy``
 wheel from PyPI (Blender as a Python module).
 
-``bpy`` 4.5 needs numpy<2 and this venv has numpy 2 (pandas needs it), so
-Blender runs in its own venv, ``.venv/bpy`` (``make bpy-venv``; created
-here when missing, ~370 MB download; ``$MDM_BPY_PYTHON`` names another
-interpreter).  ``tests/blender_helpers.py`` runs there once per session:
+Blender runs in its own venvs, one per Blender line the add-on supports
+(``bpy`` 4.5 needs numpy<2 and this venv has numpy 2, which pandas needs;
+``bpy`` 5.1+ needs CPython 3.13):
+
+- ``.venv/bpy``: ``bpy==4.5.*`` on CPython 3.11 (``make bpy-venv``),
+- ``.venv/bpy5``: ``bpy==5.*`` on CPython 3.13 (``make bpy5-venv``).
+
+Each is created here when missing and its CPython is found (~370-400 MB
+download each); a line whose CPython is not on this machine is skipped,
+with the reason.  ``$MDM_BPY_PYTHON`` names one interpreter to use instead
+of both.  ``tests/blender_helpers.py`` runs once per interpreter:
 it installs the built zip through ``bpy.ops.extensions.package_install_files``
 into a throw-away user directory, enables it, starts demo backends on
 loopback, calls the timer tick directly (timers never fire without a
 window), draws every panel against a recording layout, exports, edits
-preferences, disables and re-enables, and writes a JSON report that the
-tests below assert on.  The module is skipped only when ``bpy`` cannot be
-installed or imported.
+preferences, disables and re-enables, enables and disables 50 more times
+counting what could leak, and writes a JSON report that the tests below
+assert on.  Every test against the report runs once per Blender line.
 
-Run with ``-s`` to see the measured cost of one tick and one full draw.
+Run with ``-s`` to see the driver's log, including the per-cycle figures of
+the leak check.
 """
 
 from __future__ import annotations
 
 import csv
+import glob
 import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +44,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "blender_addon"
-BPY_VENV = ROOT / ".venv" / "bpy"
-BPY_SPEC = "bpy==4.5.*"
 DRIVER = Path(__file__).with_name("blender_helpers.py")
 
 
@@ -54,8 +63,10 @@ def test_view_levels_and_formatting() -> None:
     v = _load_view()
     # green < 50 %, yellow < 80 %, red beyond
     assert [v.level_of(f) for f in (0.0, 0.49, 0.5, 0.79, 0.8, 3.0, None)] == ["ok", "ok", "warn", "warn", "bad", "bad", "none"]
-    assert v.fmt_ms(None) == "n/a" and v.fmt_ms(4.25) == "4.2 ms" and v.fmt_ms(182.4) == "182 ms" and v.fmt_ms(2500) == "2.50 s"
-    assert v.fmt_bytes(6 * 2**30) == "6.0 GiB" and v.fmt_pct(0.995) == "99.5 %" and v.fmt_pct(1.0) == "100 %"
+    # one fixed format per quantity (smooth UI: no unit or decimals switching)
+    assert v.fmt_ms(None) == "n/a" and v.fmt_ms(4.25) == "4.2 ms" and v.fmt_ms(182.4) == "182.4 ms" and v.fmt_ms(2500) == "2,500.0 ms"
+    assert v.fmt_bytes(6 * 2**30) == "6.0 GiB" and v.fmt_pct(0.995) == "99.5 %" and v.fmt_pct(1.0) == "100.0 %"
+    assert v.fmt_pct(0.99951) == "99.9 %" and v.fmt_pct(0.0) == "0.0 %" and v.fmt_gib(6 * 2**30) == "6.0"
     assert v.fmt_age(5.9) == "5 s ago" and v.fmt_age(125) == "2 min ago" and v.fmt_age(None) == ""
     assert v.sparkline([0, 1, 2, 3, 4, 5, 6]) == "▁▂▃▄▅▆▇"
     assert v.sparkline([float("nan"), 1.0]) == "·▇" and v.sparkline([]) == ""
@@ -88,7 +99,7 @@ def test_relative_imports_only() -> None:
     for py in ADDON.glob("*.py"):
         text = py.read_text(encoding="utf-8")
         assert not re.search(r"^\s*(from|import)\s+blender_addon\b", text, re.M), py.name
-    for pure in ("view.py", "workers.py"):  # what the panels show; what runs on worker threads
+    for pure in ("view.py", "workers.py", "smoothing.py"):  # what the panels show; worker threads; bar smoothing
         assert not re.search(r"^\s*(import bpy|from bpy)", (ADDON / pure).read_text(encoding="utf-8"), re.M), pure
     init = (ADDON / "__init__.py").read_text(encoding="utf-8")
     assert re.findall(r"^def (\w+)", init, re.M) == ["register", "unregister"]
@@ -97,21 +108,59 @@ def test_relative_imports_only() -> None:
 # ---- headless Blender -----------------------------------------------------------------------
 
 
-def _bpy_python() -> Path:
-    """An interpreter that can ``import bpy``: ``$MDM_BPY_PYTHON``, else
-    ``.venv/bpy`` (created with ``bpy==4.5.*`` when missing)."""
-    env = os.environ.get("MDM_BPY_PYTHON")
-    py = Path(env) if env else BPY_VENV / "bin" / "python"
-    if not py.exists() and not env:
-        base = sys.executable if sys.version_info[:2] == (3, 11) else "python3.11"
-        try:
-            subprocess.run([base, "-m", "venv", str(BPY_VENV)], check=True, timeout=300)
-            subprocess.run(
-                [str(py), "-m", "pip", "install", "--quiet", "--no-cache-dir", BPY_SPEC], check=True, timeout=1800
-            )
-            (BPY_VENV / ".installed").touch()  # what `make bpy-venv` leaves
-        except (OSError, subprocess.SubprocessError) as e:
-            pytest.skip(f"cannot install {BPY_SPEC} into {BPY_VENV}: {e}")
+@dataclass(frozen=True)
+class BlenderLine:
+    """One supported Blender line: its ``bpy`` wheel, the CPython it needs
+    and the venv it lives in (what ``make bpy-venv``/``bpy5-venv`` build)."""
+
+    id: str
+    spec: str
+    python: str  # "3.11"
+    venv: Path
+
+    def base_python(self) -> str | None:
+        """A CPython to build the venv with: this one, one under pyenv, or
+        one on PATH, whichever runs (a pyenv shim on PATH may not)."""
+        if sys.version_info[:2] == tuple(int(x) for x in self.python.split(".")):
+            return sys.executable
+        exe = f"python{self.python}"
+        candidates = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{self.python}.*/bin/{exe}")), reverse=True)
+        candidates += [p for p in (shutil.which(exe),) if p]
+        for c in candidates:
+            try:
+                if subprocess.run([c, "--version"], capture_output=True, timeout=30).returncode == 0:
+                    return c
+            except (OSError, subprocess.SubprocessError):
+                continue
+        return None
+
+
+BLENDER_LINES = (
+    BlenderLine("bpy4.5", "bpy==4.5.*", "3.11", ROOT / ".venv" / "bpy"),
+    BlenderLine("bpy5", "bpy==5.*", "3.13", ROOT / ".venv" / "bpy5"),
+)
+
+
+def _bpy_python(line: BlenderLine | None) -> Path:
+    """An interpreter that can ``import bpy``: ``$MDM_BPY_PYTHON`` (``line``
+    None), else the line's venv, created when missing and its CPython is
+    here; skips with the reason otherwise."""
+    if line is None:
+        py = Path(os.environ["MDM_BPY_PYTHON"])
+    else:
+        py = line.venv / "bin" / "python"
+        if not py.exists():
+            base = line.base_python()
+            if base is None:
+                pytest.skip(f"{line.spec} needs CPython {line.python}: none found (PATH, ~/.pyenv); see `make bpy-venv`/`bpy5-venv`")
+            try:
+                subprocess.run([base, "-m", "venv", str(line.venv)], check=True, timeout=300)
+                subprocess.run(
+                    [str(py), "-m", "pip", "install", "--quiet", "--no-cache-dir", line.spec], check=True, timeout=1800
+                )
+                (line.venv / ".installed").touch()  # what the make target leaves
+            except (OSError, subprocess.SubprocessError) as e:
+                pytest.skip(f"cannot install {line.spec} into {line.venv}: {e}")
     r = subprocess.run([str(py), "-c", "import bpy; print(bpy.app.version_string)"], capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
         pytest.skip(f"{py} cannot import bpy: {r.stderr.strip().splitlines()[-1:]}")
@@ -136,9 +185,12 @@ def _addon_zip() -> Path:
     return z
 
 
-@pytest.fixture(scope="module")
-def bpy_python() -> Path:
-    return _bpy_python()
+_LINES: tuple[BlenderLine | None, ...] = (None,) if os.environ.get("MDM_BPY_PYTHON") else BLENDER_LINES
+
+
+@pytest.fixture(scope="module", params=_LINES, ids=[line.id if line else "MDM_BPY_PYTHON" for line in _LINES])
+def bpy_python(request: pytest.FixtureRequest) -> Path:
+    return _bpy_python(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +210,7 @@ def report(bpy_python: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         pytest.fail(f"the Blender driver hung (a timer left registered hangs bpy at exit):\n{e.stdout}\n{e.stderr}")
     assert out.is_file(), f"no report (exit {r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
     data = json.loads(out.read_text(encoding="utf-8"))
+    print(f"\n---- Blender {data['info'].get('blender')} ({bpy_python}) ----\n{r.stdout}")
     data["_stdout"] = r.stdout
     data["_returncode"] = r.returncode
     return data
@@ -176,6 +229,12 @@ def test_driver_ran_cleanly(report: dict[str, Any]) -> None:
 def test_install_enable_and_bundled_engine(report: dict[str, Any]) -> None:
     _checks(report, "install", "installed_files", "enabled", "timer_registered", "engine_bundled")
     assert "/extensions/.local/" in report["info"]["engine_file"]
+
+
+def test_icons_and_apis_exist_in_this_blender(report: dict[str, Any]) -> None:
+    """Every icon named in the add-on's source, and the Blender functions it
+    calls outside draws, exist in this Blender (run per Blender line)."""
+    _checks(report, "icons_exist", "apis_exist")
 
 
 def test_backends_status_and_online_access(report: dict[str, Any]) -> None:
@@ -310,3 +369,39 @@ def test_costs_were_measured(report: dict[str, Any]) -> None:
     t = report["timings"]
     for key in ("tick", "draw_all_narrow_null", "draw_all_wide_null"):
         assert t[key]["n"] >= 20, key
+
+
+def test_layout_does_not_move_between_refreshes(report: dict[str, Any]) -> None:
+    """Three refreshes (values changing magnitude, new error types, a
+    backend going down): Connection and Health draw the same rows, sections
+    and bars in the same order, narrow and wide."""
+    names = ["rows_keep_their_order"] + [
+        f"layout_stable_{w}_{p}" for w in ("narrow", "wide") for p in ("VIEW3D_PT_mdm_connection", "VIEW3D_PT_mdm_health")
+    ]
+    if report["info"]["backends_from"].startswith("movie_director_metrics.simulator"):
+        names.append("layout_stable_backend_went_down")
+    _checks(report, *names)
+
+
+def test_enable_disable_cycles_leak_nothing(report: dict[str, Any]) -> None:
+    """50 enable/disable cycles (demo backends polled, demo data recorded,
+    a tick, a connection test, every panel drawn, a chart preview): after
+    each disable no add-on timer, thread (Python or OS), file descriptor,
+    handler, preview collection, WindowManager property or class is left,
+    and Python objects and traced memory stay flat after warm-up (bounds
+    and why: LEAK_* in tests/blender_helpers.py).  ``-s`` prints the
+    per-cycle figures."""
+    leak = report["leak"]
+    rows = leak["cycles"]
+    print(f"\nleak check, Blender {report['info']['blender']}: baseline {leak['base']}")
+    print(" cycle  objects  traced KiB  register_class KiB  rss MiB  threads py/os  fds  handlers  previews  wm_props  ms")
+    for r in rows:
+        print(
+            f" {r['cycle']:5d}  {r['objects']:7d}  {r['traced_kib']:10.1f}  {r['register_kib']:18.1f}  {r['rss_mib']:7.1f}"
+            f"  {r['py_threads']:>6}/{r['os_threads']:<6}  {r['fds']:3d}  {r['handlers']:8d}  {r['previews']:8d}  {r['wm_props']:8d}"
+            f"  {r['cycle_ms']:4.0f}"
+        )
+    assert len(rows) == 50
+    if report["info"]["backends_from"].startswith("movie_director_metrics.simulator"):
+        assert leak["demo_backends"], "the demo backends did not start for the leak check"
+    _checks(report, "leak_cycles_ran", "leak_nothing_left", "leak_objects", "leak_traced_memory", "leak_register_class_levels_off")

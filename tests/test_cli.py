@@ -145,11 +145,12 @@ def test_watch_demo_once_renders_real_numbers(capsys: pytest.CaptureFixture[str]
     llm = next(line for line in lines if line.startswith("llm-demo"))
     # comfyui: up, latency numbers, queue r/p, processing time and VRAM used/total.
     # (The kind suffix is the first thing to go when an error type needs room.)
-    assert re.search(r"comfyui-demo(\s+comfyui)?\s+up\s+\d+\s+[\d.,]+\s+[\d.,]+\s+[\d.]+\s+100\s+\d+/\d+\s+[\d,.]+\s+[\d.]+/24\.0", comfy), comfy
+    # Fixed decimals: milliseconds and percentages with one ("100.0", "57.1").
+    assert re.search(r"comfyui-demo(\s+comfyui)?\s+up\s+\d+\s+[\d,]+\.\d\s+[\d,]+\.\d\s+[\d.]+\s+100\.0\s+\d+/\d+\s+[\d,]+\.\d\s+[\d.]+/24\.0", comfy), comfy
     # The LLM server has no processing or VRAM figures: n/a, not dashes or zeros.
     # (Queue may read n/a: the openai collector gives up on /metrics when the
     # demo's random 500 lands on it during detection.)
-    assert re.search(r"llm-demo(\s+openai)?\s+up\s+\d+\s+[\d.,]+\s+[\d.,]+\s+[\d.]+\s+100\s+(\d+/\d+|n/a)\s+n/a\s+n/a", llm), llm
+    assert re.search(r"llm-demo(\s+openai)?\s+up\s+\d+\s+[\d,]+\.\d\s+[\d,]+\.\d\s+[\d.]+\s+100\.0\s+(\d+/\d+|n/a)\s+n/a\s+n/a", llm), llm
     assert any(ch in comfy for ch in "▁▂▃▄▅▆▇█")
 
 

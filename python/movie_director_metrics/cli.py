@@ -400,6 +400,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             try:
                 console = Console(width=args.width) if args.width else Console()
                 title = f"{PROG} (demo)" if sim is not None else PROG
+                layout = dashboard.DashboardState()  # rows and columns stay put between frames
 
                 def frame() -> Any:
                     snap = monitor.snapshot(args.window)
@@ -411,7 +412,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                         lines = _alert_lines(alerts, monitor.now())
                     return dashboard.render(
                         snap, statuses, _series(monitor, names),
-                        width=console.width, window=args.window, title=title, note=note, alerts=lines,
+                        width=console.width, window=args.window, title=title, note=note, alerts=lines, state=layout,
                     )
 
                 with _sigterm_as_interrupt():

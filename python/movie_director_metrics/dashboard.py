@@ -11,6 +11,22 @@ Two kinds of blank, never a zero that looks real:
   e.g. queue depth on Ollama or VRAM on a plain HTTP endpoint;
 * ``–``: it can (or we do not know yet), but nothing arrived in the window.
 
+A live view does not jump between refreshes:
+
+* numbers have fixed decimals (milliseconds and percentages one, GiB one)
+  and sit right-aligned in columns of a reserved width (:data:`RESERVED`),
+  so 5 ms becoming 25,000 ms, or a backend going down, moves nothing;
+* the error column, the last, takes all the room left (the table is as
+  wide as the terminal) and cuts a long error with an ellipsis: an error
+  never pushes other columns about;
+* with a :class:`DashboardState` kept across frames (what ``watch`` does),
+  rows keep their first-seen order (a backend that goes down, or a service
+  whose data leaves the window, keeps its row) and columns never narrow
+  while the terminal keeps its width.
+
+Sparklines are the raw series, never smoothed: a spike shows in the frame
+it happens.
+
 ``rich`` is an optional dependency (the ``cli`` extra); only this module
 and the CLI's ``watch`` import it.
 """
@@ -31,7 +47,7 @@ from rich.text import Text
 from ._core import ServiceStats
 from .collectors.scheduler import BackendStatus
 
-__all__ = ["BLOCKS", "NO_DATA", "NOT_AVAILABLE", "render", "sparkline"]
+__all__ = ["BLOCKS", "NO_DATA", "NOT_AVAILABLE", "RESERVED", "DashboardState", "render", "sparkline"]
 
 #: Sparkline levels, lowest first; a gap (no data) is a space.
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -71,21 +87,37 @@ def sparkline(values: Iterable[float]) -> str:
     return "".join(out)
 
 
+#: Width reserved for each numeric column (cells are right-aligned in it):
+#: the widest value of the fixed formats below that a live backend gives,
+#: e.g. 99999 requests in the window, "99,999.9" ms (100 s), "100.0" %,
+#: "23.5/24.0" GiB.  A wider value
+#: widens its column (once, with a DashboardState).
+RESERVED: dict[str, int] = {
+    "Status": 8,  # "disabled"
+    "Req": 5,
+    "Avg ms": 8,
+    "p95 ms": 8,
+    "OK %": 5,
+    "Up %": 5,
+    "Queue": 6,  # "12/340"
+    "Proc p95": 8,
+    "VRAM GiB": 9,
+}
+
+
 def _ms(v: float | None) -> str:
-    if v is None:
+    """Milliseconds, always one decimal: "4.2", "182.4", "2,500.0"."""
+    if v is None or not math.isfinite(v):
         return NO_DATA
-    if v < 10:
-        return f"{v:.2f}"
-    if v < 100:
-        return f"{v:.1f}"
-    return f"{v:,.0f}"
+    return f"{v:,.1f}"
 
 
 def _pct(v: float | None) -> str:
-    """A percentage; 99.95 shows as "99.9", never rounded up to "100.0"."""
-    if v is None:
+    """A percentage, always one decimal; 99.95 shows as "99.9", never
+    rounded up to "100.0" (only 100 itself is)."""
+    if v is None or not math.isfinite(v):
         return NO_DATA
-    return "100" if v >= 100 else f"{math.floor(v * 10) / 10:.1f}"
+    return "100.0" if v >= 100 else f"{math.floor(v * 10 + 1e-6) / 10:.1f}"
 
 
 def _gib(n: float) -> str:
@@ -166,6 +198,28 @@ def _last_error(status: BackendStatus | None, st: ServiceStats | None) -> Text |
 
 
 @dataclass
+class DashboardState:
+    """What :func:`render` remembers from one frame to the next of a live
+    view, so that rows and columns stay put: the rows' first-seen order and
+    each column's widest width so far (reset when the terminal width
+    changes).  Keep one per live view; ``render(..., state=None)`` lays out
+    each frame on its own."""
+
+    order: list[str] = field(default_factory=list)
+    widths: dict[str, int] = field(default_factory=dict)
+    console_width: int | None = None
+
+    def rows(self, names: Iterable[str]) -> list[str]:
+        """Every name seen so far, in first-seen order, ``names`` added."""
+        known = set(self.order)
+        for n in names:
+            if n not in known:
+                self.order.append(n)
+                known.add(n)
+        return list(self.order)
+
+
+@dataclass
 class _Column:
     header: str
     #: Lower goes first when the terminal is too narrow.
@@ -173,8 +227,11 @@ class _Column:
     justify: JustifyMethod = "right"
     cells: list[Text] = field(default_factory=list)
 
+    #: Least width (reserved, or remembered from earlier frames).
+    floor: int = 0
+
     def width(self) -> int:
-        return max([cell_len(self.header), *(c.cell_len for c in self.cells)])
+        return max([cell_len(self.header), self.floor, *(c.cell_len for c in self.cells)])
 
 
 def _text(v: Text | str) -> Text:
@@ -183,6 +240,8 @@ def _text(v: Text | str) -> Text:
 
 #: Columns' gap (one space each side, collapsed between neighbours).
 _GAP = 2
+#: Least width of the error column when fitting the others.
+_LAST_MIN = 12
 
 
 def render(
@@ -196,6 +255,7 @@ def render(
     alerts: Sequence[str] | None = None,
     title: str = "movie-director-metrics",
     note: str | None = None,
+    state: DashboardState | None = None,
 ) -> RenderableType:
     """One dashboard frame, laid out for a console ``width`` columns wide.
 
@@ -206,24 +266,32 @@ def render(
     gaps); ``now``: the time in the header (UTC epoch seconds, shown in
     local time; default: now); ``alerts``: firing alerts, shown under the
     table when there are any; ``note``: an extra dim line under the table
-    (e.g. a storage warning).
+    (e.g. a storage warning); ``state``: a :class:`DashboardState` kept
+    across the frames of a live view (stable rows and column widths).
 
     Rows: the statuses' order (the config's), then services only the
     snapshot knows (e.g. reloaded history of a backend no longer
-    configured).  When the width is short, the sparkline keeps its most
-    recent points and then whole columns are left out, least useful first
+    configured); with ``state``, first-seen order, and a row once shown
+    stays.  When the width is short, the sparkline keeps its most recent
+    points and then whole columns are left out, least useful first
     (request count, uptime, VRAM, processing ...); name and status stay.
     """
     names = list(statuses) + [n for n in snapshot if n not in statuses]
+    if state is not None:
+        if state.console_width != width:
+            state.widths.clear()
+            state.console_width = width
+        names = state.rows(names)
     stamp = _dt.datetime.fromtimestamp(now if now is not None else _dt.datetime.now().timestamp())
     up = sum(1 for s in statuses.values() if s.state == "up")
+    n_width = len(str(len(statuses)))
     header = Text.assemble(
         (title, "bold"),
         f"  {stamp:%Y-%m-%d %H:%M:%S}  ·  window {window}",
-        (f"  ·  {up}/{len(statuses)} up" if statuses else ""),
+        (f"  ·  {up:>{n_width}}/{len(statuses)} up" if statuses else ""),
     )
     backend = _Column("Backend", 100, "left")
-    state = _Column("Status", 99, "left")
+    status_col = _Column("Status", 99, "left")
     count = _Column("Req", 10)
     avg = _Column("Avg ms", 90)
     p95 = _Column("p95 ms", 80)
@@ -234,7 +302,13 @@ def render(
     vram = _Column("VRAM GiB", 30)
     spark = _Column("Latency 5m", 15, "left")
     last = _Column("Last error", 50, "left")
-    columns = [backend, state, count, avg, p95, ok, uptime, queue, proc, vram, spark, last]
+    columns = [backend, status_col, count, avg, p95, ok, uptime, queue, proc, vram, spark, last]
+    remembered = state.widths if state is not None else {}
+    for c in columns:
+        c.floor = max(RESERVED.get(c.header, 0), remembered.get(c.header, 0))
+    empty = Text("no backends configured", style="dim")
+    if not names:
+        backend.cells = [empty]
     sparks: list[str] = []
     for name in names:
         st = snapshot.get(name)
@@ -243,7 +317,7 @@ def render(
         if status is not None:
             label.append(f" {status.kind}", style="dim")
         backend.cells.append(label)
-        state.cells.append(_state(status, st))
+        status_col.cells.append(_state(status, st))
         count.cells.append(_text(str(st.count) if st is not None else NO_DATA))
         avg.cells.append(_text(_ms(st.avg_ms if st is not None else None)))
         p95.cells.append(_text(_ms(st.p95_ms if st is not None else None)))
@@ -257,28 +331,29 @@ def render(
         last.cells.append(_text(_last_error(status, st)))
 
     # Fit, one concession at a time until the row fits: fewer sparkline
-    # points (newest kept), a shorter error column, no kind suffix, fewer
-    # points still, then whole columns, lowest priority first.
-    spark_w = max([len(x) for x in sparks] + [cell_len(spark.header)])
-    last_cap = last.width()
+    # points (newest kept), no kind suffix, fewer points still, then whole
+    # columns, lowest priority first.  The error column counts as
+    # _LAST_MIN wide whatever it holds: it takes what room is left (cut
+    # with an ellipsis), so a long error never makes the other columns move.
+    spark_w = max([len(x) for x in sparks] + [cell_len(spark.header), remembered.get(spark.header, 0)])
     shown = list(columns)
-    names_only = [Text(n) for n in names]
+    names_only = [Text(n) for n in names] or [empty]
+    last_min = max(_LAST_MIN, cell_len(last.header))
+
+    def widths() -> list[int]:
+        return [spark_w if c is spark else last_min if c is last else c.width() for c in shown]
 
     def total() -> int:
-        widths = [
-            spark_w if c is spark else min(c.width(), last_cap) if c is last else c.width() for c in shown
-        ]
-        return sum(widths) + _GAP * (len(shown) - 1)
+        return sum(widths()) + _GAP * (len(shown) - 1)
 
-    for step in ("spark16", "last12", "kind", "spark10", "columns"):
+    for step in ("spark16", "kind", "spark10", "columns"):
         if total() <= width:
             break
         if step == "spark16" and spark_w > 16:
             spark_w = max(16, spark_w - (total() - width))
-        elif step == "last12":
-            last_cap = max(12, last_cap - (total() - width))
         elif step == "kind":
             backend.cells = names_only
+            backend.floor = RESERVED.get(backend.header, 0)
         elif step == "spark10" and spark_w > 10:
             spark_w = max(10, spark_w - (total() - width))
         elif step == "columns":
@@ -287,10 +362,14 @@ def render(
                 if not droppable:
                     break
                 shown.remove(min(droppable, key=lambda c: c.priority))
-    spark.cells = [Text(x[-spark_w:], style="cyan") for x in sparks]
-    # The error column takes back whatever room the concessions left.
-    last_cap = last.width()
-    last_w = max(cell_len(last.header), min(last.width(), width - (total() - last.width())))
+    spark.cells = [Text(x[-spark_w:].ljust(spark_w), style="cyan") for x in sparks]
+    # The error column, last, takes all the room left: the table is as
+    # wide in every frame, whatever the errors say.
+    last_w = max(last_min, width - (total() - last_min))
+    if state is not None:
+        for c, w in zip(shown, widths()):
+            if c is not last:
+                state.widths[c.header] = max(state.widths.get(c.header, 0), spark_w if c is spark else w)
 
     table = Table(
         box=box.SIMPLE_HEAD,
@@ -301,19 +380,18 @@ def render(
         title=header,
         title_justify="left",
     )
-    for c in shown:
+    for c, w in zip(shown, widths()):
         table.add_column(
             c.header,
             justify=c.justify,
             no_wrap=True,
             overflow="ellipsis",
-            max_width=last_w if c is last else None,
-            width=spark_w if c is spark else None,
+            width=spark_w if c is spark else last_w if c is last else w,
         )
     for i in range(len(names)):
         table.add_row(*[c.cells[i] for c in shown])
     if not names:
-        table.add_row(Text("no backends configured", style="dim"), *[""] * (len(shown) - 1))
+        table.add_row(empty, *[""] * (len(shown) - 1))
     footer: list[RenderableType] = []
     if alerts:
         footer.append(Text("alerts: " + "; ".join(alerts), style="bold red"))
