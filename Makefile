@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "maturin>=1.7,<2" "numpy>=1.24" "pytest>=8" "pytest-benchmark>=4" "mypy>=1.10" \
 		"prometheus-client>=0.20" "jsonschema>=4" "pandas>=2" \
-		"psutil>=5.9" "nvidia-ml-py>=12" "openai>=1.40" "anthropic>=0.34" "rich>=13"
+		"psutil>=5.9" "nvidia-ml-py>=12" "openai>=1.40" "anthropic>=0.34" "rich>=13" "hypothesis>=6.100"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -111,6 +111,12 @@ $(BPY5_VENV)/.installed:
 	set -e; test -x $(BPY5_VENV)/bin/python || $(PYTHON313) -m venv $(BPY5_VENV); \
 	$(BPY5_VENV)/bin/python -m pip install --quiet --no-cache-dir "bpy==5.*"; \
 	touch $@
+
+.PHONY: fuzz
+## Long fuzz runs (minutes; not part of `make test`).
+fuzz: build
+	PROPTEST_CASES=200000 cargo test --release -p metrics_core --test fuzz_decoders
+	MDM_FUZZ_SCALE=100 $(PY) -m pytest -q -p no:cacheprovider tests/test_hostile_input.py
 
 ## The Blender extension: dist/movie_director_metrics_addon-<version>.zip,
 ## built and validated with Blender's own extension tool.

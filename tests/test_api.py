@@ -155,7 +155,7 @@ def test_bad_resource_and_queue_input(mon: Monitor) -> None:
         s.set_resource(gpu_temp_c=50.0, cpu_pct=math.nan)
     with pytest.raises(errors.InvalidValueError):
         s.set_resource(cpu_pct="high")  # type: ignore[arg-type]
-    with pytest.raises(OverflowError):
+    with pytest.raises(errors.InvalidValueError, match="queue running -1"):
         s.set_queue(running=-1)
     with pytest.raises(errors.InvalidValueError, match="queue pending"):
         s.set_queue(pending=2**33)

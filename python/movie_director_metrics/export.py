@@ -34,8 +34,8 @@ buckets.
 zero standing in for "no data"; counts (``requests``, ``errors``,
 ``health_checks``, ``uptime_known_s``, ``processing_count``) are real zeros.
 Times are UTC: ISO 8601 with ``Z``, and epoch seconds.  ``error_types`` is
-``type=n;type=n`` most frequent first (``%``, ``;`` and ``=`` inside a name
-are percent-encoded).  The JSON layout is ``schemas/export.schema.json``
+``type=n;type=n`` most frequent first (``%``, ``;``, ``=`` and a carriage
+return inside a name are percent-encoded).  The JSON layout is ``schemas/export.schema.json``
 (JSON Schema 2020-12), shipped in the package: :data:`SCHEMA_PATH`.
 
 **Writing.**  Into a temporary file in the target directory, fsynced, then
@@ -557,7 +557,10 @@ def _cell(v: Any) -> Any:
 
 def _error_types_cell(counts: dict[str, int]) -> str:
     def esc(s: str) -> str:
-        return s.replace("%", "%25").replace(";", "%3B").replace("=", "%3D")
+        # A carriage return too: csv quotes a field holding the line
+        # terminator ("\n" here) but not a bare "\r", which readers take as
+        # the end of the row.
+        return s.replace("%", "%25").replace(";", "%3B").replace("=", "%3D").replace("\r", "%0D")
 
     return ";".join(f"{esc(k)}={n}" for k, n in counts.items())
 

@@ -83,7 +83,10 @@ impl Default for GaugeAgg {
 
 impl GaugeAgg {
     pub fn merge(&mut self, o: &GaugeAgg) {
-        self.n += o.n;
+        // Saturating, here and in every merge below: counts reloaded from
+        // storage may be anything a u64/u32 holds, and a sum of them must
+        // not wrap (nor panic in a debug build).
+        self.n = self.n.saturating_add(o.n);
         self.sum += o.sum;
         self.min = self.min.min(o.min);
         self.max = self.max.max(o.max);
@@ -136,7 +139,7 @@ impl DurationAgg {
     }
 
     pub fn merge(&mut self, o: &DurationAgg) {
-        self.count += o.count;
+        self.count = self.count.saturating_add(o.count);
         self.sum_ms += o.sum_ms;
         self.min_ms = self.min_ms.min(o.min_ms);
         self.max_ms = self.max_ms.max(o.max_ms);
@@ -157,9 +160,9 @@ pub struct HealthAgg {
 
 impl HealthAgg {
     pub fn merge(&mut self, o: &HealthAgg) {
-        self.up += o.up;
-        self.down += o.down;
-        self.latency_n += o.latency_n;
+        self.up = self.up.saturating_add(o.up);
+        self.down = self.down.saturating_add(o.down);
+        self.latency_n = self.latency_n.saturating_add(o.latency_n);
         self.latency_sum_ms += o.latency_sum_ms;
         self.last = match (self.last, o.last) {
             (Some(a), Some(b)) => Some(if b.0 >= a.0 { b } else { a }),
@@ -178,8 +181,8 @@ pub struct QueueAgg {
 
 impl QueueAgg {
     pub fn merge(&mut self, o: &QueueAgg) {
-        self.n += o.n;
-        self.depth_sum += o.depth_sum;
+        self.n = self.n.saturating_add(o.n);
+        self.depth_sum = self.depth_sum.saturating_add(o.depth_sum);
         self.depth_max = self.depth_max.max(o.depth_max);
     }
 }
@@ -218,13 +221,15 @@ impl Agg {
             && self.processing.count == 0
             && self.queue.n == 0
             && self.gauges.is_empty()
-            && self.health.up + self.health.down + self.health.latency_n == 0
+            && (self.health.up | self.health.down | self.health.latency_n) == 0
     }
 
     pub fn merge(&mut self, o: &Agg) {
         self.latency.merge(&o.latency);
-        self.errors += o.errors;
-        merge_sorted(&mut self.error_types, &o.error_types, |a, b| *a += *b);
+        self.errors = self.errors.saturating_add(o.errors);
+        merge_sorted(&mut self.error_types, &o.error_types, |a, b| {
+            *a = a.saturating_add(*b)
+        });
         self.processing.merge(&o.processing);
         self.queue.merge(&o.queue);
         merge_sorted(&mut self.gauges, &o.gauges, |a, b| a.merge(b));

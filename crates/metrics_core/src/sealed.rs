@@ -20,7 +20,13 @@
 
 use crate::agg::{merge_sorted, Agg, DurationAgg, Gauge, GaugeAgg, HealthAgg, QueueAgg};
 use crate::open_slot::MAX_ERROR_TYPES;
+use crate::service::MAX_DURATION_MS;
 use crate::tdigest::TDigest;
+
+/// Most requests (or readings) one stored bucket may claim: far beyond any
+/// real bucket (2^48 ≈ 2.8e14), and small enough that sums over any window
+/// stay exact in u64 and finite in f64, so merged buckets store again.
+pub(crate) const MAX_STORED_COUNT: u64 = 1 << 48;
 
 const HAS_ERROR_TYPES: u8 = 1;
 const HAS_PROCESSING: u8 = 2;
@@ -216,7 +222,7 @@ pub fn encode_blob(
         (p.count > 0, HAS_PROCESSING),
         (agg.queue.n > 0, HAS_QUEUE),
         (!agg.gauges.is_empty(), HAS_GAUGES),
-        (h.up + h.down + h.latency_n > 0, HAS_HEALTH),
+        ((h.up | h.down | h.latency_n) != 0, HAS_HEALTH),
     ];
     let flags = sections
         .iter()
@@ -292,8 +298,11 @@ pub fn merge_extras<'a>(blob: &'a [u8], into: Option<&mut Agg>) -> Option<Digest
         let k = r.varint();
         for _ in 0..k {
             let id = r.u8();
+            // check_blob refused counts past u32::MAX.
             let n = r.varint() as u32;
-            merge_sorted(&mut agg.error_types, &[(id, n)], |a, b| *a += *b);
+            merge_sorted(&mut agg.error_types, &[(id, n)], |a, b| {
+                *a = a.saturating_add(*b)
+            });
         }
     }
     let mut processing = None;
@@ -301,7 +310,7 @@ pub fn merge_extras<'a>(blob: &'a [u8], into: Option<&mut Agg>) -> Option<Digest
         let count = r.varint();
         let (sum, min, max) = (r.f64(), r.f64(), r.f64());
         let d = &mut agg.processing;
-        d.count += count;
+        d.count = d.count.saturating_add(count);
         d.sum_ms += sum;
         d.min_ms = d.min_ms.min(min);
         d.max_ms = d.max_ms.max(max);
@@ -387,6 +396,12 @@ impl<'a> Strict<'a> {
     fn u8(&mut self) -> u8 {
         self.take(1).first().copied().unwrap_or(0)
     }
+    /// An f64 in `[lo, hi]` (NaN is not).
+    fn within(&mut self, lo: f64, hi: f64) {
+        let b = self.take(8);
+        let v = b.try_into().map_or(f64::NAN, f64::from_le_bytes);
+        self.bad |= !(lo..=hi).contains(&v);
+    }
     fn finite(&mut self, width: u64) {
         let b = self.take(width);
         let ok = match b.len() {
@@ -407,7 +422,8 @@ fn check_digest(bytes: &[u8]) -> Option<u64> {
     };
     let (mut code, mut total) = (0u64, 0u64);
     while r.at < bytes.len() {
-        code += r.varint();
+        // Checked: a wrapped sum of deltas could land back under u16::MAX.
+        code = code.checked_add(r.varint())?;
         let w = r.varint();
         if r.bad || code > u16::MAX as u64 || w == 0 {
             return None;
@@ -451,18 +467,22 @@ pub fn check_blob(blob: &[u8]) -> Option<BlobShape> {
         }
         for _ in 0..k {
             let id = r.u8();
-            r.varint();
-            if id as usize > MAX_ERROR_TYPES {
+            // Counts are u32 in the engine: a larger one was not written by it.
+            if id as usize > MAX_ERROR_TYPES || r.varint() > u32::MAX as u64 {
                 return None;
             }
             max_error_id = max_error_id.max(Some(id));
         }
     }
     if flags & HAS_PROCESSING != 0 {
-        r.varint();
-        for _ in 0..3 {
-            r.finite(8);
+        // Durations the engine records lie in [0, MAX_DURATION_MS].
+        let count = r.varint();
+        if count > MAX_STORED_COUNT {
+            return None;
         }
+        r.within(0.0, count as f64 * MAX_DURATION_MS * (1.0 + 1e-9));
+        r.within(0.0, MAX_DURATION_MS);
+        r.within(0.0, MAX_DURATION_MS);
         let n = r.varint();
         check_digest(r.take(n))?;
     }
@@ -477,11 +497,16 @@ pub fn check_blob(blob: &[u8]) -> Option<BlobShape> {
             return None;
         }
         for _ in 0..k {
-            if r.u8() as usize >= Gauge::ALL.len() {
+            let g = Gauge::ALL.get(r.u8() as usize)?;
+            // A gauge is only written with readings (n = 0 would read as a
+            // NaN average), each within the gauge's range.
+            let n = r.varint();
+            if n == 0 || n > MAX_STORED_COUNT {
                 return None;
             }
-            r.varint();
-            r.finite(8);
+            let (lo, hi) = g.range();
+            let reach = lo.abs().max(hi.abs()) * n as f64 * (1.0 + 1e-9);
+            r.within(-reach, reach);
             r.finite(4);
             r.finite(4);
         }
@@ -492,7 +517,7 @@ pub fn check_blob(blob: &[u8]) -> Option<BlobShape> {
             return None;
         }
         if latency_n > 0 {
-            r.finite(8);
+            r.within(0.0, latency_n as f64 * MAX_DURATION_MS * (1.0 + 1e-9));
         }
     }
     (!r.bad && r.at == blob.len()).then_some(BlobShape {
@@ -516,7 +541,7 @@ pub fn remap_error_ids(blob: &[u8], map: &[u8; MAX_ERROR_TYPES + 1]) -> Box<[u8]
         for _ in 0..k {
             let id = map[(r.u8() as usize).min(MAX_ERROR_TYPES)];
             let n = r.varint() as u32;
-            merge_sorted(&mut types, &[(id, n)], |a, b| *a += *b);
+            merge_sorted(&mut types, &[(id, n)], |a, b| *a = a.saturating_add(*b));
         }
         push_varint(&mut out, types.len() as u64);
         for (id, n) in types {

@@ -504,7 +504,7 @@ impl Service {
             last_error_at,
             uptime_pct: uptime_pct(up_s, down_s),
             uptime_known_s: up_s + down_s,
-            health_checks: (h.up + h.down) as u64,
+            health_checks: h.up as u64 + h.down as u64,
             up,
             last_health_at,
             health_latency_ms: (h.latency_n > 0).then(|| h.latency_sum_ms / h.latency_n as f64),

@@ -807,13 +807,24 @@ impl TDigest {
                 "declares {n} centroids but only {remaining} bytes follow"
             )));
         }
+        // A running sum of finite values may overflow to ±inf, never NaN;
+        // an empty digest's is 0.
+        if sum.is_nan() || (count == 0 && sum != 0.0) {
+            return Err(decode_err(format!(
+                "sum {sum:e} is impossible for {count} values"
+            )));
+        }
         if count == 0 {
             if n != 0 {
                 return Err(decode_err("empty digest with centroids"));
             }
         } else {
-            if !(min.is_finite() && max.is_finite() && min <= max) {
-                return Err(decode_err(format!("invalid min {min} / max {max}")));
+            // One value is its own minimum and maximum (else quantile(1)
+            // would answer the minimum).
+            if !(min.is_finite() && max.is_finite() && min <= max) || (count == 1 && min != max) {
+                return Err(decode_err(format!(
+                    "invalid min {min:e} / max {max:e} for {count} values"
+                )));
             }
             if n == 0 {
                 return Err(decode_err(format!("count {count} but no centroids")));

@@ -73,11 +73,12 @@ impl Bucket {
     /// digest found on the way (the latency digest is [`Bucket::latency`]).
     pub fn merge_into(&self, into: &mut Agg) -> Option<DigestView<'_>> {
         let l = &mut into.latency;
-        l.count += self.count;
+        // Saturating: a reloaded bucket's counts may be anything (see agg).
+        l.count = l.count.saturating_add(self.count);
         l.sum_ms += self.sum_ms;
         l.min_ms = l.min_ms.min(self.min_ms);
         l.max_ms = l.max_ms.max(self.max_ms);
-        into.errors += self.errors;
+        into.errors = into.errors.saturating_add(self.errors);
         self.blob
             .as_deref()
             .and_then(|b| sealed::merge_extras(b, Some(into)))

@@ -135,14 +135,27 @@ def _reader(metric: str) -> Reader:
     return lambda st: _number(getattr(st, metric))
 
 
+def _finite_number(v: object) -> bool:
+    """A finite int or float, not a bool (an int past the float range,
+    which TOML and JSON can hold, is not finite)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def _window_seconds(window: str | float) -> int | None:
     """Seconds of a window as the engine reads it, or None if malformed."""
     if isinstance(window, bool):
         return None
     if isinstance(window, (int, float)):
-        if not math.isfinite(window):
+        if not _finite_number(window):
             return None
         seconds = float(window)
+    elif not isinstance(window, str):  # a TOML table, array or date-time
+        return None
     else:
         m = _WINDOW_RE.match(window)
         if m is None:
@@ -152,7 +165,10 @@ def _window_seconds(window: str | float) -> int | None:
 
 
 def _fmt_epoch(t: float) -> str:
-    return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    try:
+        return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):  # past year 9999 (a "forever" snooze)
+        return f"epoch {t:g} s"
 
 
 @dataclass(frozen=True)
@@ -200,7 +216,7 @@ class AlertRule:
             v = getattr(self, key)
             if v is None and optional:
                 return None
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            if not _finite_number(v):
                 raise bad(key, "a finite number" + (" or nothing" if optional else ""))
             return float(v)
 
@@ -280,8 +296,7 @@ class AlertRule:
                 entries.append(text)
                 continue
             ok = (isinstance(entry, Sequence) and len(entry) == 2
-                  and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-                          for x in entry))
+                  and all(_finite_number(x) for x in entry))
             if not ok or not entry[0] < entry[1]:
                 raise ConfigError(f"{where}: {key}: expected [start_epoch_s, end_epoch_s] with start < end")
             span = (float(entry[0]), float(entry[1]))
@@ -360,12 +375,15 @@ def _rule_source_text(source: str | os.PathLike[str]) -> tuple[str, str]:
     and every path-like is a file name."""
     if isinstance(source, str) and ("\n" in source or "[[" in source):
         return source, "<alert rules>"
-    path = Path(source).expanduser()
+    try:
+        path = Path(source).expanduser()
+    except RuntimeError:  # "~name" of a user that does not exist: keep it as written
+        path = Path(source)
     try:
         return path.read_text(encoding="utf-8"), str(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such alert rules file") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: undecodable, or a NUL in the name
         raise ConfigError(f"{path}: cannot be read: {e}") from None
 
 
@@ -377,8 +395,11 @@ def parse_rules(source: str | os.PathLike[str]) -> list[AlertRule]:
     text, where = _rule_source_text(source)
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{where}: not valid TOML: {e}") from None
+    except (ValueError, RecursionError) as e:
+        # TOMLDecodeError, and what tomllib lets through: an integer past
+        # Python's 4300-digit limit, arrays nested thousands deep.
+        why = e if isinstance(e, tomllib.TOMLDecodeError) else f"{type(e).__name__}: {e}"
+        raise ConfigError(f"{where}: not valid TOML: {why}") from None
     unknown = sorted(set(data) - {"rule"})
     if unknown:
         raise ConfigError(f"{where}: unknown top-level key {unknown[0]!r}: expected [[rule]] tables")

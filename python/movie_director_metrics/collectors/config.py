@@ -112,7 +112,10 @@ def default_config_path() -> Path:
     platform's config directory (see :func:`movie_director_metrics.paths.user_dir`)."""
     env = os.environ.get(CONFIG_ENV)
     if env:
-        return Path(env).expanduser()
+        try:
+            return Path(env).expanduser()
+        except RuntimeError:  # "~name" of a user that does not exist: keep it as written
+            return Path(env)
     return user_dir("config") / "backends.toml"
 
 

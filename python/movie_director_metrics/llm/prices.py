@@ -84,15 +84,23 @@ _RATE_FIELDS = (
     "cache_creation_input_token_cost_above_1hr",
 )
 _RUNTIME_FIELDS = ("input_cost_per_second", "gpu_watts", "energy_cost_per_kwh")
-_TIER = re.compile(r"^(?P<base>.+)_above_(?P<k>\d+)k_tokens$")
+_TIER = re.compile(r"^(?P<base>.+)_above_(?P<k>[0-9]{1,9})k_tokens$")
+
+#: Highest price accepted, in USD per unit (token, second, kWh) or watts:
+#: far above any real one, and low enough that no cost, nor any sum of
+#: costs, overflows to infinity (which JSON cannot hold).
+MAX_PRICE = 1e6
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def normalize_provider(provider: str) -> str:
     """Lower-case provider name with the usual spellings merged
     (``lm_studio`` -> ``lmstudio``, ``llamacpp`` -> ``llama.cpp``)."""
-    if not isinstance(provider, str) or not provider.strip():
-        raise InvalidValueError(f"provider={provider!r} is invalid: expected a non-empty name such as 'openai'")
+    if not isinstance(provider, str) or not provider.strip() or not provider.isprintable():
+        # Printable: the name becomes part of an engine service name.
+        raise InvalidValueError(
+            f"provider={provider!r} is invalid: expected a non-empty printable name such as 'openai'"
+        )
     p = provider.strip().lower()
     return _ALIASES.get(p, p)
 
@@ -217,6 +225,16 @@ class PriceEntry:
         return total
 
 
+def _price(value: object) -> bool:
+    """A number in [0, MAX_PRICE] (NaN is not; an int past the float range is not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return 0 <= float(value) <= MAX_PRICE
+    except OverflowError:
+        return False
+
+
 def _entry(name: str, raw: object, origin: str) -> PriceEntry:
     where = f"{origin}: entry {name!r}"
     if not isinstance(raw, Mapping):
@@ -227,15 +245,16 @@ def _entry(name: str, raw: object, origin: str) -> PriceEntry:
         m = _TIER.match(key)
         base = m.group("base") if m else key
         if base in _RATE_FIELDS or key in _RUNTIME_FIELDS:
-            if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
-                    and math.isfinite(float(value)) and float(value) >= 0):
-                raise ConfigError(f"{where}: {key}={value!r} is invalid: expected a finite number >= 0 (USD per unit)")
+            if not _price(value):
+                raise ConfigError(
+                    f"{where}: {key}={value!r} is invalid: expected a number from 0 to {MAX_PRICE:g} (USD per unit)"
+                )
             if m:
                 tiers.add(int(m.group("k")) * 1000)
     if ("gpu_watts" in fields) != ("energy_cost_per_kwh" in fields):
         raise ConfigError(f"{where}: gpu_watts and energy_cost_per_kwh go together: set both or neither")
     provider = fields.get("litellm_provider")
-    if provider is not None and not (isinstance(provider, str) and provider.strip()):
+    if provider is not None and not (isinstance(provider, str) and provider.strip() and provider.isprintable()):
         raise ConfigError(f"{where}: litellm_provider={provider!r} is invalid: expected a provider name")
     start = fields.get("start_date")
     start_date = None
@@ -250,7 +269,7 @@ def _entry(name: str, raw: object, origin: str) -> PriceEntry:
     if fields.get("match_pattern") is not None:
         try:
             pattern = re.compile(str(fields["match_pattern"]))
-        except re.error as e:
+        except (re.error, RecursionError, OverflowError, ValueError) as e:  # nested too deep, {huge} repeats
             raise ConfigError(f"{where}: match_pattern={fields['match_pattern']!r} is not a regex: {e}") from None
     return PriceEntry(
         name=name,
@@ -317,6 +336,8 @@ def _read_json(path: Path, origin: str) -> Any:
         raise ConfigError(f"{origin}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{origin}: cannot be read ({e})") from None
+    except (ValueError, RecursionError) as e:  # a number past 4300 digits; nesting past the recursion limit
+        raise ConfigError(f"{origin}: not valid JSON ({type(e).__name__}: {e})") from None
 
 
 class PriceTable:
@@ -346,7 +367,10 @@ class PriceTable:
         user = None
         user_origin = "user prices"
         if user_file is not None:
-            path = Path(user_file).expanduser()
+            try:
+                path = Path(user_file).expanduser()
+            except RuntimeError:  # "~name" of a user that does not exist: keep it as written
+                path = Path(user_file)
             user_origin = str(path)
             user = _read_json(path, user_origin)
         return cls(shipped, user, shipped_origin=f"shipped {ref.name}", user_origin=user_origin)

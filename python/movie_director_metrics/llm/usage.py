@@ -58,7 +58,11 @@ from typing import Any
 
 from ..errors import InvalidValueError
 
-__all__ = ["UNKNOWN_USAGE", "StreamUsage", "Usage", "normalize_usage", "usage_from_stream"]
+__all__ = ["MAX_TOKENS", "UNKNOWN_USAGE", "StreamUsage", "Usage", "normalize_usage", "usage_from_stream"]
+
+#: Largest token count accepted (2**53, exact as a JSON number): far beyond
+#: any request, and within SQLite's INTEGER, where the rows are stored.
+MAX_TOKENS = 2**53
 
 
 @dataclass(frozen=True)
@@ -83,8 +87,8 @@ class Usage:
     def __post_init__(self) -> None:
         for name in ("input_uncached", "cache_read", "cache_write", "output", "reasoning", "cache_write_1h"):
             v = getattr(self, name)
-            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
-                raise InvalidValueError(f"Usage.{name}={v!r} is invalid: expected an int >= 0")
+            if not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_TOKENS):
+                raise InvalidValueError(f"Usage.{name}={v!r} is invalid: expected an int from 0 to 2**53")
         if self.reasoning > self.output:
             raise InvalidValueError(
                 f"Usage.reasoning={self.reasoning} exceeds output={self.output}: reasoning tokens are part of the output"
@@ -137,19 +141,27 @@ def _is_number(v: object) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
+def _finite(v: object) -> bool:
+    """A finite number (an int past the float range is not)."""
+    try:
+        return _is_number(v) and math.isfinite(v)  # type: ignore[arg-type]
+    except OverflowError:
+        return False
+
+
 def _count(obj: Any, key: str, where: str) -> int | None:
     """A token count field: None when absent, else a non-negative int."""
     v = _get(obj, key)
     if v is None:
         return None
-    if _is_number(v) and math.isfinite(v) and v >= 0 and float(v).is_integer():
+    if _finite(v) and 0 <= v <= MAX_TOKENS and float(v).is_integer():
         return int(v)
-    raise InvalidValueError(f"{where}.{key}={v!r} is not a token count: expected an integer >= 0")
+    raise InvalidValueError(f"{where}.{key}={v!r} is not a token count: expected an integer from 0 to 2**53")
 
 
 def _rate(obj: Any, key: str) -> float | None:
     v = _get(obj, key)
-    if _is_number(v) and math.isfinite(v) and v >= 0:
+    if _finite(v) and v >= 0:
         return float(v)
     return None
 
@@ -236,6 +248,8 @@ def _ollama(d: Any) -> Usage:
     output = _count(d, "eval_count", "ollama") or 0
     eval_ns = _rate(d, "eval_duration")
     tps = output / eval_ns * 1e9 if eval_ns else None
+    if tps is not None and not math.isfinite(tps):  # a duration of a few ns or less: no rate
+        tps = None
     return Usage(input_uncached=prompt or 0, output=output, output_tokens_per_s=tps, notes=tuple(notes))
 
 
@@ -264,6 +278,8 @@ def normalize_usage(usage: Any, provider: str | None = None) -> Usage:
     ``InvalidValueError`` for a shape with no token fields or a count that
     is not a non-negative integer.
     """
+    if provider is not None and not isinstance(provider, str):
+        raise InvalidValueError(f"provider={provider!r} is invalid: expected a provider name or None")
     if usage is None:
         return UNKNOWN_USAGE
     if isinstance(usage, Usage):

@@ -8,7 +8,8 @@ use super::{History, Service};
 use crate::agg::Agg;
 use crate::error::{MetricsError, Result};
 use crate::open_slot::{MAX_ERROR_TYPES, OTHER_ERROR};
-use crate::sealed::{self, check_blob};
+use crate::sealed::{self, check_blob, MAX_STORED_COUNT};
+use crate::service::MAX_DURATION_MS;
 use crate::tiers::Bucket;
 
 /// One bucket as storage keeps it.
@@ -92,9 +93,16 @@ pub struct NamedTotals {
     pub health_down: u64,
 }
 
+/// Scalars the engine could have written: latencies in [0, MAX_DURATION_MS]
+/// and a bounded count, so that sums over any window (and buckets merged
+/// on reload, which are stored again) stay exact and finite.
 fn plausible(b: &StoredBucket) -> bool {
-    let finite = b.sum_ms.is_finite() && b.min_ms.is_finite() && b.max_ms.is_finite();
-    b.errors <= b.count && (b.count == 0 || (finite && b.min_ms <= b.max_ms && b.min_ms >= 0.0))
+    let ms = |v: f64| (0.0..=MAX_DURATION_MS).contains(&v);
+    // (1 + 1e-9): slack for the rounding of a long f64 sum.
+    let sum_ok = (0.0..=b.count as f64 * MAX_DURATION_MS * (1.0 + 1e-9)).contains(&b.sum_ms);
+    b.count <= MAX_STORED_COUNT
+        && b.errors <= b.count
+        && (b.count == 0 || (ms(b.min_ms) && ms(b.max_ms) && b.min_ms <= b.max_ms && sum_ok))
 }
 
 impl Service {
@@ -115,7 +123,8 @@ impl Service {
     }
 
     fn epoch_to_second(&self, epoch_s: i64) -> Option<u32> {
-        let s = epoch_s - self.shared.clock.base_epoch_s() as i64;
+        // Checked: a stored time may be anything, down to i64::MIN.
+        let s = epoch_s.checked_sub(self.shared.clock.base_epoch_s() as i64)?;
         u32::try_from(s).ok()
     }
 
