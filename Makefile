@@ -112,6 +112,16 @@ $(BPY5_VENV)/.installed:
 	$(BPY5_VENV)/bin/python -m pip install --quiet --no-cache-dir "bpy==5.*"; \
 	touch $@
 
+.PHONY: soak leak-check
+## 48 simulated hours, 64 services + 10 LLM models, storage + alerts (~8 min);
+## exits 1 if memory keeps growing once the tiers are full.  SOAK_ARGS=--quick: 1.5 min.
+soak: build
+	$(PY) scripts/soak.py $(SOAK_ARGS)
+
+## metrics_core's tests under LeakSanitizer (nightly) or valgrind (LEAK_MODE=valgrind).
+leak-check:
+	bash scripts/leak_check.sh
+
 .PHONY: fuzz
 ## Long fuzz runs (minutes; not part of `make test`).
 fuzz: build

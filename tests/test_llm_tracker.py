@@ -383,8 +383,8 @@ def test_export_csv_and_json(tmp_path: Path, mon: Monitor, llm: LlmTracker) -> N
 
 
 def test_parallel_recorders_exact_counts(mon: Monitor) -> None:
-    llm = LlmTracker(mon)
     threads_n, per_thread = 8, 2_000
+    llm = LlmTracker(mon, max_rows=threads_n * per_thread)  # every row kept: counted exactly below
     models = ("gpt-4o", "gpt-4o-mini", "claude-haiku-4-5", "llama3.1:8b")
     providers = {"gpt-4o": "openai", "gpt-4o-mini": "openai", "claude-haiku-4-5": "anthropic",
                  "llama3.1:8b": "ollama"}
@@ -562,3 +562,15 @@ def test_mixed_workload_table(mon: Monitor) -> None:
               f"{x.output:>8}{cost:>11}{ttft:>12}{lat:>11}{tps:>10}")
     total = sum(x.cost_usd or 0.0 for x in llm.stats("1h"))
     print(f"{'total':<20}{sum(x.requests for x in llm.stats('1h')):>4}{'':>43}{total:>11.6f}")
+
+
+def test_saved_rows_are_dropped_from_the_buffer(mon: Monitor) -> None:
+    llm = LlmTracker(mon)
+    for _ in range(5):
+        llm.record("openai", "gpt-4o", {"prompt_tokens": 1, "completion_tokens": 1}, latency_ms=10.0)
+    rows, cursor = llm.rows_after(0)
+    assert len(rows) == 5
+    llm.forget_through(cursor)
+    llm.record("openai", "gpt-4o", {"prompt_tokens": 1, "completion_tokens": 1}, latency_ms=10.0)
+    assert len(llm.rows_after(0)[0]) == 1
+    assert llm.stats("5m")[0].requests == 6  # the aggregates keep everything

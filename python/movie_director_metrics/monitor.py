@@ -189,6 +189,7 @@ class Monitor:
             rows, cursor = self._llm.rows_after(self._llm_cursor)
             st.append("llm_usage", ROW_COLUMNS, [tuple(r.get(c) for c in ROW_COLUMNS) for r in rows])
             self._llm_cursor = cursor
+            self._llm.forget_through(cursor)  # saved: the buffer keeps only unsaved rows
 
     def _background_flush(self) -> None:
         try:

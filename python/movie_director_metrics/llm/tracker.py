@@ -99,7 +99,7 @@ class LlmTracker:
         prices: PriceTable | None = None,
         *,
         max_models: int = 256,
-        max_rows: int = 100_000,
+        max_rows: int = 10_000,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         if not (isinstance(max_models, int) and 1 <= max_models <= 10_000):
@@ -369,6 +369,13 @@ class LlmTracker:
         with self._lock:
             rows = [dict(r) for seq, r in self._rows if seq > cursor]
             return rows, self._seq
+
+    def forget_through(self, cursor: int) -> None:
+        """Drops buffered rows up to ``cursor`` (storage calls this once they
+        are committed, so the buffer holds only unsaved rows)."""
+        with self._lock:
+            while self._rows and self._rows[0][0] <= cursor:
+                self._rows.popleft()
 
     def restore(self, rows: Iterable[Mapping[str, Any] | Sequence[Any]]) -> dict[str, int]:
         """Rebuilds the buckets from stored rows (see :mod:`.rows`).  The
