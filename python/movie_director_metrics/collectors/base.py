@@ -51,7 +51,7 @@ def json_object(check: Callable[[dict[str, Any]], str | None] | None = None) -> 
     """A :data:`Check` that the reply is a JSON object, then (if given) that
     ``check`` accepts it.  Also a decorator for checks of objects."""
 
-    def checked(data: Any) -> str | None:
+    def checked(data: Any, /) -> str | None:
         if not isinstance(data, dict):
             return f"expected a JSON object, got {type(data).__name__}"
         return check(data) if check is not None else None
