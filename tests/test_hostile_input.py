@@ -57,7 +57,7 @@ from movie_director_metrics.llm.usage import MAX_TOKENS, Usage, normalize_usage,
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "fuzz_corpus"
 FIXTURES = HERE / "fixtures" / "backends"
-SHARED_FIXTURES = HERE.parents[1] / "shared" / "fixtures"
+SHARED_FIXTURES = HERE / "fixtures" / "recorded"  # real recorded payloads (copied in)
 SCALE = max(1, int(os.environ.get("MDM_FUZZ_SCALE", "1")))
 T0 = 1_700_000_000.0
 
