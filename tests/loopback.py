@@ -169,6 +169,15 @@ class HangingServer:
         self.close()
 
 
+def wait_until(cond: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition") -> None:
+    """Polls ``cond`` every 10 ms; AssertionError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.01)
+
+
 def refused_url() -> str:
     """A loopback URL nothing listens on (the port was just freed)."""
     s = socket.socket()

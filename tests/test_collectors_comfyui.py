@@ -23,7 +23,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loopback  # noqa: E402
-from loopback import LoopbackServer, Reply, fixture  # noqa: E402
+from loopback import LoopbackServer, Reply, fixture, wait_until  # noqa: E402
 
 from movie_director_metrics import Monitor  # noqa: E402
 from movie_director_metrics.collectors import BackendConfig, ProbeError  # noqa: E402
@@ -73,14 +73,6 @@ def history_of_load_run() -> list[tuple[str, dict[str, Any]]]:
 
 
 LOAD_RUN = history_of_load_run()
-
-
-def wait_until(cond: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.01)
 
 
 class FakeComfy:

@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loopback import HangingServer, LoopbackServer, Reply, fixture, refused_url  # noqa: E402
+from loopback import HangingServer, LoopbackServer, Reply, fixture, refused_url, wait_until  # noqa: E402
 
 from movie_director_metrics import Monitor, _core  # noqa: E402
 from movie_director_metrics.collectors import BackendConfig, Capabilities  # noqa: E402
@@ -40,14 +40,6 @@ from movie_director_metrics.collectors.scheduler import (  # noqa: E402
 
 FAST: dict[str, Any] = {"interval_s": 0.05, "connect_timeout_s": 0.2, "read_timeout_s": 0.4}
 REMOTE = "http://192.0.2.1:8188"  # TEST-NET-1: never routed
-
-
-def wait_until(cond: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.01)
 
 
 class View:
