@@ -244,7 +244,11 @@ def test_unexpected_collect_exception_is_collector_error(
     with server({("GET", "/"): Reply(200, b"ok")}) as srv:
         cfg = BackendConfig("svc", "http", srv.url, **FAST)
         with Collectors(monitor, [cfg]) as collectors:
-            wait_until(lambda: _Broken.collects >= 3, what="three collects")
+            # The count is bumped before the failure is recorded: wait for
+            # the third recorded failure, not only the third call.
+            wait_until(lambda: _Broken.collects >= 3
+                       and monitor.stats("svc").error_counts.get("collector_error", 0) >= 3,
+                       what="three recorded collect failures")
             st = collectors.status()["svc"]
             assert st.state == "up"  # the probe answered; only collecting broke
             assert st.last_error_type == "collector_error"
