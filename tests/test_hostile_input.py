@@ -587,16 +587,12 @@ ENDPOINTS: dict[str, dict[str, Any]] = {
 STATUS_ERRORS = {"http_4xx", "http_5xx", "server_busy", "unexpected_status"}
 ALLOWED_ERRORS = {"bad_json", "connection_reset", "oom", *STATUS_ERRORS}
 
-#: Bugs found by this file in modules being rewritten while it was written
-#: (see the report); they are replayed, strict-xfail, by test_backend_corpus.
-#: The fuzz tests below note them instead of failing, so that they keep
-#: looking for new ones.  Remove an entry once its bug is fixed.
-KNOWN_BUGS: dict[str, str] = {
-    "RecursionError": "http.Response.json lets RecursionError out of json.loads (deeply nested JSON)",
-    "OverflowError": "kinds convert huge/negative JSON numbers with float()/int() or pass them to set_queue",
-    "InvalidValueError": "kinds pass out-of-range readings to set_resource/set_queue/record_processing",
-    "TypeError": "comfyui.py tests an unhashable history event name (a list) with `in _END_EVENTS`",
-}
+#: Exception types of bugs this file has found and that are still open,
+#: with what each is (the fuzz tests note them instead of failing, so that
+#: they keep looking for new ones; test_backend_corpus replays the cases
+#: that found them, strict-xfail while ``open_bug`` is set).  All the ones
+#: found so far are fixed: the corpus keeps each case, with the bug it found.
+KNOWN_BUGS: dict[str, str] = {}
 
 
 class _CatchAll(dict[tuple[str, str], Any]):

@@ -30,6 +30,7 @@ power (use :class:`~.resources.LocalResources` on the same machine).
 from __future__ import annotations
 
 import base64
+import math
 import time
 from typing import Any
 
@@ -37,6 +38,7 @@ from .._core import Service
 from .base import Backend, Capabilities, json_object
 from .config import BackendConfig
 from .http import HttpClient, ProbeError, Response
+from .readings import byte_size, count
 
 PING = "/internal/ping"
 PENDING = "/internal/pending-tasks"
@@ -109,7 +111,7 @@ class A1111(Backend):
         caps.set("health", f"GET {PING}")
         caps.lack("processing", PROCESSING_NA)
 
-        pending, why_pending = self.try_fetch(PENDING, check=_check_pending)
+        pending, why_pending = self.try_fetch(PENDING, parse=_parse_pending)
         progress, why_progress = self.try_fetch(PROGRESS, check=_check_progress)
         if pending is None:
             caps.lack("queue", f"GET {PENDING}: {why_pending}")
@@ -120,11 +122,11 @@ class A1111(Backend):
             else:
                 caps.set("queue", f"GET {PENDING} (size: waiting; running reported as 0: /sdapi/v1/progress {why_progress})")
 
-        memory, why_memory = self.try_fetch(MEMORY, check=json_object())
-        if memory is None:
+        reading, why_memory = self.try_fetch(MEMORY, parse=_parse_memory)
+        if reading is None:
             caps.lack("resources", f"GET {MEMORY}: {why_memory}")
         else:
-            gauges, notes = _memory_gauges(memory)
+            gauges, notes, memory = reading
             if gauges:
                 note = f"; {'; '.join(notes)}" if notes else ""
                 caps.set("resources", f"GET {MEMORY} ({', '.join(sorted(gauges))}){note}")
@@ -166,17 +168,16 @@ class A1111(Backend):
     def _collect_queue(self, detail: dict[str, str]) -> None:
         if not self.capabilities.has("queue"):
             return
-        pending = self.fetch(PENDING, check=_check_pending)[0]["size"]
+        pending = self.fetch(PENDING, parse=_parse_pending)[0]
         running = 0
         if self._running_known:
             running = _progress_detail(self.fetch(PROGRESS, check=_check_progress)[0], detail)
-        self.service.set_queue(running=running, pending=int(pending))
+        self.service.set_queue(running=running, pending=pending)
 
     def _collect_memory(self, detail: dict[str, str]) -> None:
         if not self.capabilities.has("resources"):
             return
-        memory, latency_ms = self.fetch(MEMORY, check=json_object())
-        gauges, notes = _memory_gauges(memory)
+        (gauges, notes, memory), latency_ms = self.fetch(MEMORY, parse=_parse_memory)
         if gauges:
             self.service.set_resource(**gauges)
         if notes:
@@ -241,9 +242,12 @@ class A1111(Backend):
         return NO_API if path.startswith("/sdapi/") else "HTTP 404: this webui build has no such endpoint"
 
 
-@json_object
-def _check_pending(reply: dict[str, Any]) -> str | None:
-    return None if _int(reply.get("size")) is not None else "no integer 'size' in the reply"
+def _parse_pending(reply: Any) -> int:
+    """``size`` of an ``/internal/pending-tasks`` reply."""
+    size = count(reply.get("size"), "size") if isinstance(reply, dict) else None
+    if size is None:
+        raise ValueError("no integer 'size' in the reply")
+    return size
 
 
 @json_object
@@ -253,28 +257,38 @@ def _check_progress(reply: dict[str, Any]) -> str | None:
 
 def _int(value: Any) -> int | None:
     """An integral JSON number (bools are not counts)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return int(value) if float(value).is_integer() else None
+    if isinstance(value, float) and not value.is_integer():  # also NaN and inf
+        return None
+    return int(value)
 
 
 def _number(value: Any) -> float | None:
+    """A finite JSON number, else None (for status details only)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    v = float(value)
-    return v if v == v and abs(v) != float("inf") else None
+    try:
+        v = float(value)
+    except OverflowError:  # an integer past the float range
+        return None
+    return v if math.isfinite(v) else None
 
 
-def _memory_gauges(memory: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
-    """Engine gauges from a ``/sdapi/v1/memory`` reply, and notes on the
-    parts that are n/a (a half that is ``{"error": ...}``)."""
+def _parse_memory(memory: Any) -> tuple[dict[str, float], list[str], dict[str, Any]]:
+    """Engine gauges from a ``/sdapi/v1/memory`` reply, notes on the parts
+    that are n/a (a half that is ``{"error": ...}``), and the reply itself
+    (for the OOM counter).  ``ValueError`` for a size outside the engine's
+    range."""
+    if not isinstance(memory, dict):
+        raise ValueError(f"expected a JSON object, got {type(memory).__name__}")
     gauges: dict[str, float] = {}
     notes: list[str] = []
     ram = memory.get("ram")
     if isinstance(ram, dict) and "error" in ram:
         notes.append(f"ram n/a: the webui reported {ram['error']!r}")
     elif isinstance(ram, dict):
-        used, total = _number(ram.get("used")), _number(ram.get("total"))
+        used, total = byte_size(ram.get("used"), "ram.used"), byte_size(ram.get("total"), "ram.total")
         if used is not None and total is not None:
             gauges["ram_used_bytes"] = used  # the webui process's RSS
             gauges["ram_total_bytes"] = total
@@ -284,11 +298,12 @@ def _memory_gauges(memory: dict[str, Any]) -> tuple[dict[str, float], list[str]]
     elif isinstance(cuda, dict):
         system = cuda.get("system")
         if isinstance(system, dict):
-            used, total = _number(system.get("used")), _number(system.get("total"))
+            used = byte_size(system.get("used"), "cuda.system.used")
+            total = byte_size(system.get("total"), "cuda.system.total")
             if used is not None and total is not None:
                 gauges["vram_used_bytes"] = used  # whole device, every process
                 gauges["vram_total_bytes"] = total
-    return gauges, notes
+    return gauges, notes, memory
 
 
 def _progress_detail(progress: dict[str, Any], detail: dict[str, str]) -> int:

@@ -22,6 +22,7 @@ read: it never raises, returns ``(None, why)``, and on a passing failure
 
 from __future__ import annotations
 
+import base64
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -167,12 +168,30 @@ class Backend(ABC):
         except ProbeError as e:
             return None, self.detection_missed(e, str(e).removeprefix(f"GET {path}: "))
         if resp.status != 200:
-            return None, self.explain_absent(path, resp)
+            return None, self.redact(self.explain_absent(path, resp))
         return data, ""
 
     def explained(self, path: str, error: ProbeError) -> ProbeError:
-        """``error`` with the message :meth:`explain` gives it."""
-        return ProbeError(error.error_type, self.explain(path, error), error.latency_ms, error.status, body=error.body)
+        """``error`` with the message :meth:`explain` gives it, the
+        credentials redacted."""
+        message = self.redact(self.explain(path, error))
+        return ProbeError(error.error_type, message, error.latency_ms, error.status, body=error.body)
+
+    def redact(self, text: str) -> str:
+        """``text`` with the configured key, and the forms an
+        ``Authorization`` header carries it in, replaced by ``<redacted>``.
+        Every message built from a server's reply passes through here: a
+        server may echo the header back (in an error text, or in a line
+        a parser quotes)."""
+        key = self.config.api_key()
+        if not key or not text:
+            return text
+        forms = {key, base64.b64encode(key.encode()).decode()}
+        forms.update(value.split(" ", 1)[-1] for value in self.client.headers.values())
+        for form in sorted(forms, key=len, reverse=True):  # longest first: a form may contain another
+            if form:
+                text = text.replace(form, "<redacted>")
+        return text
 
     def _get(
         self, path: str, *, as_json: bool, parse: Parse | None, check: Check | None, absent: tuple[int, ...]

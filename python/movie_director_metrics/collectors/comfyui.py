@@ -34,14 +34,15 @@ What each signal comes from:
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .._core import Service
 from .base import Backend, Capabilities, json_object
 from .config import BackendConfig
 from .http import HttpClient, ProbeError
+from .readings import DURATION_MS_MAX, byte_size, count, number
 
 #: How many of the newest finished prompts each poll reads.  At a 1 s
 #: interval ComfyUI would have to finish more than this many prompts per
@@ -68,11 +69,13 @@ _JOB_OUTCOMES: dict[str, str] = {
 }
 
 
-@json_object
-def _check_prompt(data: dict[str, Any]) -> str | None:
-    info = data.get("exec_info")
-    n = _number(info.get("queue_remaining")) if isinstance(info, dict) else None
-    return None if n is not None and n == int(n) else "no exec_info.queue_remaining count"
+def _parse_prompt(data: Any) -> int:
+    """``exec_info.queue_remaining`` of a ``/prompt`` reply."""
+    info = data.get("exec_info") if isinstance(data, dict) else None
+    n = count(info.get("queue_remaining"), "exec_info.queue_remaining") if isinstance(info, dict) else None
+    if n is None:
+        raise ValueError("no exec_info.queue_remaining count")
+    return n
 
 
 @json_object
@@ -81,17 +84,95 @@ def _check_queue(data: dict[str, Any]) -> str | None:
     return None if ok else "no queue_running/queue_pending lists"
 
 
-@json_object
-def _check_jobs(data: dict[str, Any]) -> str | None:
-    return None if isinstance(data.get("jobs"), list) else "no jobs list"
+@dataclass(frozen=True)
+class _Finished:
+    """One finished prompt: its execution time (None when its timestamps
+    are missing or run backwards) and outcome (None when unknown)."""
+
+    prompt_id: str
+    duration_ms: float | None
+    outcome: str | None
 
 
-def _number(value: Any) -> float | None:
-    """``value`` when it is a finite, non-negative number (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    v = float(value)
-    return v if math.isfinite(v) and v >= 0 else None
+def _finished(prompt_id: str, start: Any, end: Any, outcome: str | None, where: str) -> _Finished:
+    s = number(start, f"{where} start timestamp", high=float("inf"))
+    e = number(end, f"{where} end timestamp", high=float("inf"))
+    duration = e - s if s is not None and e is not None and e >= s else None
+    if duration is not None and duration > DURATION_MS_MAX:
+        raise ValueError(f"{where}: end - start = {duration:g} ms: expected at most {DURATION_MS_MAX:g} ms")
+    return _Finished(prompt_id, duration, outcome)
+
+
+def _parse_jobs(data: Any) -> list[_Finished]:
+    """The finished jobs of an ``/api/jobs`` reply, newest first."""
+    jobs = data.get("jobs") if isinstance(data, dict) else None
+    if not isinstance(jobs, list):
+        raise ValueError("no jobs list")
+    return [
+        _finished(
+            job["id"],
+            job.get("execution_start_time"),
+            job.get("execution_end_time"),
+            _JOB_OUTCOMES.get(str(job.get("status"))),
+            f"job {job['id']!r}",
+        )
+        for job in jobs
+        if isinstance(job, dict) and isinstance(job.get("id"), str)
+    ]
+
+
+def _parse_history(data: Any) -> list[_Finished]:
+    """The prompts of a ``/history`` reply: the ``execution_start`` event's
+    timestamp to that of the end event (success, error or interrupted)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    out: list[_Finished] = []
+    for prompt_id, entry in data.items():
+        start: Any = None
+        end: Any = None
+        outcome: str | None = None
+        status = entry.get("status") if isinstance(entry, dict) else None
+        messages = status.get("messages") if isinstance(status, dict) else None
+        for i, msg in enumerate(messages if isinstance(messages, list) else ()):
+            if not (isinstance(msg, list) and len(msg) >= 2 and isinstance(msg[1], dict)):
+                continue
+            if not isinstance(msg[0], str):
+                raise ValueError(f"prompt {prompt_id!r} status.messages[{i}]: expected an event name, got {msg[0]!r:.60}")
+            if msg[0] == "execution_start":
+                start = msg[1].get("timestamp")
+            elif msg[0] in _END_EVENTS:
+                end, outcome = msg[1].get("timestamp"), _END_EVENTS[msg[0]]
+        out.append(_finished(prompt_id, start, end, outcome, f"prompt {prompt_id!r}"))
+    return out
+
+
+def _parse_system_stats(stats: Any) -> dict[str, float]:
+    """Engine gauges from a ``/system_stats`` reply (only the pairs whose
+    total and free are both there)."""
+    if not isinstance(stats, dict):
+        raise ValueError(f"expected a JSON object, got {type(stats).__name__}")
+    gauges: dict[str, float] = {}
+    devices = stats.get("devices")
+    if isinstance(devices, list) and devices and isinstance(devices[0], dict):
+        total = byte_size(devices[0].get("vram_total"), "devices[0].vram_total")
+        free = byte_size(devices[0].get("vram_free"), "devices[0].vram_free")
+        if total is not None and free is not None:
+            gauges["vram_used_bytes"] = max(total - free, 0.0)
+            gauges["vram_total_bytes"] = total
+    system = stats.get("system")
+    if isinstance(system, dict):
+        total = byte_size(system.get("ram_total"), "system.ram_total")
+        free = byte_size(system.get("ram_free"), "system.ram_free")
+        if total is not None and free is not None:
+            gauges["ram_used_bytes"] = max(total - free, 0.0)
+            gauges["ram_total_bytes"] = total
+    return gauges
+
+
+def _version(stats: Any) -> str | None:
+    system = stats.get("system") if isinstance(stats, dict) else None
+    version = system.get("comfyui_version") if isinstance(system, dict) else None
+    return version if isinstance(version, str) and version else None
 
 
 class ComfyUI(Backend):
@@ -125,11 +206,11 @@ class ComfyUI(Backend):
             prefix = prefixes.pop(0)
             # A 404 on the prefixed route is an answer (an older build), not
             # a failure; on the last route it is one.
-            data, latency_ms = self.fetch(f"{prefix}/prompt", check=_check_prompt, absent=(404,) if prefixes else ())
-            if data is not None:
+            remaining, latency_ms = self.fetch(f"{prefix}/prompt", parse=_parse_prompt, absent=(404,) if prefixes else ())
+            if remaining is not None:
                 break
         self._probe_prefix = prefix
-        self._queue_remaining = int(data["exec_info"]["queue_remaining"])
+        self._queue_remaining = remaining
         return latency_ms
 
     def detect(self) -> Capabilities:
@@ -152,13 +233,13 @@ class ComfyUI(Backend):
         else:
             caps.set("resources", f"{p}/system_stats devices[0].vram_*, system.ram_* (memory only)")
             if stats is not None:
-                self._read_system_stats(stats, record=False)
+                self.version = _version(stats) or self.version
         caps.lack("gpu_util", "ComfyUI reports memory only")
         caps.lack("models", "ComfyUI does not report which models are loaded")
         self._jobs = False
         try:
             # /api/jobs is registered with its prefix only, whatever the build.
-            jobs, _ = self.fetch("/api/jobs?limit=1", check=_check_jobs, absent=(400, 404, 405))
+            jobs, _ = self.fetch("/api/jobs?limit=1", parse=_parse_jobs, absent=(400, 404, 405))
             self._jobs = jobs is not None
         except ProbeError:
             self._jobs = False  # /history is always there: use it
@@ -208,73 +289,34 @@ class ComfyUI(Backend):
         if self._jobs:
             jobs = self.fetch(
                 f"/api/jobs?status=completed,failed,cancelled&sort_by=created_at&sort_order=desc&limit={HISTORY_ITEMS}",
-                check=_check_jobs,
-            )[0]["jobs"]
-            # Newest first from the server: record oldest first.
-            for job in reversed(jobs):
-                if isinstance(job, dict) and isinstance(job.get("id"), str):
-                    self._finished(
-                        job["id"],
-                        job.get("execution_start_time"),
-                        job.get("execution_end_time"),
-                        _JOB_OUTCOMES.get(str(job.get("status"))),
-                    )
-            return
-        history = self.fetch(f"{self._p}/history?max_items={HISTORY_ITEMS}", check=json_object())[0]
-        for prompt_id, entry in history.items():
-            start: Any = None
-            end: Any = None
-            outcome: str | None = None
-            status = entry.get("status") if isinstance(entry, dict) else None
-            messages = status.get("messages") if isinstance(status, dict) else None
-            for msg in messages if isinstance(messages, list) else ():
-                if not (isinstance(msg, (list, tuple)) and len(msg) >= 2 and isinstance(msg[1], dict)):
-                    continue
-                if msg[0] == "execution_start":
-                    start = msg[1].get("timestamp")
-                elif msg[0] in _END_EVENTS:
-                    end, outcome = msg[1].get("timestamp"), _END_EVENTS[msg[0]]
-            self._finished(prompt_id, start, end, outcome)
+                parse=_parse_jobs,
+            )[0]
+            finished = reversed(jobs)  # newest first from the server: record oldest first
+        else:
+            finished = self.fetch(f"{self._p}/history?max_items={HISTORY_ITEMS}", parse=_parse_history)[0]
+        for prompt in finished:
+            self._record_finished(prompt)
 
-    def _finished(self, prompt_id: str, start: Any, end: Any, outcome: str | None) -> None:
+    def _record_finished(self, prompt: _Finished) -> None:
         """Records one finished prompt's execution time, once per id.
 
         A prompt appears in history (and as a finished job) only once it
         has finished, and its entry never changes after that, so an entry
         without usable timestamps is marked seen too: it never gets them.
         """
-        if prompt_id in self._seen:
+        if prompt.prompt_id in self._seen:
             return
-        self._seen[prompt_id] = None
+        self._seen[prompt.prompt_id] = None
         if len(self._seen) > SEEN_IDS_MAX:
             self._seen.popitem(last=False)
-        s, e = _number(start), _number(end)
-        if s is None or e is None or e < s or outcome is None:
+        if prompt.duration_ms is None or prompt.outcome is None:
             return
-        self.service.record_processing(e - s)
-        self.executions[outcome] += 1
+        self.service.record_processing(prompt.duration_ms)
+        self.executions[prompt.outcome] += 1
 
     def _collect_resources(self) -> None:
-        self._read_system_stats(self.fetch(f"{self._p}/system_stats", check=json_object())[0], record=True)
-
-    def _read_system_stats(self, stats: dict[str, Any], *, record: bool) -> None:
-        system = stats.get("system")
-        system = system if isinstance(system, dict) else {}
-        version = system.get("comfyui_version")
-        if isinstance(version, str) and version:
-            self.version = version
-        if not record:
-            return
-        gauges: dict[str, float] = {}
-        devices = stats.get("devices")
-        if isinstance(devices, list) and devices and isinstance(devices[0], dict):
-            total, free = _number(devices[0].get("vram_total")), _number(devices[0].get("vram_free"))
-            if total is not None and free is not None:
-                gauges["vram_used_bytes"] = max(total - free, 0.0)
-                gauges["vram_total_bytes"] = total
-        total, free = _number(system.get("ram_total")), _number(system.get("ram_free"))
-        if total is not None and free is not None:
-            gauges["ram_used_bytes"] = max(total - free, 0.0)
-            gauges["ram_total_bytes"] = total
+        stats, _ = self.fetch(f"{self._p}/system_stats", parse=lambda data: (_version(data), _parse_system_stats(data)))
+        version, gauges = stats
+        self.version = version or self.version
         if gauges:
             self.service.set_resource(**gauges)

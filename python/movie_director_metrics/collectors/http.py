@@ -13,6 +13,7 @@ import ipaddress
 import json
 import socket
 import ssl
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,12 @@ class Response:
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as e:
             raise ProbeError("bad_json", f"malformed JSON ({e})", self.latency_ms, self.status) from None
+        except RecursionError:
+            # json.loads recurses once per nesting level; a body nested
+            # deeper than the interpreter's limit is no reply of ours.
+            raise ProbeError(
+                "bad_json", f"malformed JSON (nested deeper than {sys.getrecursionlimit()} levels)", self.latency_ms, self.status
+            ) from None
 
 
 def is_loopback(host: str) -> bool:

@@ -31,6 +31,7 @@ from ..errors import InvalidValueError
 from .base import Backend, Capabilities
 from .config import BackendConfig
 from .http import HttpClient, ProbeError
+from .readings import BYTES_MAX, DURATION_MS_MAX, count
 
 VERSION = "/api/version"
 PS = "/api/ps"
@@ -126,23 +127,12 @@ class Ollama(Backend):
     def _read_ps(self, *, absent_ok: bool = False) -> bool:
         """Records the loaded models' VRAM; False when ``absent_ok`` and the
         server has no ``/api/ps``."""
-        data, _ = self.fetch(PS, check=_check_ps, absent=(404,) if absent_ok else ())
-        if data is None:
+        loaded, _ = self.fetch(PS, parse=_parse_ps, absent=(404,) if absent_ok else ())
+        if loaded is None:
             return False
-        names: list[str] = []
-        offloaded: dict[str, float] = {}  # model -> fraction in VRAM
-        vram = 0
-        for m in data["models"]:
-            if not isinstance(m, dict):
-                continue
-            name = str(m.get("name") or m.get("model") or "?")
-            names.append(name)
-            size, size_vram = _count(m.get("size")), _count(m.get("size_vram"))
-            vram += size_vram or 0
-            if size and size_vram is not None and size_vram < size:
-                offloaded[name] = size_vram / size
+        names, vram, offloaded = loaded
         # An empty list is a real zero: nothing is loaded.
-        self.service.set_resource(vram_used_bytes=float(vram))
+        self.service.set_resource(vram_used_bytes=vram)
         self.models = names
         self.detail = {
             f"offload {name}": f"{frac * 100:.0f}% in VRAM, the rest on the CPU (partial offload)"
@@ -170,9 +160,10 @@ class Ollama(Backend):
         if not isinstance(response, dict) or response.get("done") is not True:
             raise InvalidValueError("record_generation needs the final Ollama object (\"done\": true); got a partial one")
         total = _count(response.get("total_duration"))
-        if total is None:
+        if total is None or total > DURATION_MS_MAX * _NS_PER_MS:
             raise InvalidValueError(
-                f"record_generation: total_duration = {response.get('total_duration')!r}; expected nanoseconds (an integer >= 0)"
+                f"record_generation: total_duration = {response.get('total_duration')!r:.80}; expected nanoseconds "
+                f"(an integer in [0, {DURATION_MS_MAX * _NS_PER_MS:.0f}])"
             )
         timing = GenerationTiming(
             total_ms=total / _NS_PER_MS,
@@ -191,8 +182,30 @@ def _check_version(data: Any) -> str | None:
     return "no 'version' string in the reply (not Ollama?)"
 
 
-def _check_ps(data: Any) -> str | None:
-    return None if isinstance(data, dict) and isinstance(data.get("models"), list) else "no 'models' list in the reply"
+def _parse_ps(data: Any) -> tuple[list[str], float, dict[str, float]]:
+    """From an ``/api/ps`` reply: the loaded models' names, the sum of
+    their ``size_vram`` in bytes, and model -> fraction in VRAM for those
+    partly offloaded to the CPU.  ``ValueError`` for a size outside the
+    engine's range."""
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, list):
+        raise ValueError("no 'models' list in the reply")
+    names: list[str] = []
+    offloaded: dict[str, float] = {}
+    vram = 0
+    for i, m in enumerate(models):
+        if not isinstance(m, dict):
+            continue
+        name = str(m.get("name") or m.get("model") or "?")
+        names.append(name)
+        size = _count(m.get("size"))
+        size_vram = count(m.get("size_vram"), f"models[{i}].size_vram", high=int(BYTES_MAX))
+        vram += size_vram or 0
+        if size and size_vram is not None and size_vram < size:
+            offloaded[name] = size_vram / size
+    if vram > BYTES_MAX:
+        raise ValueError(f"size_vram of the loaded models sums to {vram:.3g} bytes: expected at most {BYTES_MAX:g}")
+    return names, float(vram), offloaded
 
 
 def _count(value: Any) -> int | None:
@@ -204,4 +217,4 @@ def _count(value: Any) -> int | None:
 
 def _ms(ns: Any) -> float | None:
     n = _count(ns)
-    return None if n is None else n / _NS_PER_MS
+    return None if n is None or n > DURATION_MS_MAX * _NS_PER_MS else n / _NS_PER_MS

@@ -43,6 +43,7 @@ from .._core import Service
 from .base import Backend, Capabilities
 from .config import BackendConfig
 from .http import HttpClient, ProbeError, Response, is_loopback
+from .readings import count
 
 MODELS = "/v1/models"
 METRICS = "/metrics"
@@ -213,7 +214,8 @@ class OpenAICompatible(Backend):
         if not running and not waiting:
             raise ValueError(f"neither {names[0]} nor {names[1]} is in the reply")
         # vLLM has one series per engine and model: the server's queue is their sum.
-        return int(sum(running or [])), int(sum(waiting or []))
+        total = [count(sum(values or []), f"sum of {name}") for name, values in zip(names, (running, waiting))]
+        return total[0] or 0, total[1] or 0
 
     def _apply_metrics(self, samples: dict[str, list[float]], detail: dict[str, str]) -> None:
         running, waiting = self._queue_of(samples)
@@ -246,34 +248,43 @@ class OpenAICompatible(Backend):
             if var:
                 return f"{where}: the server wants an API key; ${var} is not set"
             return f"{where}: the server wants an API key; set api_key_env to the name of the variable holding it"
-        message = _error_message(error.body)
+        message = self._error_message(error.body)
         if error.status == 503 and message and "loading model" in message.lower():
             return f"{where}: llama.cpp is loading the model ({message!r})"
-        key = self.config.api_key()
-        if message and key:
-            message = message.replace(key, "<redacted>")
         return f"{where}: {message!r}" if message else where
 
     def explain_absent(self, path: str, resp: Response) -> str:
         """A 404, or a 501 with the server's reason."""
-        message = _error_message(resp.body) if resp.status == 501 else None
+        message = self._error_message(resp.body) if resp.status == 501 else None
         return f"HTTP {resp.status} (not served here{': ' + repr(message) if message else ''})"
 
+    def _error_message(self, body: bytes) -> str | None:
+        """The server's error text, the key redacted (before it is cut to
+        :data:`ERROR_TEXT_MAX` characters: a key cut in two would no longer
+        be found)."""
+        message = _error_text(body)
+        return self.redact(message)[:ERROR_TEXT_MAX] if message else None
 
-def _error_message(body: bytes) -> str | None:
+
+#: Longest server error text quoted in a status or exception.
+ERROR_TEXT_MAX = 200
+
+
+def _error_text(body: bytes) -> str | None:
     """The server's error text from an OpenAI-style ``{"error": {"message"}}``,
-    an ``{"error": "..."}``/``{"detail": "..."}`` body, or short plain text."""
+    an ``{"error": "..."}``/``{"detail": "..."}`` body, or plain text (the
+    first 64 KiB: enough for any key in it to be redacted whole)."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        text = body[:200].decode("utf-8", "replace").strip()
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        text = body[:65536].decode("utf-8", "replace").strip()
         return text or None
     if isinstance(data, dict):
         err = data.get("error", data.get("detail"))
         if isinstance(err, dict):
             err = err.get("message")
         if isinstance(err, str):
-            return err[:200]
+            return err
     return None
 
 
