@@ -245,10 +245,9 @@ def test_engine_heap_returns_across_cycles() -> None:
     then closed, leave RSS within a quarter of one monitor's memory_bytes (a
     monitor whose engine is never freed would add its full size each cycle).
 
-    ``gc.collect()`` after each cycle: a monitor that used alerts, the LLM
-    tracker or ``openmetrics()`` sits in a reference cycle and is freed by
-    the cyclic collector, not at ``del`` (see the xfail test below); here
-    the question is whether the engine frees what it allocated."""
+    ``gc.collect()`` after each cycle, so that whatever else of Python a
+    monitor keeps is gone (the test below checks that no cycle keeps one);
+    here the question is whether the engine frees what it allocated."""
     sizes: list[int] = []
 
     def cycle() -> None:
@@ -267,8 +266,6 @@ def test_engine_heap_returns_across_cycles() -> None:
     assert grown < sizes[-1] // 4, f"RSS grew {grown:,} B over {CYCLES} cycles of {sizes[-1]:,} B monitors"
 
 
-@pytest.mark.xfail(strict=True, reason="Monitor <-> AlertManager/LlmTracker reference cycle: a closed monitor's "
-                   "engine memory waits for the cyclic GC (report: soak/leak helper)")  # fmt: skip
 def test_closed_monitor_is_freed_without_gc() -> None:
     """A closed monitor that used alerts and the LLM tracker is freed as soon
     as the last reference goes, without waiting for the cyclic collector

@@ -49,6 +49,46 @@ STORAGE_TIERS: tuple[tuple[int, int], ...] = ((1, 300), (10, 360), (60, 1440), (
 StorageArg = str | os.PathLike[str] | bool | None
 
 
+class _EngineView:
+    """What a monitor's alert manager and LLM tracker hold of it: the
+    engine, strongly, and the monitor itself only weakly (for ``closed``
+    and LLM alert targets).  Holding the ``Monitor`` would make a
+    reference cycle (monitor -> manager -> monitor), and a closed monitor,
+    with its engine's memory, would then wait for the cyclic collector."""
+
+    __slots__ = ("_core", "_owner")
+
+    def __init__(self, monitor: Monitor) -> None:
+        self._core = monitor.engine
+        self._owner = weakref.ref(monitor)
+
+    @property
+    def closed(self) -> bool:
+        owner = self._owner()
+        return owner is None or owner.closed
+
+    @property
+    def tiers(self) -> list[tuple[int, int]]:
+        return self._core.tiers
+
+    def service(self, name: str, /) -> _core.Service:
+        return self._core.service(name)
+
+    def stats(self, service: str, window: str | float | None = None, /) -> _core.ServiceStats:
+        return self._core.stats(service, window)
+
+    def snapshot(self, window: str | float | None = None) -> dict[str, _core.ServiceStats]:
+        return self._core.snapshot(window)
+
+    def now(self) -> float:
+        return self._core.now()
+
+    def model_figure(self, name: str, metric: str, window: str | float) -> float | None:
+        """``Monitor._model_figure`` while the monitor lives; None after."""
+        owner = self._owner()
+        return None if owner is None else owner._model_figure(name, metric, window)
+
+
 #: Monitors with storage still open: closed (so flushed) at interpreter exit.
 _WITH_STORAGE: weakref.WeakSet[Monitor] = weakref.WeakSet()
 
@@ -312,7 +352,8 @@ class Monitor:
         if self._alerts is None:
             from .alerts import AlertManager
 
-            manager = AlertManager(self, sources={"model": self._model_figure})
+            view = _EngineView(self)
+            manager = AlertManager(view, sources={"model": view.model_figure})
             with self.storage_session() as st:
                 if st is not None:
                     since = self._core.now() - RELOAD_S
@@ -349,7 +390,7 @@ class Monitor:
         storage.  Returns the tracker."""
         from .llm import ROW_COLUMNS, LlmTracker, PriceTable
 
-        tracker = LlmTracker(self, PriceTable.load(user_file))
+        tracker = LlmTracker(_EngineView(self), PriceTable.load(user_file))
         with self.storage_session() as st:
             if st is not None:
                 tracker.restore(st.recent("llm_usage", ROW_COLUMNS, self._core.now() - RELOAD_S))
