@@ -352,6 +352,10 @@ impl TDigest {
 
     #[inline]
     fn record(&mut self, x: f64) {
+        // -0.0 + 0.0 == +0.0: one zero, so that `min`/`max` and the
+        // clamping in `from_bytes` cannot depend on which zero `f64::min`
+        // returns (unspecified, and it differs between toolchains).
+        let x = x + 0.0;
         if self.units.len() == self.units.capacity() {
             self.make_room();
         }
@@ -396,6 +400,7 @@ impl TDigest {
                 self.flush();
             }
         }
+        let x = x + 0.0; // one zero (see `record`)
         self.weighted.push(Centroid { mean: x, weight });
         self.count = count;
         self.sum += x * weight as f64;
@@ -435,7 +440,7 @@ impl TDigest {
         let mut count = 0u64;
         let mut sum = 0.0;
         for &(value, weight) in items.iter().filter(|(_, w)| *w > 0) {
-            let mean = value.max(min).min(max);
+            let mean = value.max(min).min(max) + 0.0; // one zero (see `record`)
             count = count
                 .checked_add(weight)
                 .ok_or(DigestError::CountOverflow)?;
@@ -456,8 +461,8 @@ impl TDigest {
         d.centroids.shrink_to_fit();
         d.count = count;
         d.sum = sum;
-        d.min = min;
-        d.max = max;
+        d.min = min + 0.0;
+        d.max = max + 0.0;
         Ok(d)
     }
 

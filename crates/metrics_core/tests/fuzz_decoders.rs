@@ -1102,3 +1102,31 @@ fn found_digest_headers_that_contradict_themselves() {
     let back = TDigest::from_bytes(&d.to_bytes()).unwrap();
     assert_eq!(back.sum(), f64::INFINITY);
 }
+
+/// Found on nightly by `digest_valid_encodings_round_trip`: [-0.0, 0.0]
+/// re-encoded with a centroid of -0.0 where the first encoding had +0.0,
+/// because which zero `f64::min` returns is unspecified (it changed between
+/// toolchains) and `from_bytes` clamps means into [min, max].  The digest
+/// now keeps one zero: every toolchain encodes the same bytes.
+#[test]
+fn found_negative_zero_round_trips_on_every_toolchain() {
+    for xs in [[-0.0, 0.0], [0.0, -0.0], [-0.0, -0.0]] {
+        let d = digest_of(&xs, 10.0);
+        assert_eq!(d.min().map(f64::to_bits), Some(0), "{xs:?}");
+        assert_eq!(d.max().map(f64::to_bits), Some(0), "{xs:?}");
+        let bytes = d.to_bytes();
+        assert_eq!(
+            TDigest::from_bytes(&bytes).unwrap().to_bytes(),
+            bytes,
+            "{xs:?}"
+        );
+    }
+    let mut w = TDigest::new(10.0).unwrap();
+    w.add_weighted(-0.0, 3).unwrap();
+    assert_eq!(w.min().map(f64::to_bits), Some(0));
+    let bins = TDigest::from_weighted(10.0, &[(-0.0, 2)], -0.0, -0.0).unwrap();
+    assert_eq!(
+        (bins.min().map(f64::to_bits), bins.max().map(f64::to_bits)),
+        (Some(0), Some(0))
+    );
+}
