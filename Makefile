@@ -51,7 +51,7 @@ pytest: build
 	$(PY) -m pytest
 
 ## Every check CI runs.
-test: lint rust-test loom stubtest addon pytest bench-smoke wheel-check
+test: lint rust-test loom leak-check stubtest addon pytest bench-smoke wheel-check
 
 ## Benchmarks against peers, side by side; the table lands in
 ## benchmarks/results/latest.json (BENCH_JSON=path to change).
