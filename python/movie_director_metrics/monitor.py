@@ -390,7 +390,11 @@ class Monitor:
         storage.  Returns the tracker."""
         from .llm import ROW_COLUMNS, LlmTracker, PriceTable
 
-        tracker = LlmTracker(_EngineView(self), PriceTable.load(user_file))
+        # Rows are buffered only for the history file: without one, a
+        # buffer of 10,000 row dicts would be ~20 MB nobody reads.
+        tracker = LlmTracker(
+            _EngineView(self), PriceTable.load(user_file), max_rows=10_000 if self._storage is not None else 0
+        )
         with self.storage_session() as st:
             if st is not None:
                 tracker.restore(st.recent("llm_usage", ROW_COLUMNS, self._core.now() - RELOAD_S))
