@@ -87,6 +87,7 @@ import numpy as np
 
 from movie_director_metrics import Monitor
 from movie_director_metrics.alerts import AlertRule
+from movie_director_metrics.llm import LlmTracker
 
 START = 1_767_225_600.0  # 2026-01-01 00:00 UTC, hour-aligned
 HOUR = 3600
@@ -429,7 +430,8 @@ def _row_bytes(rows: int = 40_000) -> int:
     Run before the soak, while no freed memory is lying around for reuse."""
     gc.collect()
     with Monitor(manual_clock=True, start_time=START) as m:
-        llm = m.llm
+        # A tracker of its own: a monitor without storage buffers no rows.
+        llm = LlmTracker(m.engine, max_rows=rows)
         llm.record("openai", "gpt-4o", {"prompt_tokens": 1, "completion_tokens": 1}, latency_ms=1.0)
         before = rss_bytes()
         for i in range(rows):
