@@ -771,3 +771,44 @@ def test_check_once_reports_versions_capabilities_and_no_key(mon: Monitor, monke
     assert status["gpt"].last_error_type == "http_4xx"
     assert status["gpt"].last_error == f"GET /v1/models: HTTP 401: the server refused the API key in ${KEY_ENV}"
     assert SECRET not in repr(status)
+
+
+# ---- impossible readings -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "routes", "path", "reply", "message"),
+    [
+        ("a1111", a1111_routes, "/internal/pending-tasks", {"size": -5, "tasks": []},
+         "size = -5: expected a whole number in [0, 4294967295]"),
+        ("a1111", a1111_routes, "/sdapi/v1/memory", {"ram": {"used": 1e30, "total": 2e30}},
+         "ram.used = 1e+30: expected a number in [0, 1e+18]"),
+        ("ollama", ollama_routes, "/api/ps", {"models": [{"name": "m", "size": 10, "size_vram": 10**40}]},
+         "models[0].size_vram = an integer of 41 digits: expected a whole number in [0, 1000000000000000000]"),
+    ],
+    ids=["a1111-queue-negative", "a1111-ram-past-range", "ollama-vram-past-range"],
+)  # fmt: skip
+def test_impossible_readings_are_one_bad_json_naming_the_value(
+    kind: str, routes: Any, path: str, reply: Any, message: str, mon: Monitor
+) -> None:
+    """A reading the engine cannot take is the reply's fault: one bad_json
+    for that request, a message naming the field, the value and the range,
+    and nothing from that reply recorded (the engine keeps the last good
+    reading)."""
+    table = routes()
+    with LoopbackServer(table) as srv:
+        b = make(backend_class(kind), srv.url, mon)
+        b.probe()
+        b.detect()
+        b.collect()
+        before = mon.stats(NAME, "5m")
+        srv.routes[("GET", path)] = Reply(200, json.dumps(reply).encode())
+        with pytest.raises(ProbeError) as info:
+            b.collect()
+    assert info.value.error_type == "bad_json"
+    assert message in str(info.value), str(info.value)
+    mon.advance(1.0)
+    after = mon.stats(NAME, "5m")
+    assert after.error_counts == {"bad_json": 1}
+    assert (after.queue_running, after.queue_pending) == (before.queue_running, before.queue_pending)
+    assert {k: g.last for k, g in after.resources.items()} == {k: g.last for k, g in before.resources.items()}
