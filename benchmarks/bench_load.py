@@ -11,19 +11,25 @@ STEP_S = 5               # record_many every 5 simulated seconds per service
 PER_STEP = 10            # 2 requests/s per service
 
 
+#: (provider, model) of the LLM load: hosted and local.
+LLM_MODELS = (("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-sonnet-4-5"),
+              ("ollama", "llama3.1:8b"), ("ollama", "qwen2.5:14b"))
+
+
 def build(services: int, hours: float, seed: int = 20240607, extra_s: int = 600,
-          tiers: list[tuple[int, int]] | None = None) -> Monitor:
+          tiers: list[tuple[int, int]] | None = None, llm_models: int = 0) -> Monitor:
     """``services`` services with ``hours`` h + ``extra_s`` s of traffic.
 
     Every service: latencies every 5 s, health every 10 s.  The first half
-    (at least one, at most 5) also report queues and resource gauges; there
-    is no LLM model tracking in the engine yet, so these stand for LLM
-    endpoints.
+    (at least one, at most 5) also report queues and resource gauges.
+    ``llm_models`` (at most 5) LLM models get one request every 10 s
+    through ``Monitor.llm`` (tokens, cost, latency and time to first token).
     """
     m = Monitor(manual_clock=True, start_time=START, tiers=tiers)
     rng = np.random.default_rng(seed)
     handles = [m.service(f"svc-{i:02d}") for i in range(services)]
     gauged = handles[: max(1, min(5, services // 2))]
+    models = LLM_MODELS[:llm_models]
     steps = int((hours * 3600 + extra_s) // STEP_S)
     # a pool of pre-drawn batches keeps the build cost in the engine, not in numpy
     pool = rng.lognormal(np.log(200.0), 0.6, (64, PER_STEP))
@@ -37,6 +43,9 @@ def build(services: int, hours: float, seed: int = 20240607, extra_s: int = 600,
             for i, h in enumerate(gauged):
                 h.set_queue(k % 3, (k + i) % 5)
                 h.set_resource(vram_used_bytes=6e9 + 1e6 * (k % 100), gpu_util_pct=float(k % 100))
+            for i, (provider, model) in enumerate(models):
+                usage = {"prompt_tokens": 400 + 10 * (k % 50), "completion_tokens": 150 + i * 20 + k % 30}
+                m.llm.record(provider, model, usage, latency_ms=900.0 + 40 * i + k % 200, ttft_ms=250.0 + i)
         m.advance(STEP_S)
     return m
 

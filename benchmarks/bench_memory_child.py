@@ -1,6 +1,6 @@
 """Run in a fresh interpreter: builds the load and prints memory figures as JSON.
 
-Usage: python bench_memory_child.py SERVICES HOURS [storage]
+Usage: python bench_memory_child.py SERVICES HOURS LLM_MODELS [storage]
 
 With ``storage``: the tiers a monitor with storage keeps (the default ones
 plus 30 days of hourly buckets, filled as a reload would).
@@ -22,8 +22,8 @@ def vm_rss_bytes() -> int:
 
 
 def main() -> None:
-    services, hours = int(sys.argv[1]), float(sys.argv[2])
-    with_storage = sys.argv[3:] == ["storage"]
+    services, hours, llm_models = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+    with_storage = sys.argv[4:] == ["storage"]
     import numpy as np
 
     import movie_director_metrics  # noqa: F401
@@ -33,12 +33,13 @@ def main() -> None:
     np.random.default_rng(0).lognormal(size=8)  # numpy.random loads ~7 MB lazily: not ours
     gc.collect()
     before = vm_rss_bytes()
-    m = build(services, hours, tiers=list(STORAGE_TIERS) if with_storage else None)
+    m = build(services, hours, tiers=list(STORAGE_TIERS) if with_storage else None, llm_models=llm_models)
     if with_storage:
         fill_hour_tier(m)
     gc.collect()
     after = vm_rss_bytes()
-    print(json.dumps({"services": services, "hours": hours, "memory_bytes": m.memory_bytes(),
+    print(json.dumps({"services": services, "hours": hours, "llm_models": llm_models,
+                      "engine_services": len(m.services()), "memory_bytes": m.memory_bytes(),
                       "rss_delta": after - before}))
     m.close()
 
