@@ -3,8 +3,17 @@ buckets for 30 days, and lifetime totals.
 
 Every request is added to its minute bucket *and* its hour bucket, so a
 window answered from hours is exact to the hour and nothing is re-folded
-when minutes expire.  Memory is bounded: at most 1,440 + 720 buckets per
-model (expired ones are dropped as time moves), each a fixed set of numbers.
+when minutes expire.
+
+A model's buckets are rows of one float64 array per resolution, a ring
+indexed by bucket start (``start // span % slots``), with each row's start
+kept beside it: ~96 bytes per bucket, where a Python object per bucket
+with its numbers took ~450.  A ring starts with 16 rows and grows fourfold
+when two live buckets would share a row, up to the retention's whole span
+(1,441 minutes, 721 hours: ~225 KiB for a model busy all month).  Counts
+are whole numbers held exactly in float64 (up to 2**53).  Models with no
+bucket left in a resolution's retention are dropped from it.
+
 Not thread-safe by itself: :class:`~.tracker.LlmTracker` holds a lock
 around every call.
 """
@@ -12,6 +21,9 @@ around every call.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+
+import numpy as np
+import numpy.typing as npt
 
 MINUTE = 60
 HOUR = 3600
@@ -60,12 +72,84 @@ class Agg:
 _AGG_FIELDS = tuple(f.name for f in fields(Agg))
 
 
+_INT_FIELDS = frozenset(f.name for f in fields(Agg) if f.type in ("int", int))
+
+
+def _vector(agg: Agg) -> npt.NDArray[np.float64]:
+    return np.array([getattr(agg, name) for name in _AGG_FIELDS], dtype=np.float64)
+
+
+def _agg(vector: npt.NDArray[np.float64]) -> Agg:
+    out = Agg()
+    for name, v in zip(_AGG_FIELDS, vector.tolist()):
+        setattr(out, name, int(v) if name in _INT_FIELDS else v)
+    return out
+
+
+class _Ring:
+    """One model's buckets at one resolution (see the module doc)."""
+
+    __slots__ = ("span", "max_slots", "starts", "values")
+
+    def __init__(self, span: int, retention_s: int, slots: int = 16) -> None:
+        self.span = span
+        #: Enough rows for every bucket start in [now - retention, now].
+        self.max_slots = retention_s // span + 1
+        slots = min(slots, self.max_slots)
+        self.starts = np.full(slots, -1, dtype=np.int64)  # -1: an empty row
+        self.values = np.zeros((slots, len(_AGG_FIELDS)), dtype=np.float64)
+
+    def add(self, start: int, vector: npt.NDArray[np.float64], cutoff: float) -> None:
+        """Adds ``vector`` to the bucket at ``start``; buckets starting before
+        ``cutoff`` have expired and their rows are free."""
+        i = (start // self.span) % len(self.starts)
+        held = int(self.starts[i])
+        if held == start:
+            self.values[i] += vector
+            return
+        if held >= cutoff and len(self.starts) < self.max_slots:
+            self._grow(cutoff)  # two live buckets for one row: more rows
+            self.add(start, vector, cutoff)
+            return
+        # An empty or expired row is free.  At full size a live row's start
+        # differs from ``start`` by the whole retention, so one of the two
+        # is at its edge: the newer bucket is kept, an older one is as good
+        # as expired.
+        if held < start or held < cutoff:
+            self.starts[i] = start
+            self.values[i] = vector
+
+    def _grow(self, cutoff: float) -> None:
+        live = self.starts >= max(cutoff, 0)  # empty rows hold -1
+        order = np.argsort(self.starts[live], kind="stable")
+        starts, values = self.starts[live][order], self.values[live][order]
+        slots = min(len(self.starts) * 4, self.max_slots)
+        self.starts = np.full(slots, -1, dtype=np.int64)
+        self.values = np.zeros((slots, len(_AGG_FIELDS)), dtype=np.float64)
+        for start, vector in zip(starts.tolist(), values):
+            self.add(start, vector, cutoff)
+
+    def latest(self) -> int:
+        return int(self.starts.max())
+
+    def total(self, lo: float, hi: float) -> npt.NDArray[np.float64] | None:
+        """Sum of the buckets starting in ``[lo, hi]``, None when none does."""
+        mask = (self.starts >= lo) & (self.starts <= hi)
+        if not mask.any():
+            return None
+        total: npt.NDArray[np.float64] = self.values[mask].sum(axis=0)
+        return total
+
+    def nbytes(self) -> int:
+        return int(self.starts.nbytes + self.values.nbytes)
+
+
 class BucketStore:
     """Minute and hour buckets per (provider, model), plus lifetime totals."""
 
     def __init__(self) -> None:
-        self.minutes: dict[Key, dict[int, Agg]] = {}
-        self.hours: dict[Key, dict[int, Agg]] = {}
+        self.minutes: dict[Key, _Ring] = {}
+        self.hours: dict[Key, _Ring] = {}
         self.totals: dict[Key, Agg] = {}
         self._pruned_minute = -1
 
@@ -76,40 +160,41 @@ class BucketStore:
             self.totals.setdefault(key, Agg()).merge(one)
         if at_s < now - HOUR_RETENTION_S:
             return False
+        vector = _vector(one)
         if at_s >= now - MINUTE_RETENTION_S:
-            m = int(at_s // MINUTE) * MINUTE
-            self.minutes.setdefault(key, {}).setdefault(m, Agg()).merge(one)
-        h = int(at_s // HOUR) * HOUR
-        self.hours.setdefault(key, {}).setdefault(h, Agg()).merge(one)
+            ring = self.minutes.get(key) or self.minutes.setdefault(key, _Ring(MINUTE, MINUTE_RETENTION_S))
+            ring.add(int(at_s // MINUTE) * MINUTE, vector, now - MINUTE_RETENTION_S)
+        ring = self.hours.get(key) or self.hours.setdefault(key, _Ring(HOUR, HOUR_RETENTION_S))
+        ring.add(int(at_s // HOUR) * HOUR, vector, now - HOUR_RETENTION_S)
         return True
 
     def prune(self, now: float) -> None:
-        """Drops expired buckets; cheap unless the minute changed."""
+        """Drops the models with no bucket left in a retention; cheap unless
+        the minute changed.  (Expired rows inside a ring are reused by
+        :meth:`_Ring.add` and never summed.)"""
         minute = int(now // MINUTE)
         if minute == self._pruned_minute:
             return
         self._pruned_minute = minute
         for store, keep_s in ((self.minutes, MINUTE_RETENTION_S), (self.hours, HOUR_RETENTION_S)):
             cutoff = now - keep_s
-            for key in list(store):
-                buckets = store[key]
-                for start in [s for s in buckets if s < cutoff]:
-                    del buckets[start]
-                if not buckets:
-                    del store[key]
+            for key in [k for k, ring in store.items() if ring.latest() < cutoff]:
+                del store[key]
 
     def window(self, window_s: float, now: float) -> dict[Key, Agg]:
         """Sums per key of the buckets starting within ``window_s`` of ``now``:
         minutes up to 24 h, hours beyond.  Whole buckets, so the covered
         span may start up to one bucket after ``now - window_s``."""
         store = self.minutes if window_s <= MINUTE_RETENTION_S else self.hours
-        cutoff = now - window_s
         out: dict[Key, Agg] = {}
-        for key, buckets in store.items():
-            acc = Agg()
-            for start, agg in buckets.items():
-                if cutoff <= start <= now:
-                    acc.merge(agg)
-            if acc.requests:
-                out[key] = acc
+        for key, ring in store.items():
+            total = ring.total(now - window_s, now)
+            if total is not None:
+                acc = _agg(total)
+                if acc.requests:
+                    out[key] = acc
         return out
+
+    def nbytes(self) -> int:
+        """Bytes the bucket arrays hold."""
+        return sum(r.nbytes() for store in (self.minutes, self.hours) for r in store.values())
