@@ -946,16 +946,19 @@ def test_llm_names_survive_the_llm_export_and_openmetrics(models: list[str], pro
 @pytest.mark.parametrize("bad", ["a\ud800", "\udfff", "x\ud83d"])
 def test_lone_surrogates_are_refused_before_anything_is_recorded(bad: str) -> None:
     """A lone surrogate cannot be UTF-8: the engine refuses it as a service
-    name or error type with a ValueError (UnicodeEncodeError, from the
-    binding), the LLM tracker as provider or model with InvalidValueError,
-    and nothing is recorded."""
+    name (InvalidNameError) or error type (InvalidValueError) with a message
+    showing the value and what was expected, the LLM tracker as provider or
+    model with InvalidValueError, and nothing is recorded."""
     m = Monitor(manual_clock=True, start_time=T0)
     try:
-        with pytest.raises(ValueError):
-            m.service(bad)
+        for call in (lambda: m.service(bad), lambda: m.stats(bad), lambda: m.series_stats(bad)):
+            with pytest.raises(InvalidNameError) as name_error:
+                call()
+            assert repr(bad) in str(name_error.value) and "expected 1 to 64 printable characters" in str(name_error.value)
         svc = m.service("ok")
-        with pytest.raises(ValueError):
+        with pytest.raises(InvalidValueError) as type_error:
             svc.record(1.0, ok=False, error=bad)
+        assert repr(bad) in str(type_error.value) and "nothing was recorded" in str(type_error.value)
         with pytest.raises(InvalidValueError):
             m.llm.record(bad, "gpt", None, 1.0)
         with pytest.raises(InvalidValueError):

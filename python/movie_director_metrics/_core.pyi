@@ -277,7 +277,9 @@ class Monitor:
     def manual_clock(self) -> bool: ...
     def service(self, name: str) -> Service:
         """The handle of ``name`` (1–64 printable characters), created on
-        first use.  ``ServiceLimitError`` past ``max_services``."""
+        first use.  ``InvalidNameError`` for any other name (a lone surrogate
+        included: it is not UTF-8); ``ServiceLimitError`` past
+        ``max_services``."""
     def services(self) -> list[str]:
         """Service names in creation order."""
     def stats(self, service: str, window: str | float | None = None) -> ServiceStats:

@@ -9,6 +9,7 @@ mod monitor;
 mod service;
 mod stats;
 mod tdigest;
+mod text;
 mod window;
 
 #[pymodule]

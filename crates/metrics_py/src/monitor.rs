@@ -5,11 +5,12 @@ use std::sync::Arc;
 use metrics_core::{Clock, Metric, Monitor, MonitorConfig, RetentionTier};
 use numpy::PyArray1;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 
 use crate::errors::IntoPyResult;
 use crate::service::PyService;
 use crate::stats::PyServiceStats;
+use crate::text::{utf8, Role};
 use crate::window::window_s;
 
 #[pyclass(frozen, name = "Monitor", module = "movie_director_metrics._core")]
@@ -82,7 +83,8 @@ impl PyMonitor {
     }
 
     /// The handle of service `name`, created on first use.
-    fn service(&self, name: &str) -> PyResult<PyService> {
+    fn service(&self, name: &Bound<'_, PyString>) -> PyResult<PyService> {
+        let name = utf8(name, Role::ServiceName)?;
         Ok(PyService {
             service: self.inner.service(name).py()?,
             monitor: self.inner.clone(),
@@ -117,9 +119,10 @@ impl PyMonitor {
     fn stats(
         &self,
         py: Python<'_>,
-        service: &str,
+        service: &Bound<'_, PyString>,
         window: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyServiceStats> {
+        let service = utf8(service, Role::ServiceName)?;
         let w = window_s(&self.inner, window)?;
         let m = &self.inner;
         Ok(py.detach(|| m.stats(service, w)).py()?.into())
@@ -146,11 +149,12 @@ impl PyMonitor {
     fn series<'py>(
         &self,
         py: Python<'py>,
-        service: &str,
+        service: &Bound<'py, PyString>,
         metric: &str,
         window: Option<&Bound<'py, PyAny>>,
         points: Option<usize>,
     ) -> PyResult<SeriesArrays<'py>> {
+        let service = utf8(service, Role::ServiceName)?;
         let metric = Metric::parse(metric).py()?;
         let w = window_s(&self.inner, window)?;
         let m = &self.inner;
@@ -162,11 +166,12 @@ impl PyMonitor {
     fn series_stats(
         &self,
         py: Python<'_>,
-        service: &str,
+        service: &Bound<'_, PyString>,
         window: Option<&Bound<'_, PyAny>>,
         points: Option<usize>,
         resolution_s: Option<u32>,
     ) -> PyResult<Vec<PyServiceStats>> {
+        let service = utf8(service, Role::ServiceName)?;
         let w = window_s(&self.inner, window)?;
         let m = &self.inner;
         let per = py

@@ -7,10 +7,11 @@ use metrics_core::service::{StoredBucket, StoredRun};
 use metrics_core::{Gauge, MetricsError, Monitor, Service};
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyString};
 
 use crate::errors::IntoPyResult;
 use crate::stats::PyServiceStats;
+use crate::text::{utf8, Role};
 use crate::window::window_s;
 
 /// Records requests, queue depth, processing time, resources and health of
@@ -29,7 +30,13 @@ impl PyService {
     }
 
     #[pyo3(signature = (latency_ms, ok=true, error=None))]
-    fn record(&self, latency_ms: f64, ok: bool, error: Option<&str>) -> PyResult<()> {
+    fn record(
+        &self,
+        latency_ms: f64,
+        ok: bool,
+        error: Option<&Bound<'_, PyString>>,
+    ) -> PyResult<()> {
+        let error = error.map(|e| utf8(e, Role::ErrorType)).transpose()?;
         let error = match (ok, error) {
             (true, None) => None,
             (false, e) => Some(e.unwrap_or("error")),
