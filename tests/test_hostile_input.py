@@ -50,7 +50,7 @@ from movie_director_metrics.alerts.rules import DERIVED_METRICS, SERVICE_METRICS
 from movie_director_metrics.collectors import BackendConfig, HttpClient, ProbeError
 from movie_director_metrics.collectors.config import KINDS, load_config, parse_config
 from movie_director_metrics.collectors.kinds import backend_class
-from movie_director_metrics.errors import ConfigError, InvalidNameError, InvalidValueError
+from movie_director_metrics.errors import ConfigError, InvalidConfigError, InvalidNameError, InvalidValueError
 from movie_director_metrics.llm.prices import PriceTable, normalize_provider
 from movie_director_metrics.llm.usage import MAX_TOKENS, Usage, normalize_usage, usage_from_stream
 
@@ -360,6 +360,30 @@ def test_parse_rules_reads_any_text(text: str) -> None:
         parse_rules(text)  # a file name, mostly: missing, or unreadable
     except ConfigError:
         pass
+
+
+def test_found_a_nul_after_a_tilde_in_any_path_argument(tmp_path: Path) -> None:
+    """Found by test_parse_rules_reads_any_text at 100x (text '~\\x00'):
+    ``Path.expanduser`` raised a bare ``ValueError: embedded null byte``.
+    Every path a user passes now gets our error naming it."""
+    from movie_director_metrics.llm import PriceTable
+
+    bad = "~\x00"
+    m = Monitor(manual_clock=True, start_time=T0)
+    try:
+        cases: list[tuple[Callable[[], object], type[Exception], str]] = [
+            (lambda: parse_rules(bad), ConfigError, "alert rules file"),
+            (lambda: PriceTable.load(bad), ConfigError, "price table"),
+            (lambda: Monitor(storage=bad), InvalidConfigError, "storage"),
+            (lambda: m.export(bad + "/x.csv"), InvalidValueError, "export path"),
+            (lambda: m.llm.export(tmp_path / "a\x00.csv"), InvalidValueError, "export path"),
+        ]
+        for call, error, what in cases:
+            with pytest.raises(error) as info:
+                call()
+            assert str(info.value).startswith(what) and "NUL character: expected a file path" in str(info.value)
+    finally:
+        m.close()
 
 
 @pytest.mark.parametrize("path", corpus("rules", ".toml", ".parts.json"), ids=lambda p: p.name)

@@ -71,6 +71,7 @@ from .errors import (
     StorageWarning,
     UnknownServiceError,
 )
+from .paths import expand_user
 from .storage import HOUR, MINUTE, Storage
 
 if TYPE_CHECKING:
@@ -695,7 +696,7 @@ def export(
             "the monitor is closed: export before close(), or open a new Monitor(storage=...) on the "
             "same file to export its history"
         )
-    target = Path(path).expanduser().absolute()
+    target = expand_user(path, "export path", InvalidValueError).absolute()
     now = monitor.now()
     rng = _resolve_range(window, start, end, now)
     exports, res_s = _collect(monitor, rng, services, resolution, now)

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from . import _core
 from .errors import InvalidConfigError, MonitorClosedError, StorageError, StorageLockedError, StorageWarning
+from .paths import expand_user
 from .storage import HOUR, MINUTE, Flusher, Retention, Storage, default_path
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def resolve_storage(storage: StorageArg) -> Path | None:
     if storage is True:
         return default_path()
     if isinstance(storage, (str, os.PathLike)):
-        return Path(storage).expanduser()
+        return expand_user(storage, "storage", InvalidConfigError)
     raise InvalidConfigError(
         f"storage={storage!r} is not understood: expected None (memory only), True (the default "
         "file), or a path to a SQLite file"

@@ -26,3 +26,18 @@ def user_dir(kind: Literal["data", "config"]) -> Path:
     else:
         base = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
     return base / APP
+
+
+def expand_user(path: str | os.PathLike[str], what: str, error: type[Exception]) -> Path:
+    """``path`` with a leading ``~`` expanded (``~name`` of a user that does
+    not exist is kept as written).  ``error``, naming ``what`` and the value,
+    for a path holding a NUL character: no file name can, and the standard
+    library's own ``ValueError("embedded null byte")`` says neither which
+    argument nor what was expected."""
+    text = os.fspath(path)
+    if "\x00" in text:
+        raise error(f"{what} {text!r} holds a NUL character: expected a file path")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        return Path(text)

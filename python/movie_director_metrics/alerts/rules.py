@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 
 from .. import _core
 from ..errors import ConfigError
+from ..paths import expand_user
 
 
 # One logger for the package (rules and manager): "movie_director_metrics.alerts".
@@ -375,10 +376,7 @@ def _rule_source_text(source: str | os.PathLike[str]) -> tuple[str, str]:
     and every path-like is a file name."""
     if isinstance(source, str) and ("\n" in source or "[[" in source):
         return source, "<alert rules>"
-    try:
-        path = Path(source).expanduser()
-    except RuntimeError:  # "~name" of a user that does not exist: keep it as written
-        path = Path(source)
+    path = expand_user(source, "alert rules file", ConfigError)
     try:
         return path.read_text(encoding="utf-8"), str(path)
     except FileNotFoundError:

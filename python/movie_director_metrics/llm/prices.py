@@ -59,6 +59,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, InvalidValueError
+from ..paths import expand_user
 from .usage import Usage
 
 __all__ = ["LOCAL_PROVIDERS", "PriceEntry", "PriceTable", "is_loopback", "normalize_provider", "to_date"]
@@ -367,10 +368,7 @@ class PriceTable:
         user = None
         user_origin = "user prices"
         if user_file is not None:
-            try:
-                path = Path(user_file).expanduser()
-            except RuntimeError:  # "~name" of a user that does not exist: keep it as written
-                path = Path(user_file)
+            path = expand_user(user_file, "price table", ConfigError)
             user_origin = str(path)
             user = _read_json(path, user_origin)
         return cls(shipped, user, shipped_origin=f"shipped {ref.name}", user_origin=user_origin)

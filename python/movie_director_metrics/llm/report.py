@@ -10,6 +10,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from ..errors import InvalidValueError
+from ..paths import expand_user
+
 __all__ = ["EXPORT_COLUMNS", "ActiveModel", "LlmStats", "write_table"]
 
 
@@ -79,7 +82,7 @@ def write_table(
     from ..export import _write_atomic
 
     rows = [s.as_dict() for s in stats]
-    target = path.expanduser().absolute()
+    target = expand_user(path, "export path", InvalidValueError).absolute()
     if format == "csv":
         def write_csv(f: IO[str]) -> None:
             w = csv.writer(f, lineterminator="\n")
