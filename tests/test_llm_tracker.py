@@ -360,6 +360,19 @@ def test_row_buffer_is_bounded(mon: Monitor) -> None:
     assert len(rows) == 5 and cursor == 8 and llm.rows_dropped == 3
 
 
+def test_a_monitor_without_storage_buffers_no_rows() -> None:
+    """Rows exist for the history file only: without one, none are kept,
+    and none are counted as dropped (nothing was going to read them)."""
+    from movie_director_metrics import Monitor as FullMonitor
+
+    with FullMonitor(manual_clock=True, start_time=1_700_000_000.0) as m:
+        for _ in range(4):
+            m.llm.record("ollama", "m", Usage(output=1), 1)
+        assert m.llm.rows_after(0) == ([], 4)
+        assert m.llm.rows_dropped == 0
+        assert m.llm.stats("5m")[0].requests == 4
+
+
 def test_export_csv_and_json(tmp_path: Path, mon: Monitor, llm: LlmTracker) -> None:
     llm.record("openai", "gpt-4o", Usage(input_uncached=10, output=2), 100)
     llm.record("openai", "gpt-next", Usage(input_uncached=10, output=2), 100)

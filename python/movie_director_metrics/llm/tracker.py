@@ -91,7 +91,8 @@ class LlmTracker:
     shipped table).  ``max_models``: distinct (provider, model) pairs kept;
     later new ones are counted under ``(provider, "other")``.  ``max_rows``:
     rows buffered for storage (oldest dropped first, counted in
-    ``rows_dropped``).  ``timer``: monotonic seconds for ``track_stream``.
+    ``rows_dropped``; 0 buffers none, as a monitor without storage does).
+    ``timer``: monotonic seconds for ``track_stream``.
     """
 
     def __init__(
@@ -202,9 +203,10 @@ class LlmTracker:
         with self._lock:
             key, _ = self._add(row, now, lifetime=True)
             self._seq += 1
-            if self._rows.maxlen is not None and len(self._rows) == self._rows.maxlen:
-                self.rows_dropped += 1
-            self._rows.append((self._seq, row))
+            if self._rows.maxlen:  # max_rows=0: no buffer, nothing to drop
+                if len(self._rows) == self._rows.maxlen:
+                    self.rows_dropped += 1
+                self._rows.append((self._seq, row))
         # Outside the lock: the engine's handles are lock-free.
         svc = self._service(self.service_name(*key))
         if svc is not None:
