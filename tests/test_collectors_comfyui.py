@@ -27,6 +27,7 @@ from loopback import LoopbackServer, Reply, fixture, wait_until  # noqa: E402
 
 from movie_director_metrics import Monitor  # noqa: E402
 from movie_director_metrics.collectors import BackendConfig, ProbeError  # noqa: E402
+from movie_director_metrics.collectors import comfyui  # noqa: E402
 from movie_director_metrics.collectors.comfyui import HISTORY_ITEMS, ComfyUI  # noqa: E402
 from movie_director_metrics.collectors.scheduler import Collectors  # noqa: E402
 
@@ -207,13 +208,25 @@ def test_queue_depth_from_prompt_and_queue(comfy: FakeComfy, monitor: Monitor) -
     poll(b)
     s = monitor.stats("comfyui")
     assert (s.queue_running, s.queue_pending) == (1, 3)
+    assert comfy.hits("/api/queue") == 1
+
+    # The same count: the split read then still holds, and /queue (whose
+    # items carry whole prompt graphs) is not read again.
+    poll(b)
+    poll(b)
+    assert comfy.hits("/api/queue") == 1
+    assert (monitor.stats("comfyui").queue_running, monitor.stats("comfyui").queue_pending) == (1, 3)
 
     # Busy by /prompt but drained by the time /queue answers: queue_idle.
+    comfy.queue_remaining = 2
     comfy.queue = load("queue_idle.json")
     poll(b)
     s = monitor.stats("comfyui")
     assert (s.queue_running, s.queue_pending) == (0, 0)
     assert s.queue_depth_max == 4
+    # That reply did not match its count: the next cycle reads /queue again.
+    poll(b)
+    assert comfy.hits("/api/queue") == 3
 
     # Idle by /prompt: no /queue call at all.
     queue_calls = comfy.hits("/api/queue")
@@ -223,7 +236,30 @@ def test_queue_depth_from_prompt_and_queue(comfy: FakeComfy, monitor: Monitor) -
     assert (monitor.stats("comfyui").queue_running, monitor.stats("comfyui").queue_pending) == (0, 0)
 
 
+def test_malformed_queue_reply_is_one_bad_json_and_read_again(comfy: FakeComfy, monitor: Monitor) -> None:
+    b = backend(comfy, monitor)
+    poll(b)
+    comfy.queue_remaining = 1
+    comfy.queue = {"queue_running": "one"}
+    b.probe()
+    with pytest.raises(ProbeError) as e:
+        b.collect()
+    assert e.value.error_type == "bad_json"
+    assert monitor.stats("comfyui").error_counts == {"bad_json": 1}
+    comfy.queue = load("queue_busy.json")
+    comfy.queue_remaining = 4
+    poll(b)
+    assert (monitor.stats("comfyui").queue_running, monitor.stats("comfyui").queue_pending) == (1, 3)
+
+
 # ---- processing time -----------------------------------------------------------------
+
+
+def finish(comfy: FakeComfy, *entries: tuple[str, dict[str, Any]]) -> None:
+    """Prompts finish as on a real ComfyUI: they land in history and leave
+    the queue (its count falls by as many)."""
+    comfy.history.update(entries)
+    comfy.queue_remaining -= len(entries)
 
 
 def test_each_prompt_counted_once_while_history_grows(comfy: FakeComfy, monitor: Monitor) -> None:
@@ -231,18 +267,19 @@ def test_each_prompt_counted_once_while_history_grows(comfy: FakeComfy, monitor:
     svc = monitor.service("comfyui")
     # First poll: one prompt already finished before monitoring began.
     comfy.history = dict(LOAD_RUN[:1])
+    comfy.queue_remaining = 5  # the other five are queued
     poll(b)
     assert svc.totals()["processing_count"] == 1
     poll(b)
     poll(b)  # nothing new: nothing recorded
     assert svc.totals()["processing_count"] == 1
-    comfy.history.update(LOAD_RUN[1:3])
+    finish(comfy, *LOAD_RUN[1:3])
     poll(b)
-    comfy.history.update(LOAD_RUN[3:])
+    finish(comfy, *LOAD_RUN[3:])
     poll(b)
     poll(b)
-    comfy.history.update(ERRORED)
-    comfy.history.update(INTERRUPTED)
+    finish(comfy, *ERRORED.items(), *INTERRUPTED.items())
+    assert comfy.queue_remaining == 0
     poll(b)
     poll(b)
 
@@ -258,8 +295,87 @@ def test_each_prompt_counted_once_while_history_grows(comfy: FakeComfy, monitor:
     # Execution failures are outcomes of jobs, not failed requests: every
     # HTTP call succeeded.
     assert s.errors == 0
-    assert comfy.hits("/api/history") == 8  # one per poll
-    assert all("max_items=" in p for p in comfy.paths() if p.startswith("/api/history"))
+    # History is read at the first poll and when prompts finished, each
+    # time for what finished plus one entry already seen; never all of it.
+    reads = [p for p in comfy.paths() if p.startswith("/api/history")]
+    assert reads == [f"/api/history?max_items={HISTORY_ITEMS}", "/api/history?max_items=3",
+                     "/api/history?max_items=2", "/api/history?max_items=3"]
+
+
+def test_idle_polls_do_not_read_history(
+    comfy: FakeComfy, monitor: Monitor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full history of an idle server: after the first read, a poll costs
+    # /prompt and /system_stats whatever the history holds, plus one entry
+    # every HISTORY_SWEEP_S.
+    for i in range(HISTORY_ITEMS):
+        pid, e = LOAD_RUN[0]
+        comfy.history[f"p{i}"] = e
+    b = backend(comfy, monitor)
+    poll(b)
+    first = len(comfy.paths())
+    for _ in range(5):
+        poll(b)
+    assert comfy.paths()[first:] == ["/api/prompt", "/api/system_stats"] * 5
+    assert monitor.service("comfyui").totals()["processing_count"] == HISTORY_ITEMS
+
+    monkeypatch.setattr(comfyui, "HISTORY_SWEEP_S", 0.0)
+    poll(b)
+    assert comfy.paths()[-2:] == ["/api/history?max_items=1", "/api/system_stats"]
+    assert monitor.service("comfyui").totals()["processing_count"] == HISTORY_ITEMS
+
+
+def test_prompts_the_queue_count_never_showed_are_found_by_the_sweep(
+    comfy: FakeComfy, monitor: Monitor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    b = backend(comfy, monitor)
+    svc = monitor.service("comfyui")
+    poll(b)
+    # Submitted and finished between two polls (a cached re-run takes
+    # milliseconds): the count reads 0 before and after.
+    comfy.history.update(LOAD_RUN[:1])
+    poll(b)
+    assert svc.totals()["processing_count"] == 0  # not yet: nothing said a prompt finished
+    monkeypatch.setattr(comfyui, "HISTORY_SWEEP_S", 0.0)
+    poll(b)
+    assert svc.totals()["processing_count"] == 1
+    monkeypatch.setattr(comfyui, "HISTORY_SWEEP_S", 3600.0)
+
+    # A finish hidden by a submission in the same interval: the count stays
+    # at 1, the running prompt changed.
+    comfy.queue_remaining = 1
+    poll(b)
+    comfy.history.update(LOAD_RUN[1:2])
+    poll(b)
+    assert svc.totals()["processing_count"] == 1
+
+    # Five finished while the count fell by one: the read doubles until it
+    # reaches an entry it had seen.
+    comfy.history.update(LOAD_RUN[2:])
+    comfy.history.update(ERRORED)
+    comfy.history.update(INTERRUPTED)
+    comfy.queue_remaining = 0
+    poll(b)
+    assert svc.totals()["processing_count"] == 7 - 1  # LOAD_RUN (4), ERRORED, INTERRUPTED
+    reads = [p for p in comfy.paths() if p.startswith("/api/history")]
+    assert reads[-3:] == ["/api/history?max_items=2", "/api/history?max_items=4", "/api/history?max_items=8"]
+    assert svc.totals()["processing_sum_ms"] == pytest.approx(1718 + 1635 + 1683 + 1698 + 46 + 1003)
+
+
+def test_a_cleared_history_is_read_again_from_its_newest(
+    comfy: FakeComfy, monitor: Monitor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # POST /history {"clear": true} (or a restart) empties it: what
+    # finishes afterwards is all new, and found.
+    comfy.history = dict(LOAD_RUN[:2])
+    b = backend(comfy, monitor)
+    poll(b)
+    comfy.history = {}
+    comfy.queue_remaining = 2
+    poll(b)
+    finish(comfy, *LOAD_RUN[2:])
+    poll(b)
+    assert monitor.service("comfyui").totals()["processing_count"] == 4
 
 
 def test_only_the_newest_history_items_are_read(comfy: FakeComfy, monitor: Monitor) -> None:
@@ -281,10 +397,14 @@ def test_processing_from_api_jobs_when_the_build_has_it(monitor: Monitor, shared
     try:
         b = backend(fake, monitor)
         fake.history = dict(LOAD_RUN[:2])
+        fake.queue_remaining = 1
         poll(b)
         assert "/api/jobs" in (b.capabilities.available["processing"])
+        # Three finish while the count falls by one (two more were queued
+        # and ran between polls): pagination.total says three are new.
         fake.history.update(LOAD_RUN[2:])
         fake.history.update(ERRORED)
+        fake.queue_remaining = 0
         poll(b)
         poll(b)
         totals = monitor.service("comfyui").totals()
@@ -292,6 +412,8 @@ def test_processing_from_api_jobs_when_the_build_has_it(monitor: Monitor, shared
         assert totals["processing_sum_ms"] == 1718 + 1635 + 1683 + 1698 + 46
         assert b.executions == {"success": 4, "execution_error": 1, "interrupted": 0}
         assert fake.hits("/api/history") == 0
+        reads = [p.rsplit("limit=", 1)[1] for p in fake.paths() if p.startswith("/api/jobs?status=")]
+        assert reads == [str(HISTORY_ITEMS), "2", "4"]
     finally:
         fake.close()
 
@@ -384,8 +506,10 @@ def test_truncated_prompt_reply_is_one_connection_reset(comfy: FakeComfy, monito
 def test_one_failing_signal_does_not_stop_the_others(comfy: FakeComfy, monitor: Monitor) -> None:
     b = backend(comfy, monitor)
     poll(b)
+    comfy.queue_remaining = 4
+    poll(b)
     comfy.route("/api/history", Reply(500, {"error": "boom"}))
-    comfy.history = dict(LOAD_RUN)
+    finish(comfy, *LOAD_RUN)
     stats_calls = comfy.hits("/api/system_stats")
     b.probe()
     with pytest.raises(ProbeError) as e:
@@ -393,6 +517,10 @@ def test_one_failing_signal_does_not_stop_the_others(comfy: FakeComfy, monitor: 
     assert e.value.error_type == "http_5xx"
     assert comfy.hits("/api/system_stats") == stats_calls + 1  # resources still read
     assert monitor.stats("comfyui").error_counts == {"http_5xx": 1}
+    # The failed read is tried again next cycle: nothing that finished is lost.
+    comfy.route("/api/history", comfy._history)
+    poll(b)
+    assert monitor.service("comfyui").totals()["processing_count"] == 4
 
 
 # ---- through the worker: transitions, uptime, re-detection -------------------------------

@@ -20,7 +20,20 @@ What each signal comes from:
   (``/history?max_items=N`` ``status.messages``), or
   ``execution_end_time - execution_start_time`` from ``/api/jobs`` on
   builds that have it.  Every prompt is counted exactly once across polls
-  (a bounded set of seen prompt ids).  Failed and interrupted runs are
+  (a bounded set of seen prompt ids).
+
+  What a poll costs must not grow with the server's history or the size of
+  its workflows: a history entry carries the whole prompt graph (64
+  entries of a 60-node graph are ~420 KB), so finished prompts are read
+  only when something may have finished -- the queue count fell, or a
+  prompt left ``/queue`` -- and then only the newest few (what finished,
+  plus one already seen that proves nothing older is missing; doubling up
+  to :data:`HISTORY_ITEMS` when every entry read is new).  A prompt can
+  finish without the count showing it (submitted and finished between two
+  polls, as a cached re-run does in milliseconds, or a finish hidden by a
+  submission in the same interval), so every :data:`HISTORY_SWEEP_S` the
+  newest entry is read as well.  ``/queue`` (whose items carry the graph
+  too) is read only when the count changed.  Failed and interrupted runs are
   recorded as processing time too -- they held the executor for that long
   -- and counted per outcome in :attr:`ComfyUI.executions`; they are not
   recorded as failed *requests*, because the HTTP calls that reported them
@@ -34,6 +47,7 @@ What each signal comes from:
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -44,10 +58,14 @@ from .config import BackendConfig
 from .http import HttpClient, ProbeError
 from .readings import DURATION_MS_MAX, byte_size, count, number
 
-#: How many of the newest finished prompts each poll reads.  At a 1 s
-#: interval ComfyUI would have to finish more than this many prompts per
-#: second for one to be missed.
+#: The most finished prompts one read covers (the first read after
+#: detection reads this many; later ones read what finished, doubling up to
+#: this).  More than this many finishing between two reads would be missed.
 HISTORY_ITEMS = 64
+
+#: Seconds between reads of the newest finished prompt while the queue
+#: count gives no sign that one finished (see the module docs).
+HISTORY_SWEEP_S = 10.0
 
 #: Prompt ids remembered as already recorded.  Must exceed HISTORY_ITEMS
 #: by a wide margin: an id forgotten while still among the newest
@@ -78,10 +96,25 @@ def _parse_prompt(data: Any) -> int:
     return n
 
 
-@json_object
-def _check_queue(data: dict[str, Any]) -> str | None:
-    ok = isinstance(data.get("queue_running"), list) and isinstance(data.get("queue_pending"), list)
-    return None if ok else "no queue_running/queue_pending lists"
+@dataclass(frozen=True)
+class _Queue:
+    """A ``/queue`` reply: how many prompts run and wait, and their ids."""
+
+    running: int
+    pending: int
+    prompt_ids: frozenset[str]
+
+
+def _parse_queue(data: Any) -> _Queue:
+    """``queue_running``/``queue_pending`` of a ``/queue`` reply; each item
+    is ``[number, prompt_id, prompt, extra_data, outputs_to_execute]``."""
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    running, pending = data.get("queue_running"), data.get("queue_pending")
+    if not (isinstance(running, list) and isinstance(pending, list)):
+        raise ValueError("no queue_running/queue_pending lists")
+    ids = frozenset(item[1] for item in (*running, *pending) if isinstance(item, list) and len(item) > 1 and isinstance(item[1], str))
+    return _Queue(len(running), len(pending), ids)
 
 
 @dataclass(frozen=True)
@@ -103,12 +136,24 @@ def _finished(prompt_id: str, start: Any, end: Any, outcome: str | None, where: 
     return _Finished(prompt_id, duration, outcome)
 
 
-def _parse_jobs(data: Any) -> list[_Finished]:
+@dataclass(frozen=True)
+class _FinishedPage:
+    """The newest finished prompts of one read, newest first, and how many
+    finished prompts the server holds in all when it says (``/api/jobs``
+    ``pagination.total``; None for ``/history``)."""
+
+    newest_first: list[_Finished]
+    total: int | None = None
+
+
+def _parse_jobs(data: Any) -> _FinishedPage:
     """The finished jobs of an ``/api/jobs`` reply, newest first."""
     jobs = data.get("jobs") if isinstance(data, dict) else None
     if not isinstance(jobs, list):
         raise ValueError("no jobs list")
-    return [
+    pagination = data.get("pagination")
+    total = count(pagination.get("total"), "pagination.total") if isinstance(pagination, dict) else None
+    return _FinishedPage([
         _finished(
             job["id"],
             job.get("execution_start_time"),
@@ -118,12 +163,14 @@ def _parse_jobs(data: Any) -> list[_Finished]:
         )
         for job in jobs
         if isinstance(job, dict) and isinstance(job.get("id"), str)
-    ]
+    ], total)
 
 
-def _parse_history(data: Any) -> list[_Finished]:
-    """The prompts of a ``/history`` reply: the ``execution_start`` event's
-    timestamp to that of the end event (success, error or interrupted)."""
+def _parse_history(data: Any) -> _FinishedPage:
+    """The prompts of a ``/history`` reply (oldest first, as ComfyUI keeps
+    them: in the order they finished), newest first: the
+    ``execution_start`` event's timestamp to that of the end event
+    (success, error or interrupted)."""
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     out: list[_Finished] = []
@@ -143,7 +190,8 @@ def _parse_history(data: Any) -> list[_Finished]:
             elif msg[0] in _END_EVENTS:
                 end, outcome = msg[1].get("timestamp"), _END_EVENTS[msg[0]]
         out.append(_finished(prompt_id, start, end, outcome, f"prompt {prompt_id!r}"))
-    return out
+    out.reverse()
+    return _FinishedPage(out)
 
 
 def _parse_system_stats(stats: Any) -> dict[str, float]:
@@ -192,7 +240,21 @@ class ComfyUI(Backend):
         self._prefix: str | None = None
         self._probe_prefix = "/api"
         self._jobs = False
+        #: The probe's ``queue_remaining``, until ``collect`` reports it.
         self._queue_remaining: int | None = None
+        #: What the last ``collect`` knew of the queue: its count, and the
+        #: last ``/queue`` reply while that count held (None: unread).
+        self._last_remaining: int | None = None
+        self._last_queue: _Queue | None = None
+        #: Whether the first read of finished prompts (HISTORY_ITEMS of
+        #: them) is still due; set again at each detection.
+        self._first_read = True
+        #: Prompts the queue says finished since the last read of them.
+        self._due_finished = 0
+        #: ``time.monotonic()`` of the last read of finished prompts.
+        self._read_at = float("-inf")
+        #: ``pagination.total`` of the last ``/api/jobs`` read.
+        self._jobs_total: int | None = None
         self._seen: OrderedDict[str, None] = OrderedDict()
 
     # ---- Backend -------------------------------------------------------------
@@ -244,9 +306,10 @@ class ComfyUI(Backend):
         except ProbeError:
             self._jobs = False  # /history is always there: use it
         if self._jobs:
-            caps.set("processing", "/api/jobs execution_end_time - execution_start_time")
+            caps.set("processing", "/api/jobs execution_end_time - execution_start_time (the newest, as they finish)")
         else:
-            caps.set("processing", f"{p}/history?max_items={HISTORY_ITEMS} status.messages (end - execution_start)")
+            caps.set("processing", f"{p}/history status.messages, end - execution_start (the newest, as they finish)")
+        self._first_read = True
         return caps
 
     def collect(self) -> None:
@@ -279,23 +342,74 @@ class ComfyUI(Backend):
         if remaining is None:
             return
         self._queue_remaining = None  # one probe reply feeds one report
+        before, last = self._last_remaining, self._last_queue
+        # Forget the old reply first: if /queue fails now, the next cycle
+        # must read it again rather than trust a split of another count.
+        self._last_remaining, self._last_queue = remaining, None
+        if before is not None and remaining < before:
+            self._due_finished += before - remaining
+        queue: _Queue
         if remaining == 0:
-            self.service.set_queue(0, 0)
-            return
-        data = self.fetch(f"{self._p}/queue", check=_check_queue)[0]
-        self.service.set_queue(len(data["queue_running"]), len(data["queue_pending"]))
+            queue = _Queue(0, 0, frozenset())
+        elif remaining == before and last is not None and last.running + last.pending == remaining:
+            # Same count as last cycle: the split is the one read then.  A
+            # finish hidden by a submission in the same interval is caught
+            # by the sweep (see the module docs).
+            queue = last
+        else:
+            queue = self.fetch(f"{self._p}/queue", parse=_parse_queue)[0]
+            if last is not None:
+                # Prompts that left the queue (finished, or deleted while
+                # pending: reading one more entry than needed is cheap).
+                left = len(last.prompt_ids - queue.prompt_ids)
+                self._due_finished = max(self._due_finished, left)
+        self.service.set_queue(queue.running, queue.pending)
+        self._last_queue = queue
 
     def _collect_processing(self) -> None:
-        if self._jobs:
-            jobs = self.fetch(
-                f"/api/jobs?status=completed,failed,cancelled&sort_by=created_at&sort_order=desc&limit={HISTORY_ITEMS}",
-                parse=_parse_jobs,
-            )[0]
-            finished = reversed(jobs)  # newest first from the server: record oldest first
+        now = time.monotonic()
+        if self._first_read:
+            want = HISTORY_ITEMS
+        elif self._due_finished > 0:
+            want = self._due_finished + 1  # plus one already seen: proves nothing older was missed
+        elif now - self._read_at >= HISTORY_SWEEP_S:
+            want = 1
         else:
-            finished = self.fetch(f"{self._p}/history?max_items={HISTORY_ITEMS}", parse=_parse_history)[0]
-        for prompt in finished:
+            return
+        fresh = self._read_newest(want)
+        # Only a read that answered settles what was due (a failed one is
+        # tried again next cycle).
+        self._first_read, self._due_finished, self._read_at = False, 0, now
+        for prompt in reversed(fresh):  # record oldest first
             self._record_finished(prompt)
+
+    def _read_newest(self, want: int) -> list[_Finished]:
+        """The newest finished prompts not yet recorded, newest first: reads
+        ``want`` of them, and twice as many again while every one read is
+        new (or, on ``/api/jobs``, while its total says more finished),
+        up to :data:`HISTORY_ITEMS`."""
+        k = min(max(want, 1), HISTORY_ITEMS)
+        while True:
+            page = self._fetch_finished(k)
+            fresh = [p for p in page.newest_first if p.prompt_id not in self._seen]
+            grown = None if page.total is None or self._jobs_total is None else page.total - self._jobs_total
+            more = len(fresh) == len(page.newest_first) or (grown is not None and len(fresh) < grown)
+            if not (more and len(page.newest_first) >= k and k < HISTORY_ITEMS):
+                self._jobs_total = page.total
+                return fresh
+            k = min(2 * k, HISTORY_ITEMS)
+
+    def _fetch_finished(self, k: int) -> _FinishedPage:
+        """The newest ``k`` finished prompts, newest first."""
+        page: _FinishedPage
+        if self._jobs:
+            page, _ = self.fetch(
+                f"/api/jobs?status=completed,failed,cancelled&sort_by=created_at&sort_order=desc&limit={k}",
+                parse=_parse_jobs,
+            )
+        else:
+            page, _ = self.fetch(f"{self._p}/history?max_items={k}", parse=_parse_history)
+        return page
 
     def _record_finished(self, prompt: _Finished) -> None:
         """Records one finished prompt's execution time, once per id.

@@ -1,0 +1,147 @@
+"""The collectors' HTTP client against real loopback servers that send
+raw bytes: every framing a backend may use (Content-Length, chunked as Go
+servers such as Ollama send larger replies, read-to-close as HTTP/1.0
+servers do), and replies that are not HTTP at all."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from movie_director_metrics.collectors import HttpClient, ProbeError
+from movie_director_metrics.collectors.http import MAX_BODY_BYTES, MAX_HEAD_BYTES
+
+
+class RawServer:
+    """Answers each connection with ``reply`` (bytes, sent in the given
+    pieces), after reading the request's head; keeps the request seen."""
+
+    def __init__(self, *pieces: bytes) -> None:
+        self.pieces = pieces
+        self.requests: list[bytes] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests.append(data)
+                for piece in self.pieces:
+                    conn.sendall(piece)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[list[RawServer]]:
+    servers: list[RawServer] = []
+    yield servers
+    for s in servers:
+        s.close()
+
+
+def client(servers: list[RawServer], *pieces: bytes) -> HttpClient:
+    srv = RawServer(*pieces)
+    servers.append(srv)
+    return HttpClient(srv.url + "/base", connect_timeout_s=0.5, read_timeout_s=1.0, headers={"X-Key": "k"})
+
+
+def test_content_length_reply_and_the_request_we_send(serve: list[RawServer]) -> None:
+    body = json.dumps({"exec_info": {"queue_remaining": 3}}).encode()
+    c = client(serve, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body), body)
+    r = c.get("/api/prompt")
+    assert (r.status, r.json()) == (200, {"exec_info": {"queue_remaining": 3}})
+    assert r.headers["content-type"] == "application/json"
+    request = serve[0].requests[0].decode()
+    assert request.startswith("GET /base/api/prompt HTTP/1.1\r\n")
+    assert f"Host: 127.0.0.1:{c.port}\r\n" in request
+    assert "X-Key: k\r\n" in request and "Connection: close\r\n" in request
+
+
+def test_post_sends_a_json_body(serve: list[RawServer]) -> None:
+    c = client(serve, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+    assert c.request("POST", "/v1/x", {"a": 1}).json() == {}
+    assert b"Content-Type: application/json\r\nContent-Length: 8\r\n\r\n" in serve[0].requests[0]
+
+
+def test_chunked_reply_with_extensions_and_trailers(serve: list[RawServer]) -> None:
+    body = json.dumps({"models": [{"name": "llama3:8b"}] * 50}).encode()
+    a, b = body[:1000], body[1000:]
+    c = client(serve, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+               b"%x;ext=1\r\n" % len(a), a, b"\r\n", b"%X\r\n" % len(b), b[:7], b[7:] + b"\r\n",
+               b"0\r\nX-Trailer: t\r\n\r\n")
+    assert c.get("/api/tags").json() == json.loads(body)
+
+
+def test_read_to_close_reply_of_an_http10_server(serve: list[RawServer]) -> None:
+    c = client(serve, b"HTTP/1.0 200 OK\r\n\r\n", b'{"ok": ', b"true}")
+    assert c.get("/health").json() == {"ok": True}
+
+
+def test_status_not_accepted_keeps_the_body(serve: list[RawServer]) -> None:
+    c = client(serve, b'HTTP/1.1 404 Not Found\r\nContent-Length: 22\r\n\r\n{"detail":"Not Found"}')
+    with pytest.raises(ProbeError) as e:
+        c.get("/sdapi/v1/options")
+    assert (e.value.error_type, e.value.status, e.value.body) == ("http_4xx", 404, b'{"detail":"Not Found"}')
+
+
+@pytest.mark.parametrize(
+    ("pieces", "error_type", "words"),
+    [
+        ((b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"a\":",), "connection_reset", "truncated body (5 of 50 bytes)"),
+        ((b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{\"a\":",), "connection_reset", "truncated chunked"),
+        ((b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",), "unreachable", "not hexadecimal"),
+        ((b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n",), "bad_json", "Content-Length 'ten'"),
+        ((b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1),), "bad_json", "body larger than"),
+        ((b"SSH-2.0-OpenSSH_9.2\r\n\r\n",), "unreachable", "not an HTTP reply"),
+        ((b"HTTP/1.1 200 OK\r\n" + b"X: " + b"y" * MAX_HEAD_BYTES,), "unreachable", "headers longer than"),
+        ((b"HTTP/1.1 200 OK\r\nContent-",), "connection_reset", "before the reply's headers"),
+        ((), "connection_reset", "before the reply's headers"),
+    ],
+    ids=["short-body", "short-chunk", "bad-chunk-size", "bad-length", "too-big", "not-http", "huge-head", "cut-head",
+         "no-reply"],
+)
+def test_broken_replies_are_one_error_type_each(
+    serve: list[RawServer], pieces: tuple[bytes, ...], error_type: str, words: str
+) -> None:
+    c = client(serve, *pieces)
+    with pytest.raises(ProbeError) as e:
+        c.get("/x")
+    assert e.value.error_type == error_type
+    assert words in str(e.value)
+
+
+def test_refused_and_timeout() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ProbeError) as e:
+        HttpClient(f"http://127.0.0.1:{port}").get("/")
+    assert e.value.error_type == "connection_refused"
+    with socket.socket() as hang:  # accepts (backlog) and never answers
+        hang.bind(("127.0.0.1", 0))
+        hang.listen(1)
+        c = HttpClient(f"http://127.0.0.1:{hang.getsockname()[1]}", read_timeout_s=0.2)
+        with pytest.raises(ProbeError) as e:
+            c.get("/")
+        assert e.value.error_type == "timeout"
+        assert 150 <= e.value.latency_ms < 2000
