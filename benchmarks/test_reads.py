@@ -67,14 +67,10 @@ def test_snapshot_ten_services(window: str, benchmark: Any, report: Report, size
                    f"snapshot('{window}'): {us:.0f} us, {speedup:.1f}x faster than the seed (targets <= 1 ms, >= 50x)")
 
 
-COLD_MISS = pytest.mark.xfail(strict=False, reason="measured 24h: 1.8-4 ms on the 2-core box (33-48 ms before "
-                              "block summaries): the first read after a minute seals rebuilds each service's cached "
-                              "middle from up to 24 hour-block summaries plus up to 118 one-minute buckets")
-
-
-@pytest.mark.parametrize("window", ["5m", "1h", pytest.param("24h", marks=COLD_MISS)])
+@pytest.mark.parametrize("window", WINDOWS)
 def test_snapshot_cold(window: str, benchmark: Any, report: Report, sizes: dict[str, Any], loaded_monitor: Monitor) -> None:
-    """Worst case: the first read after a minute boundary (every middle cache stale)."""
+    """The first read after a minute boundary: every window's middle has slid
+    (sealing keeps the middles of recently read windows current)."""
     rounds = max(2, sizes["reads_rounds"] // 20)
     us = median_s(benchmark, lambda _: loaded_monitor.snapshot(window), rounds,
                   setup=lambda: traffic(loaded_monitor, 60))

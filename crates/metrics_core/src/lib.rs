@@ -23,6 +23,7 @@ mod handoff;
 pub mod health;
 pub mod histogram;
 mod intern;
+mod middle;
 pub mod monitor;
 pub mod open_slot;
 mod primitive;

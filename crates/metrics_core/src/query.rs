@@ -6,8 +6,9 @@
 //! * the **middle**: sealed buckets of the coarsest tier whose resolution is
 //!   at most an eighth of the window (10 s buckets for 5 min and 1 h, 1 min
 //!   beyond), never the archive tier (the last, kept at a lower compression)
-//!   for a window a finer tier covers whole.  It only changes when that tier seals a bucket, so it is
-//!   merged once and cached until then;
+//!   for a window a finer tier covers whole.  It only changes when that tier
+//!   seals a bucket or the window's start passes one, and it is kept merged
+//!   (see `middle`);
 //! * the **left edge**: sealed buckets of the finest tier that still covers
 //!   the whole window, between the window's start and the first middle
 //!   bucket (at most 9 one-second buckets for 5 min);
@@ -18,10 +19,9 @@
 //! tier: exact for windows up to the finest tier's 5 min, within 10 s up to
 //! 1 h, within 1 min beyond.  The start actually covered is reported.
 
-use std::sync::Arc;
-
 use crate::agg::{merge_sorted, Agg};
 use crate::config::RetentionTier;
+pub use crate::middle::MiddleCache;
 use crate::tdigest::TDigest;
 use crate::tiers::{Bucket, Tier, TierStore};
 
@@ -100,14 +100,9 @@ impl WindowAcc {
     /// those peak-rpm can still need (for the cache).  Only the first and
     /// last minute of a part can share a minute with a neighbouring part;
     /// of the others, the busiest is all that matters.
-    fn compact(mut self, compression: f64) -> WindowAcc {
+    pub(crate) fn compact(mut self, compression: f64) -> WindowAcc {
         if self.minutes.len() > 3 {
-            let last = self.minutes.len() - 1;
-            let inner = self.minutes[1..last]
-                .iter()
-                .copied()
-                .fold(self.minutes[1], |b, m| if m.1 > b.1 { m } else { b });
-            self.minutes = vec![self.minutes[0], inner, self.minutes[last]];
+            self.minutes = compact_minutes(&self.minutes);
         }
         if let Some(d) = self.latency_digest(compression) {
             self.latency_points = d.centroids().collect();
@@ -127,6 +122,21 @@ impl WindowAcc {
                 * std::mem::size_of::<(f64, u64)>()
             + self.minutes.capacity() * std::mem::size_of::<(u32, f64)>()
     }
+}
+
+/// The minutes of a span that peak-rpm can still need once other parts
+/// join it: only its first and last minute can be shared with a
+/// neighbouring part; of the others, the (earliest) busiest is all.
+pub(crate) fn compact_minutes(minutes: &[(u32, f64)]) -> Vec<(u32, f64)> {
+    if minutes.len() <= 3 {
+        return minutes.to_vec();
+    }
+    let last = minutes.len() - 1;
+    let inner = minutes[1..last]
+        .iter()
+        .copied()
+        .fold(minutes[1], |b, m| if m.1 > b.1 { m } else { b });
+    vec![minutes[0], inner, minutes[last]]
 }
 
 fn digest_of(
@@ -171,185 +181,36 @@ pub fn plan(tiers: &[RetentionTier], window_s: u64) -> Plan {
     }
 }
 
-/// Key of a cached middle part: (window length, tier, first bucket start, end).
-pub type MiddleKey = (u64, usize, u32, u32);
-
-/// A few recently used middle parts, and summaries of whole blocks of
-/// `BLOCK` sealed buckets that rebuilding a middle reuses.
-#[derive(Debug, Default)]
-pub struct MiddleCache {
-    entries: Vec<(MiddleKey, Arc<WindowAcc>)>,
-    /// ((tier, block start), summary), ascending.
-    blocks: Vec<((usize, u32), Block)>,
+/// The middle tier's sealed buckets a window whose first second is
+/// `from_s` takes: `[from, to)`.
+pub(crate) fn middle_span(tier: &Tier, from_s: u32) -> (u32, u32) {
+    let from = tier.ceil(from_s);
+    (from, tier.sealed_end().max(from))
 }
 
-/// Buckets per cached block: an hour of minutes, ten minutes of 10 s.
-pub const BLOCK: u32 = 60;
-
-/// The merged, frozen content of one block of sealed buckets.  A block
-/// spans `BLOCK` × resolution seconds, a whole number of UTC minutes, so
-/// its busiest minute is all that peak-rpm needs from it.
-#[derive(Debug)]
-struct Block {
-    agg: Agg,
-    latency: Box<[u8]>,
-    processing: Box<[u8]>,
-    peak: Option<(u32, f64)>,
-}
-
-impl Block {
-    fn build<'a>(
-        buckets: impl Iterator<Item = &'a Bucket>,
-        resolution_s: u32,
-        compression: f64,
-    ) -> Block {
-        let mut w = WindowAcc::default();
-        for b in buckets {
-            w.add_bucket(b, resolution_s);
-        }
-        let peak = w.peak();
-        let mut agg = w.agg;
-        let latency = crate::sealed::freeze(&w.latency_points, &agg.latency, compression);
-        let processing = crate::sealed::freeze(&w.processing_points, &agg.processing, compression);
-        agg.latency.bins = crate::histogram::SparseBins::empty(agg.latency.bins_layout());
-        agg.processing.bins = crate::histogram::SparseBins::empty(agg.processing.bins_layout());
-        Block {
-            agg,
-            latency,
-            processing,
-            peak,
-        }
-    }
-
-    fn add_to(&self, w: &mut WindowAcc) {
-        w.agg.merge(&self.agg);
-        w.latency_points
-            .extend(crate::sealed::DigestView::new(&self.latency).points());
-        w.processing_points
-            .extend(crate::sealed::DigestView::new(&self.processing).points());
-        if let Some(p) = self.peak {
-            merge_sorted(&mut w.minutes, &[p], |a, b| *a += *b);
-        }
-    }
-
-    fn heap_bytes(&self) -> usize {
-        std::mem::size_of::<Block>()
-            + self.agg.heap_bytes()
-            + self.latency.len()
-            + self.processing.len()
+/// Adds the sealed buckets of `tier` in `[from, to)` one by one.
+pub(crate) fn add_buckets(w: &mut WindowAcc, tier: &Tier, from: u32, to: u32) {
+    for b in tier.sealed_between(from, to) {
+        w.add_bucket(b, tier.spec.resolution_s);
     }
 }
 
-/// Distinct window lengths cached per service (one middle each).
-const CACHE_ENTRIES: usize = 8;
-
-impl MiddleCache {
-    /// A cached middle, marked most recently used.
-    fn get(&mut self, key: MiddleKey) -> Option<Arc<WindowAcc>> {
-        let i = self.entries.iter().position(|(k, _)| *k == key)?;
-        let e = self.entries.remove(i);
-        let acc = e.1.clone();
-        self.entries.push(e);
-        Some(acc)
-    }
-
-    fn insert(&mut self, key: MiddleKey, acc: WindowAcc) -> Arc<WindowAcc> {
-        let acc = Arc::new(acc);
-        // A window's previous middle is stale once it has slid.
-        self.entries.retain(|(k, _)| k.0 != key.0);
-        if self.entries.len() >= CACHE_ENTRIES {
-            self.entries.remove(0);
-        }
-        self.entries.push((key, acc.clone()));
-        acc
-    }
-
-    pub fn clear(&mut self) {
-        self.entries.clear();
-        self.blocks.clear();
-    }
-
-    pub fn heap_bytes(&self) -> usize {
-        self.entries
-            .iter()
-            .map(|(_, a)| a.heap_bytes())
-            .sum::<usize>()
-            + self.entries.capacity() * std::mem::size_of::<(MiddleKey, Arc<WindowAcc>)>()
-            + self
-                .blocks
-                .iter()
-                .map(|(_, b)| b.heap_bytes())
-                .sum::<usize>()
-    }
-
-    /// Merges the sealed buckets of `tier` in `[from, to)`: whole blocks
-    /// from their cached summaries (built on first use), the rest bucket
-    /// by bucket.  Turns rebuilding a day of minutes from 1440 digests into
-    /// at most 24 block summaries plus 118 buckets.
-    fn merge_range(
-        &mut self,
-        ti: usize,
-        tier: &Tier,
-        from: u32,
-        to: u32,
-        compression: f64,
-    ) -> WindowAcc {
-        let res = tier.spec.resolution_s;
-        let span = res * BLOCK;
-        let first_block = from.div_ceil(span) * span;
-        let end_blocks = to / span * span;
-        let mut m = WindowAcc::default();
-        if first_block >= end_blocks {
-            for b in tier.sealed_between(from, to) {
-                m.add_bucket(b, res);
-            }
-            return m;
-        }
-        for b in tier.sealed_between(from, first_block) {
-            m.add_bucket(b, res);
-        }
-        // Blocks older than the tier keeps are of no further use.
-        let oldest = tier.buckets.front().map_or(0, |b| b.start_s);
-        self.blocks
-            .retain(|((t, start), _)| *t != ti || start + span > oldest);
-        let mut start = first_block;
-        while start < end_blocks {
-            let key = (ti, start);
-            let i = match self.blocks.binary_search_by(|(k, _)| k.cmp(&key)) {
-                Ok(i) => i,
-                Err(i) => {
-                    let block =
-                        Block::build(tier.sealed_between(start, start + span), res, compression);
-                    self.blocks.insert(i, (key, block));
-                    i
-                }
-            };
-            self.blocks[i].1.add_to(&mut m);
-            start += span;
-        }
-        for b in tier.sealed_between(end_blocks, to) {
-            m.add_bucket(b, res);
-        }
-        m
-    }
-}
-
-/// Collects the sealed and building parts of the window whose first second
-/// is `from_s` (the open seconds are added by the caller).  Returns the
-/// accumulated parts and the first second actually covered.
+/// Collects the sealed and building parts of the window of `window_s`
+/// ending at `now_s` (the open seconds are added by the caller).  Returns
+/// the accumulated parts and the first second actually covered.
 pub fn collect_window(
     store: &TierStore,
     cache: &mut MiddleCache,
     window_s: u64,
-    from_s: u32,
+    now_s: u32,
     compression: f64,
 ) -> (WindowAcc, u32) {
+    let from_s = (now_s + 1).saturating_sub(window_s.min(u32::MAX as u64) as u32);
     let specs: Vec<RetentionTier> = store.tiers.iter().map(|t| t.spec).collect();
     let p = plan(&specs, window_s);
     let mid = &store.tiers[p.middle_tier];
     let edge = &store.tiers[p.edge_tier];
-    let mid_from = mid.ceil(from_s);
-    let mid_to = mid.sealed_end().max(mid_from);
+    let (mid_from, mid_to) = middle_span(mid, from_s);
     let mut acc = WindowAcc::default();
     let covered_from = if p.edge_tier != p.middle_tier {
         let edge_from = edge.ceil(from_s);
@@ -368,17 +229,47 @@ pub fn collect_window(
     } else {
         mid_from
     };
-    let key = (window_s, p.middle_tier, mid_from, mid_to);
-    let middle = match cache.get(key) {
-        Some(m) => m,
-        None => {
-            let m = cache
-                .merge_range(p.middle_tier, mid, mid_from, mid_to, compression)
-                .compact(compression);
-            cache.insert(key, m)
+    cache.middle(
+        (window_s, p.middle_tier),
+        mid,
+        (mid_from, mid_to),
+        now_s,
+        compression,
+        &mut acc,
+    );
+    if let Some((start, agg)) = &mid.building {
+        if *start >= mid_from {
+            acc.add_agg(*start, agg, mid.spec.resolution_s);
         }
-    };
-    acc.add_acc(&middle);
+    }
+    (acc, covered_from)
+}
+
+/// The same parts merged straight from the buckets, with no cache: the
+/// oracle the maintained middle is tested against.
+#[cfg(test)]
+pub(crate) fn collect_window_uncached(
+    store: &TierStore,
+    window_s: u64,
+    now_s: u32,
+) -> (WindowAcc, u32) {
+    let from_s = (now_s + 1).saturating_sub(window_s.min(u32::MAX as u64) as u32);
+    let specs: Vec<RetentionTier> = store.tiers.iter().map(|t| t.spec).collect();
+    let p = plan(&specs, window_s);
+    let (mid, edge) = (&store.tiers[p.middle_tier], &store.tiers[p.edge_tier]);
+    let (mid_from, mid_to) = middle_span(mid, from_s);
+    let mut acc = WindowAcc::default();
+    let mut covered_from = mid_from;
+    if p.edge_tier != p.middle_tier {
+        covered_from = edge.ceil(from_s);
+        add_buckets(&mut acc, edge, covered_from, mid_from);
+        if let Some((start, agg)) = &edge.building {
+            if (covered_from..mid_from).contains(start) {
+                acc.add_agg(*start, agg, edge.spec.resolution_s);
+            }
+        }
+    }
+    add_buckets(&mut acc, mid, mid_from, mid_to);
     if let Some((start, agg)) = &mid.building {
         if *start >= mid_from {
             acc.add_agg(*start, agg, mid.spec.resolution_s);

@@ -15,9 +15,10 @@ use crate::config::MonitorConfig;
 use crate::error::{MetricsError, Result};
 use crate::health::{uptime_pct, HealthLog};
 use crate::intern::ErrorTypes;
+use crate::middle::{refresh_middles, MiddleCache};
 use crate::open_slot::OpenRing;
 use crate::primitive::{AtomicU64, Ordering};
-use crate::query::{collect_window, MiddleCache, WindowAcc};
+use crate::query::{collect_window, WindowAcc};
 use crate::stats::{GaugeStats, ServiceStats};
 use crate::tiers::TierStore;
 
@@ -351,6 +352,14 @@ impl Service {
             h.cache.clear();
         }
         h.tiers.prune(now_s);
+        // The middles of recently read windows follow the seal, so the
+        // first read after a bucket seals does not pay for merging it.
+        refresh_middles(
+            &h.tiers,
+            &mut h.cache,
+            now_s,
+            self.shared.config.query_compression,
+        );
         let horizon = now_s.saturating_sub(self.shared.config.max_window_s() as u32);
         h.health.prune(horizon, ttl);
     }
@@ -372,7 +381,7 @@ impl Service {
             tiers,
             cache,
             window_s,
-            from_s,
+            now_s,
             self.shared.config.query_compression,
         );
         let mut provisional: Option<(u32, bool)> = None;
