@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +147,87 @@ def test_refused_and_timeout() -> None:
             c.get("/")
         assert e.value.error_type == "timeout"
         assert 150 <= e.value.latency_ms < 2000
+
+
+# ---- TLS: a real handshake on loopback with a certificate made for the test ----------
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (openssl, as a server admin would make one)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make a certificate")
+    d = tmp_path_factory.mktemp("tls")
+    crt, key = str(d / "srv.crt"), str(d / "srv.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", crt],
+                   check=True, capture_output=True)
+    return crt, key
+
+
+class TlsServer(RawServer):
+    def __init__(self, cert: tuple[str, str], *pieces: bytes) -> None:
+        import ssl
+
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(*cert)
+        super().__init__(*pieces)
+        self.url = self.url.replace("http://", "https://")
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                conn = self.ctx.wrap_socket(raw, server_side=True)
+            except OSError:  # the client refused our certificate
+                raw.close()
+                continue
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests.append(data)
+                for piece in self.pieces:
+                    conn.sendall(piece)
+
+
+def test_https_reply_read_to_close_with_a_trusted_certificate(
+    cert: tuple[str, str], serve: list[RawServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server closes without a TLS close_notify after a read-to-close
+    # body, as many do: that is the end of the body, not a TLS failure.
+    srv = TlsServer(cert, b"HTTP/1.0 200 OK\r\n\r\n", b'{"data": []}')
+    serve.append(srv)
+    monkeypatch.setenv("SSL_CERT_FILE", cert[0])  # trusted the way a user's CA bundle would be
+    assert HttpClient(srv.url).get("/v1/models").json() == {"data": []}
+    assert serve[0].requests[0].startswith(b"GET /v1/models HTTP/1.1\r\n")
+
+
+def test_https_with_an_untrusted_certificate_is_tls(cert: tuple[str, str], serve: list[RawServer]) -> None:
+    srv = TlsServer(cert, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+    serve.append(srv)
+    with pytest.raises(ProbeError) as e:
+        HttpClient(srv.url).get("/v1/models")
+    assert e.value.error_type == "tls"
+    assert "CERTIFICATE_VERIFY_FAILED" in str(e.value)
+
+
+def test_https_to_a_plain_http_server_is_tls() -> None:
+    # Python's http.server answers the ClientHello with a plain 400.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from loopback import LoopbackServer
+
+    with LoopbackServer() as srv:
+        with pytest.raises(ProbeError) as e:
+            HttpClient(srv.url.replace("http://", "https://")).get("/")
+    assert e.value.error_type == "tls"
+    assert "TLS failed" in str(e.value)

@@ -320,19 +320,15 @@ def parse_prometheus(text: str) -> dict[str, list[float]]:
     """Finite sample values per sample name, labels dropped (vLLM has one
     series per engine and model: callers sum or take the max).
 
-    Uses ``prometheus_client.parser`` when it is installed, else a small
-    line parser good for the flat gauges read here.  ``ValueError`` when
+    A line parser good for the flat gauges read here, not
+    ``prometheus_client.parser``: a llama.cpp or vLLM ``/metrics`` reply
+    takes it ~18 us against ~300 us, on every poll, in the host's process.
+    (The tests check that both give the same samples.)  ``ValueError`` when
     the text is not Prometheus exposition format.  NaN samples (llama.cpp
     rates before the first request) are skipped.
     """
     out: dict[str, list[float]] = {}
-    try:
-        from prometheus_client.parser import text_string_to_metric_families
-    except ImportError:
-        pairs = _parse_lines(text)
-    else:
-        pairs = [(s.name, s.value) for fam in text_string_to_metric_families(text) for s in fam.samples]
-    for name, value in pairs:
+    for name, value in _parse_lines(text):
         if math.isfinite(value):
             out.setdefault(name, []).append(value)
     return out
