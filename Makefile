@@ -137,3 +137,13 @@ addon: venv bpy-venv bpy5-venv
 ## dist/screenshot.png.  Needs root; not part of `make test`.
 screenshot: venv bpy-venv
 	bash scripts/screenshot.sh
+
+.PHONY: bench-blender
+## What the add-on costs in a real Blender 4.3 GUI (the chroot + Xvfb of
+## `make screenshot`): viewport playback fps and p99 frame time, a Cycles
+## render, a Python-heavy operation and the add-on's own CPU, enabled vs
+## disabled in ABBA rounds; BENCH_BLENDER_SCENARIOS=idle,nice,normal (default
+## all).  Writes benchmarks/reference/blender-<date>.{json,txt}.  Needs root;
+## ~15 min; not part of `make test`.
+bench-blender: build
+	bash scripts/bench_blender.sh

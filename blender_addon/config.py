@@ -88,7 +88,9 @@ def read_config(prefs: Any) -> Config:
             blocked.append((name, "blocked: Online Access is off"))
     storage = None
     if prefs.use_storage:
-        storage = bpy.path.abspath(prefs.storage_path) if prefs.storage_path else str(default_storage_path())
+        # create=False: the tick does no file I/O (this runs every tick);
+        # the worker that opens the history file creates its directory.
+        storage = bpy.path.abspath(prefs.storage_path) if prefs.storage_path else str(default_storage_path(create=False))
     return Config(
         backends=tuple(backends),
         blocked=tuple(blocked),

@@ -28,7 +28,7 @@ from . import properties, runtime
 from . import view as V
 from .layout_helpers import bar, is_wide, section, state_icon
 
-CATEGORY = "Movie Director"
+CATEGORY = runtime.SIDEBAR_CATEGORY
 
 
 def _section_id(name: str) -> str:
@@ -51,7 +51,9 @@ def draw_connection_header(layout: Any, context: Any) -> None:
 
 
 def draw_connection(layout: Any, context: Any) -> None:
-    v = runtime.get().view
+    rt = runtime.get()
+    rt.request_refresh()  # the view may date from before the sidebar opened
+    v = rt.view
     wide = is_wide(context)
     if v.message:
         row = layout.row()

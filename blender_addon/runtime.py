@@ -15,9 +15,17 @@ paths) and hand results back through one ``queue.SimpleQueue`` that
 one engine snapshot (plus a few in-memory series for sparklines), builds the
 :mod:`view` and tags the sidebar for redraw only when the view changed.
 
+While no 3D view shows the sidebar on the add-on's tab, the tick keeps the
+engine, collectors and alerts going but builds no view (the engine reads,
+the per-service series and the Compare rows are what a tick costs), and
+nothing is tagged for redraw; the panels ask for an immediate refresh when
+they draw a view built before the sidebar opened.  ``make bench-blender``
+measures what is left.
+
 Headless (``bpy`` as a module, ``blender -b``) timers never fire, so tests
 and benchmarks call :func:`tick` directly; :func:`wait_idle` joins the
-workers first.
+workers first.  Headless, nothing can be seen or not seen, so the view is
+always built.
 """
 
 from __future__ import annotations
@@ -47,6 +55,11 @@ SPARK_POINTS = 24
 RULE_SLOW, RULE_FAILING = "blender:slow", "blender:failing"
 #: Engine services of the LLM tracker.
 LLM_SERVICE_PREFIX = "llm:"
+#: The sidebar tab of the panels (``bl_category``).
+SIDEBAR_CATEGORY = "Movie Director"
+#: ``Region.active_panel_category`` of a sidebar that has not drawn its
+#: tabs yet (or has none): it may be showing our panels.
+_UNKNOWN_CATEGORIES = ("", "UNSUPPORTED")
 #: Seconds to wait for workers at unregister (collectors join within 3 s;
 #: a check is bounded by its connect + read timeouts).
 SHUTDOWN_TIMEOUT_S = 8.0
@@ -81,6 +94,16 @@ class Runtime:
     _alerts_key: Any = None
     ticks: int = 0
     redraws: int = 0
+    #: Ticks that built no view because no sidebar showed the panels.
+    hidden_ticks: int = 0
+    #: ``view`` was built before the panels became visible (see
+    #: :meth:`request_refresh`).
+    stale: bool = False
+    #: No window can show anything (``bpy`` as a module, ``blender -b``):
+    #: the view is always built, for the tests and benchmarks that read it.
+    headless: bool = field(default_factory=lambda: bool(bpy.app.background))
+    #: The one-shot timer request_refresh() registered and that has not run.
+    _refresh_timer: Any = None
     _gen: int = 0
     _results: queue.SimpleQueue[Any] = field(default_factory=queue.SimpleQueue)
     _lifecycle: threading.Thread | None = None
@@ -180,6 +203,14 @@ class Runtime:
         self._ensure_alerts(cfg)
         if self.alerts is not None:
             self.alerts.evaluate()
+        if not self.headless and not visible_sidebars(context):
+            # Nobody can see a view: don't build one (it is most of a
+            # tick's cost) and tag nothing.  The panels call
+            # request_refresh() when they draw the stale one.
+            self.stale = True
+            self.hidden_ticks += 1
+            return
+        self.stale = False
         ws = properties.state(context)
         new = self._build_view(cfg, ws)
         self._set_view(context, new)
@@ -351,6 +382,26 @@ class Runtime:
         if ws.compare_index >= len(coll):
             ws.compare_index = max(0, len(coll) - 1)
 
+    def request_refresh(self) -> None:
+        """Called by the panels when they draw: a view built before the
+        sidebar opened is refreshed at once (a one-shot timer: a draw
+        callback may not change data itself) instead of at the next tick."""
+        if not self.stale or self._refresh_timer is not None or self.stopped:
+            return
+
+        def once() -> None:
+            self._refresh_timer = None
+            refresh_now()
+
+        self._refresh_timer = once
+        bpy.app.timers.register(once, first_interval=0.0)
+
+    def _cancel_refresh(self) -> None:
+        # A timer left registered keeps a headless interpreter from exiting.
+        timer, self._refresh_timer = self._refresh_timer, None
+        if timer is not None and bpy.app.timers.is_registered(timer):
+            bpy.app.timers.unregister(timer)
+
     # ---- actions from operators -------------------------------------------------
 
     def test_connection(self, names: list[str]) -> str:
@@ -399,6 +450,7 @@ class Runtime:
         Leaves no thread of ours running unless one ignores its timeout."""
         self.stopped = True
         self._gen += 1
+        self._cancel_refresh()
         self.wait_idle(SHUTDOWN_TIMEOUT_S)
         workers.stop_collectors(self.collectors)
         if self.monitor is not None:
@@ -433,10 +485,11 @@ def format_metric(metric: str, value: float | None) -> str:
     return f"{value:.2f}"
 
 
-def tag_sidebars(context: Any) -> int:
-    """Tags the sidebar (UI region) of every visible 3D viewport for redraw;
-    returns how many were tagged."""
-    n = 0
+def visible_sidebars(context: Any) -> list[Any]:
+    """The sidebars (UI regions of 3D viewports) that may be showing the
+    panels: open, and on the add-on's tab or on a tab not known yet.  A
+    sidebar on another tab draws none of our panels."""
+    out = []
     wm = getattr(context, "window_manager", None)
     for win in getattr(wm, "windows", ()):
         screen = win.screen
@@ -446,10 +499,21 @@ def tag_sidebars(context: Any) -> int:
             if area.type != "VIEW_3D" or not getattr(area.spaces.active, "show_region_ui", True):
                 continue
             for region in area.regions:
-                if region.type == "UI":
-                    region.tag_redraw()
-                    n += 1
-    return n
+                if region.type != "UI":
+                    continue
+                category = getattr(region, "active_panel_category", "")
+                if category == SIDEBAR_CATEGORY or category in _UNKNOWN_CATEGORIES:
+                    out.append(region)
+    return out
+
+
+def tag_sidebars(context: Any) -> int:
+    """Tags the sidebars that may show the panels for redraw; returns how
+    many were tagged."""
+    regions = visible_sidebars(context)
+    for region in regions:
+        region.tag_redraw()
+    return len(regions)
 
 
 # ---- module-level entry points ------------------------------------------------------

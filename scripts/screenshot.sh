@@ -1,13 +1,9 @@
 #!/usr/bin/env bash
 # A picture of the real add-on in a real Blender GUI: dist/screenshot.png.
 #
-# Debian bookworm has no Blender >= 4.2, so this runs Debian trixie's
-# Blender 4.3 from a debootstrap chroot (built once, kept in
-# $MDM_CHROOT, default target/blender-trixie, ~1.8 GB) on a host Xvfb with
-# Mesa's software renderer.  The add-on is copied into the chroot's
-# extension repository as-is and the engine wheel unpacked onto PYTHONPATH
-# (Blender 4.3 checks only a wheel's python tag, so it would refuse the
-# cp311-abi3 wheel on its Python 3.13; the abi3 module itself loads fine).
+# Blender 4.3 GUI from the Debian trixie chroot on a host Xvfb with Mesa's
+# software renderer (scripts/blender_chroot.sh builds it once and stages
+# the add-on and the engine).
 # Demo backends come from movie_director_metrics.simulator, plus a dead
 # port and a remote URL (blocked: online access is off in a factory setup).
 #
@@ -21,37 +17,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT_DIR=$PWD
-CHROOT=${MDM_CHROOT:-$ROOT_DIR/target/blender-trixie}
-DISPLAY_NUM=${MDM_DISPLAY:-57}
 W=1600
 H=1000
 OUT=$ROOT_DIR/dist/screenshot.png
 PY=${PYTHON:-$ROOT_DIR/.venv/bin/python}
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need Xvfb || ! need import || ! need xdotool || ! need debootstrap; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends xvfb imagemagick xdotool debootstrap >/dev/null
-fi
-
-if [ ! -x "$CHROOT/usr/bin/blender" ]; then
-  echo "== building the trixie chroot in $CHROOT (once)"
-  mkdir -p "$CHROOT"
-  [ -e "$CHROOT/etc/debian_version" ] || debootstrap --variant=minbase trixie "$CHROOT" http://deb.debian.org/debian
-  chroot "$CHROOT" /bin/bash -c "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && \
-    apt-get install -y -qq --no-install-recommends blender libgl1-mesa-dri libglx-mesa0 libegl-mesa0 python3-numpy >/dev/null"
-fi
-
-echo "== building the add-on"
-"$PY" scripts/build_addon.py --quiet >/dev/null
-WHEEL=$(ls blender_addon/wheels/movie_director_metrics-*-cp311-abi3-*.whl | head -1)
-
-STAGE=$CHROOT/opt/mdm
-rm -rf "$STAGE" "$CHROOT/root/.config/blender"
-mkdir -p "$STAGE/site" "$CHROOT/root/.config/blender/4.3/extensions/user_default"
-"$PY" -c "import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])" "$WHEEL" "$STAGE/site"
-cp -r blender_addon "$CHROOT/root/.config/blender/4.3/extensions/user_default/movie_director_metrics_addon"
-rm -rf "$CHROOT/root/.config/blender/4.3/extensions/user_default/movie_director_metrics_addon/wheels"
+# shellcheck source=scripts/blender_chroot.sh
+source scripts/blender_chroot.sh
+mdm_chroot_build
+mdm_stage_addon "$PY"
 
 cat > "$STAGE/drive.py" <<'PYEOF'
 # Runs inside the GUI Blender: enables the add-on, starts demo backends,
@@ -114,26 +88,8 @@ def demo():
 bpy.app.timers.register(demo, first_interval=1.0)
 PYEOF
 
-cleanup() {
-  set +e
-  [ -n "${BL_PID:-}" ] && kill "$BL_PID" 2>/dev/null && wait "$BL_PID" 2>/dev/null
-  [ -n "${XVFB_PID:-}" ] && kill "$XVFB_PID" 2>/dev/null && wait "$XVFB_PID" 2>/dev/null
-  for m in tmp/.X11-unix proc; do mountpoint -q "$CHROOT/$m" && umount -l "$CHROOT/$m"; done
-}
-trap cleanup EXIT
-for m in tmp/.X11-unix proc; do mountpoint -q "$CHROOT/$m" && umount -l "$CHROOT/$m"; done  # left by a killed run
-
-Xvfb ":$DISPLAY_NUM" -screen 0 "${W}x${H}x24" -nolisten tcp >/dev/null 2>&1 &
-XVFB_PID=$!
-export DISPLAY=":$DISPLAY_NUM"
-for _ in $(seq 50); do [ -e "/tmp/.X11-unix/X$DISPLAY_NUM" ] && break; sleep 0.1; done
-
-# Only the X socket and /proc go in (debootstrap made the /dev nodes): no
-# bind mount of /dev that an `rm -rf target` could reach through if this
-# script were killed before its cleanup.
-mkdir -p "$CHROOT/tmp/.X11-unix"
-mount --bind /tmp/.X11-unix "$CHROOT/tmp/.X11-unix"
-mount -t proc proc "$CHROOT/proc"
+trap mdm_chroot_cleanup EXIT
+mdm_xvfb_start "$W" "$H"
 
 chroot "$CHROOT" /usr/bin/env -i DISPLAY=":$DISPLAY_NUM" HOME=/root PATH=/usr/bin:/bin \
   PYTHONPATH=/opt/mdm/site LIBGL_ALWAYS_SOFTWARE=1 \

@@ -488,6 +488,47 @@ def run(zip_path: Path, work: Path, rep: Report, leak_n: int = 0) -> None:
     changed = rt.redraws - same
     rt_mod.tick()
     check("tag_only_when_changed", unchanged == 0 and changed == sidebars >= 1, f"same view: {unchanged} tags; changed view: {changed} tags for {sidebars} sidebars")
+
+    # ---- nobody looking (a GUI session with every sidebar closed): the
+    # tick keeps engine, collectors and alerts going but builds no view and
+    # tags nothing; panels drawing the stale view ask for one refresh.
+    # Headless the view is always built, so act as a GUI session here.
+    areas = [a for a in bpy.context.window_manager.windows[0].screen.areas if a.type == "VIEW_3D"]
+    for area in areas:
+        area.spaces.active.show_region_ui = False
+    rt.headless = False
+    try:
+        version1, redraws1, hidden1, ticks1 = rt.version, rt.redraws, rt.hidden_ticks, rt.ticks
+        for _ in range(5):
+            rt_mod.tick()
+        check(
+            "hidden_no_view",
+            rt.version == version1 and rt.redraws == redraws1 and rt.hidden_ticks - hidden1 == rt.ticks - ticks1 == 5 and rt.stale,
+            f"5 ticks, sidebars closed: {rt.version - version1} views, {rt.redraws - redraws1} tags, "
+            f"{rt.hidden_ticks - hidden1} hidden ticks, stale={rt.stale}",
+        )
+        for area in areas:
+            area.spaces.active.show_region_ui = True
+        rt.request_refresh()
+        timer = rt._refresh_timer
+        registered = timer is not None and bpy.app.timers.is_registered(timer)
+        rt.request_refresh()  # a second draw before the timer ran: still one timer
+        once = rt._refresh_timer is timer
+        hidden2, ticks2 = rt.hidden_ticks, rt.ticks
+        if timer is not None:
+            timer()  # what Blender would run (timers never fire headless)
+            if bpy.app.timers.is_registered(timer):
+                bpy.app.timers.unregister(timer)  # a registered timer hangs a headless exit
+        check(
+            "refresh_when_drawn_stale",
+            registered and once and not rt.stale and rt.ticks == ticks2 + 1 and rt.hidden_ticks == hidden2,
+            f"timer registered={registered}, one timer={once}, stale after={rt.stale}, "
+            f"ticks {rt.ticks - ticks2}, of them hidden {rt.hidden_ticks - hidden2}",
+        )
+    finally:
+        rt.headless = True
+        for area in areas:
+            area.spaces.active.show_region_ui = True
     for width, label in ((250, "narrow"), (500, "wide")):
         rep.data["timings"][f"draw_all_{label}_recording"] = timed(lambda: draw_all(mod, RecordingLayout, width), 100)
         rep.data["timings"][f"draw_all_{label}_null"] = timed(lambda: draw_all(mod, NullLayout, width), 300)

@@ -257,6 +257,13 @@ def test_update_loop_tags_sidebar_only_on_change(report: dict[str, Any]) -> None
     _checks(report, "redraw_only_on_change", "tag_only_when_changed")
 
 
+def test_update_loop_builds_no_view_while_no_sidebar_shows_it(report: dict[str, Any]) -> None:
+    # The idle cost of the add-on in a GUI session (make bench-blender):
+    # with every sidebar closed a tick builds no view and tags nothing; the
+    # panels, once drawn, get the view refreshed at once.
+    _checks(report, "hidden_no_view", "refresh_when_drawn_stale")
+
+
 def _panel(report: dict[str, Any], width: str, panel: str) -> list[dict[str, Any]]:
     return report["draws"][width][panel]
 
