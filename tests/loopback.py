@@ -55,10 +55,22 @@ class LoopbackServer:
         self.routes: dict[tuple[str, str], Route] = dict(routes or {})
         self.hits: list[tuple[str, str]] = []
         self._lock = threading.Lock()
+        #: Connections being served (clients keep them open between requests).
+        self._open: set[socket.socket] = set()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server._open.add(self.connection)
+
+            def finish(self) -> None:
+                with server._lock:
+                    server._open.discard(self.connection)
+                super().finish()
 
             def _serve(self, method: str) -> None:
                 with server._lock:
@@ -121,9 +133,19 @@ class LoopbackServer:
         self._thread.start()
 
     def close(self) -> None:
+        """Stops as a server process that exits does: the listening socket
+        and every connection still open (clients keep them between
+        requests) are closed."""
         self.httpd.shutdown()
         self.httpd.server_close()
         self._thread.join()
+        with self._lock:
+            open_now, self._open = list(self._open), set()
+        for conn in open_now:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def __enter__(self) -> LoopbackServer:
         return self

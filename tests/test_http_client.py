@@ -76,7 +76,7 @@ def test_content_length_reply_and_the_request_we_send(serve: list[RawServer]) ->
     request = serve[0].requests[0].decode()
     assert request.startswith("GET /base/api/prompt HTTP/1.1\r\n")
     assert f"Host: 127.0.0.1:{c.port}\r\n" in request
-    assert "X-Key: k\r\n" in request and "Connection: close\r\n" in request
+    assert "X-Key: k\r\n" in request and "Connection: close" not in request  # kept open
 
 
 def test_post_sends_a_json_body(serve: list[RawServer]) -> None:
@@ -231,3 +231,134 @@ def test_https_to_a_plain_http_server_is_tls() -> None:
             HttpClient(srv.url.replace("http://", "https://")).get("/")
     assert e.value.error_type == "tls"
     assert "TLS failed" in str(e.value)
+
+
+# ---- kept-open connections --------------------------------------------------------------
+
+
+class KeepAliveServer:
+    """Serves any number of requests per connection: each reply is
+    ``pieces`` with ``gap_s`` between them; counts connections.  With
+    ``close_after`` it closes each connection after that many replies
+    without saying so (as a server dropping idle connections does)."""
+
+    def __init__(self, *pieces: bytes, gap_s: float = 0.0, close_after: int | None = None) -> None:
+        self.pieces, self.gap_s, self.close_after = pieces, gap_s, close_after
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        import time
+
+        with conn:
+            data, served = b"", 0
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    data += chunk
+                request, _, data = data.partition(b"\r\n\r\n")
+                self.requests.append(request)
+                for i, piece in enumerate(self.pieces):
+                    if i:
+                        time.sleep(self.gap_s)
+                    conn.sendall(piece)
+                served += 1
+                if b"Connection: close" in request or (self.close_after is not None and served >= self.close_after):
+                    return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+REPLY = (b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", b'{"ok": true}')
+
+
+def test_one_connection_carries_every_request() -> None:
+    srv = KeepAliveServer(b"".join(REPLY))
+    try:
+        c = HttpClient(srv.url)
+        for _ in range(5):
+            assert c.get("/health").status == 200
+        assert srv.connections == 1
+        assert not any(b"Connection: close" in r for r in srv.requests)
+        c.close()
+        c.get("/health")
+        assert srv.connections == 2
+    finally:
+        srv.close()
+
+
+def test_a_connection_the_server_dropped_is_replaced() -> None:
+    # The server closes after each reply without a word: the next request
+    # finds the old connection closed and opens another; nothing fails.
+    srv = KeepAliveServer(b"".join(REPLY), close_after=1)
+    try:
+        c = HttpClient(srv.url)
+        for _ in range(4):
+            assert c.get("/health").status == 200
+        assert srv.connections == 4
+    finally:
+        srv.close()
+
+
+def test_a_get_cut_off_on_a_reused_connection_is_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The race a check before the request cannot see: the server closes the
+    # idle connection just as the request goes out.
+    from movie_director_metrics.collectors import http
+
+    srv = KeepAliveServer(b"".join(REPLY), close_after=1)
+    try:
+        c = HttpClient(srv.url)
+        c.get("/health")
+        import time
+
+        time.sleep(0.1)  # the server has closed it by now
+        monkeypatch.setattr(http.HttpClient, "_reusable", lambda self: self._sock is not None)
+        r = c.get("/health")
+        assert r.status == 200 and r.latency_ms < 1000
+        assert srv.connections == 2
+    finally:
+        srv.close()
+
+
+@pytest.mark.parametrize("quickack", [True, False], ids=["with-quickack", "without-quickack"])
+def test_a_server_holding_the_body_gets_fresh_connections(quickack: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Headers, then the body 60 ms later, as a server's Nagle holding the
+    # body for our delayed ACK looks from here (60 ms stands in for the
+    # 40-200 ms a delayed ACK costs, so the test needs no particular TCP
+    # stack).  The reply's latency is taken at its headers, and the client
+    # stops keeping connections to that server.
+    from movie_director_metrics.collectors import http
+
+    if not quickack:
+        monkeypatch.setattr(http, "_QUICKACK", None)
+    srv = KeepAliveServer(*REPLY, gap_s=0.06)
+    try:
+        c = HttpClient(srv.url)
+        first = c.get("/health")  # a fresh connection: not judged
+        assert first.latency_ms >= 60 and c.keep_alive
+        second = c.get("/health")
+        assert second.json() == {"ok": True}
+        assert second.latency_ms < 60
+        assert c.keep_alive is False
+        c.get("/health")
+        assert b"Connection: close" in srv.requests[-1]
+        assert srv.connections == 2
+    finally:
+        srv.close()

@@ -70,12 +70,37 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], backend: _Backend) -> None:
         self.backend = backend
+        #: Connections being served: clients keep them open between
+        #: requests, and a server that stops closes them (see close_all).
+        self.open: set[socket.socket] = set()
+        self.open_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def close_all(self) -> None:
+        """Closes every connection still open, as a server process that
+        exits does (``shutdown`` stops only the accept loop)."""
+        with self.open_lock:
+            conns, self.open = list(self.open), set()
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.open_lock:
+            self.server.open.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.open_lock:
+            self.server.open.discard(self.connection)
+        super().finish()
 
     def do_GET(self) -> None:
         self.server.backend._serve(self, "GET")
@@ -204,6 +229,7 @@ class _Backend:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_all()
         self._thread.join(timeout=2.0)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import select
 import socket
 import ssl
 import sys
@@ -96,27 +97,55 @@ def is_loopback(host: str) -> bool:
 #: Longest status line plus headers read, in bytes.
 MAX_HEAD_BYTES = 64 * 1024
 
+#: A body of at most this many bytes that arrives at least STALL_MS after
+#: its headers on a kept-open connection was held by the server's Nagle
+#: (see :class:`HttpClient`).
+STALL_BODY_BYTES = 16 * 1024
+STALL_MS = 20.0
+
+#: ``socket.TCP_QUICKACK`` where the platform has it (Linux).
+_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
+
+class _IdleClosed(Exception):
+    """A kept-open connection the server closed while it was idle: the
+    request may be sent once more on a fresh one."""
+
 
 class HttpClient:
     """Requests against one base URL (``http://host:port[/prefix]``).
 
     Not thread-safe: one client per backend, used by that backend's worker.
 
-    HTTP/1.1 on a plain socket, one connection per request: ~110 us of CPU
-    per loopback poll against ~250 us for ``http.client`` (whose reply
-    parsing goes through the ``email`` package), CPU taken in the host's
-    process -- in Blender, with the GIL.  Only what probes need is spoken:
-    a request with a JSON body or none, a reply framed by
-    ``Content-Length``, chunked or read-to-close, no compression
-    (``Accept-Encoding: identity``), no redirects.
+    HTTP/1.1 on a plain socket, kept open between requests.  What a poll
+    costs the host's process (in Blender, with the GIL) is mostly per
+    request, not per byte: at a 1 Hz cadence a request on a kept-open
+    loopback connection takes ~180 us of CPU, one on a fresh connection
+    ~480 us, and ``http.client`` (fresh, its reply parsed by the ``email``
+    package) more still.  Only what probes need is spoken: a request with
+    a JSON body or none, a reply framed by ``Content-Length``, chunked or
+    read-to-close, no compression (``Accept-Encoding: identity``), no
+    redirects.  The latency is that of the request itself, without a TCP
+    or TLS handshake, as for an application's own client that keeps its
+    connection.
 
-    Why not keep the connection open (~15 us a poll): a server that writes
-    a reply's headers and body in two small writes without TCP_NODELAY
-    (Python's ``http.server``; cpp-httplib's default) has the body held by
-    Nagle until the client's delayed ACK -- 40 ms on Linux, 200 ms on
-    Windows -- so the latency we report would be the TCP stack's, not the
-    server's (measured here: 44 ms a request).  A fresh connection starts
-    in quick-ACK mode and never waits.  A hung server costs at most one
+    Kept-open connections have two hazards, both handled:
+
+    - the server closes an idle connection (uvicorn after 5 s): a
+      connection that is readable before the request (closed, or holding
+      bytes nobody asked for) is replaced, and a GET whose reply never
+      starts on a reused connection is sent once more on a fresh one;
+    - a server that writes a reply's headers and body in two small writes
+      without TCP_NODELAY (Python's ``http.server``, cpp-httplib's
+      default) has the body held by Nagle until the client ACKs the
+      headers -- with delayed ACKs 40 ms on Linux, 200 ms on Windows
+      (measured here: 44 ms a request).  On Linux each reply is read with
+      TCP_QUICKACK; elsewhere, a small body that arrives 20 ms or more
+      after its headers marks the server: the reply's latency is taken at
+      its headers and the client uses a fresh connection (which starts in
+      quick-ACK mode) per request from then on.
+
+    Any failure closes the connection, so a hung server costs at most one
     connect timeout plus one read timeout.
     """
 
@@ -127,6 +156,7 @@ class HttpClient:
         connect_timeout_s: float = 0.5,
         read_timeout_s: float = 2.0,
         headers: dict[str, str] | None = None,
+        keep_alive: bool = True,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -139,16 +169,33 @@ class HttpClient:
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.headers = dict(headers or {})
+        #: Keep the connection open between requests (see the class docs;
+        #: cleared for good when the server turns out to stall replies).
+        self.keep_alive = keep_alive
+        self._sock: socket.socket | None = None
         self._buf = b""  # bytes received but not yet taken by the reply's reader
         host = f"[{self.host}]" if ":" in self.host else self.host
         default = 443 if self.scheme == "https" else 80
         self._host_header = host if self.port == default else f"{host}:{self.port}"
+
+    def __del__(self) -> None:
+        self.close()
 
     def get(self, path: str, *, ok_statuses: tuple[int, ...] = (200,)) -> Response:
         return self.request("GET", path, ok_statuses=ok_statuses)
 
     def get_json(self, path: str) -> Any:
         return self.get(path).json()
+
+    def close(self) -> None:
+        """Closes the kept-open connection, if any (idempotent; the next
+        request opens a new one)."""
+        sock, self._sock, self._buf = getattr(self, "_sock", None), None, b""
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
 
     def request(
         self,
@@ -167,38 +214,42 @@ class HttpClient:
             return _ms_since(start)
 
         data = None if body is None else json.dumps(body).encode()
-        head = [f"{method} {self.prefix + path} HTTP/1.1", f"Host: {self._host_header}", "Accept-Encoding: identity",
-                "Connection: close"]
+        head = [f"{method} {self.prefix + path} HTTP/1.1", f"Host: {self._host_header}", "Accept-Encoding: identity"]
+        if not self.keep_alive:
+            head.append("Connection: close")
         head += [f"{k}: {v}" for k, v in self.headers.items()]
         if data is not None:
             head += ["Content-Type: application/json", f"Content-Length: {len(data)}"]
         elif method not in ("GET", "HEAD"):
             head.append("Content-Length: 0")
         raw_request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (data or b"")
-        sock: socket.socket | None = None
-        self._buf = b""
         try:
-            sock = self._connect()
-            sock.sendall(raw_request)
-            out = self._read_reply(sock, method, path, start)
+            reused = self._reusable()
+            try:
+                out = self._exchange(method, path, raw_request, start, reused=reused)
+            except _IdleClosed:
+                out = self._exchange(method, path, raw_request, time.perf_counter(), reused=False)
         except ProbeError:
+            self.close()
             raise
         except (TimeoutError, socket.timeout) as e:
+            self.close()
             raise ProbeError("timeout", f"{method} {path}: timed out ({e})", elapsed()) from None
         except ConnectionRefusedError:
+            self.close()
             raise ProbeError("connection_refused", f"{method} {path}: connection refused", elapsed()) from None
         except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as e:
+            self.close()
             raise ProbeError("connection_reset", f"{method} {path}: connection closed ({e})", elapsed()) from None
         except socket.gaierror as e:
+            self.close()
             raise ProbeError("dns", f"{self.host}: name does not resolve ({e})", elapsed()) from None
         except ssl.SSLError as e:
+            self.close()
             raise ProbeError("tls", f"{self.host}: TLS failed ({e})", elapsed()) from None
         except (OSError, ValueError, UnicodeError) as e:
+            self.close()
             raise ProbeError("unreachable", f"{method} {path}: {type(e).__name__}: {e}", elapsed()) from None
-        finally:
-            self._buf = b""
-            if sock is not None:
-                sock.close()
         if out.status not in ok_statuses:
             raise ProbeError(
                 status_error_type(out.status), f"{method} {path}: HTTP {out.status}", out.latency_ms, out.status, body=out.body
@@ -206,6 +257,69 @@ class HttpClient:
         return out
 
     # ---- the wire ------------------------------------------------------------------
+
+    def _reusable(self) -> bool:
+        """True when the kept-open connection may carry the next request:
+        the server sent nothing since the last reply (readable now means
+        it closed the connection, or sent bytes no request asked for)."""
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            readable = bool(self._buf) or bool(select.select([sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            readable = True
+        if readable:
+            self.close()
+        return not readable
+
+    def _exchange(self, method: str, path: str, raw_request: bytes, start: float, *, reused: bool) -> Response:
+        """Sends one request and reads its reply, on the kept-open
+        connection (``reused``) or a new one; closes it unless both sides
+        keep it.  Raises :class:`_IdleClosed` when a GET on a reused
+        connection got no byte of a reply."""
+        if not reused:
+            self.close()
+            self._sock = self._connect()
+        sock = self._sock
+        assert sock is not None
+        try:
+            sock.sendall(raw_request)
+            status, version, headers, head_ms = self._read_head(sock, start, retry=reused and method == "GET")
+        except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as e:
+            if reused and method == "GET":
+                raise _IdleClosed(str(e)) from None
+            raise
+        stalled_at: list[float] = []
+
+        def latency() -> float:
+            return stalled_at[0] if stalled_at else _ms_since(start)
+
+        keep = self.keep_alive and version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            raw = b""
+        elif "chunked" in headers.get("transfer-encoding", "").lower():
+            raw = self._read_chunked(sock, path, status, latency)
+        elif (declared := headers.get("content-length")) is not None:
+            if not declared.strip().isdigit():
+                raise ProbeError("bad_json", f"{path}: Content-Length {declared!r} is not a byte count", latency(), status)
+            n = int(declared)
+            if n > MAX_BODY_BYTES:
+                raise ProbeError("bad_json", f"{path}: body larger than {MAX_BODY_BYTES} bytes", latency(), status)
+            waited = n > len(self._buf)
+            raw = self._read_exactly(sock, n, method, path, status, latency)
+            if reused and waited and n <= STALL_BODY_BYTES and _ms_since(start) - head_ms >= STALL_MS:
+                # Nagle held the body until our ACK (see the class docs):
+                # the server had answered at its headers.
+                stalled_at.append(head_ms)
+                self.keep_alive = keep = False
+        else:
+            raw = self._read_to_close(sock, path, status, latency)
+            keep = False
+        out = Response(status, raw, latency(), headers)
+        if not keep:
+            self.close()
+        return out
 
     def _connect(self) -> socket.socket:
         sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout_s)
@@ -219,44 +333,32 @@ class HttpClient:
             raise
         return sock
 
-    def _read_reply(self, sock: socket.socket, method: str, path: str, start: float) -> Response:
-        status, headers = _parse_head(self._read_head(sock))
-
-        def latency() -> float:
-            return _ms_since(start)
-
-        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-            raw = b""
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            raw = self._read_chunked(sock, path, status, latency)
-        elif (declared := headers.get("content-length")) is not None:
-            if not declared.strip().isdigit():
-                raise ProbeError("bad_json", f"{path}: Content-Length {declared!r} is not a byte count", latency(), status)
-            n = int(declared)
-            if n > MAX_BODY_BYTES:
-                raise ProbeError("bad_json", f"{path}: body larger than {MAX_BODY_BYTES} bytes", latency(), status)
-            raw = self._read_exactly(sock, n, method, path, status, latency)
-        else:
-            raw = self._read_to_close(sock, path, status, latency)
-        return Response(status, raw, latency(), headers)
-
     def _recv(self, sock: socket.socket) -> bytes:
         if self._buf:
             data, self._buf = self._buf, b""
             return data
+        if _QUICKACK is not None:
+            # Linux: ACK what arrives at once, so a server's Nagle never
+            # waits for our delayed ACK (the kernel clears it again).
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         return sock.recv(65536)
 
-    def _read_head(self, sock: socket.socket) -> bytes:
+    def _read_head(self, sock: socket.socket, start: float, *, retry: bool) -> tuple[int, str, dict[str, str], float]:
+        """Status, protocol version, headers and the ms from ``start`` to
+        the end of the headers."""
         buf = b""
         while True:
             chunk = self._recv(sock)
             if not chunk:
+                if retry and not buf:
+                    raise _IdleClosed("closed by the server while idle")
                 raise ConnectionResetError("the server closed the connection before the reply's headers")
             buf += chunk
             end = buf.find(b"\r\n\r\n")
             if end >= 0:
                 self._buf = buf[end + 4 :]
-                return buf[:end]
+                status, version, headers = _parse_head(buf[:end])
+                return status, version, headers, _ms_since(start)
             if len(buf) > MAX_HEAD_BYTES:
                 raise ValueError(f"reply headers longer than {MAX_HEAD_BYTES} bytes")
 
@@ -328,8 +430,8 @@ def _ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
-    """Status and headers (names lower-cased) of a reply."""
+def _parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:
+    """Status, protocol version and headers (names lower-cased) of a reply."""
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit() or len(parts[1]) != 3:
@@ -339,7 +441,7 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
         name, sep, value = line.partition(":")
         if sep:
             headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), headers
+    return int(parts[1]), parts[0], headers
 
 
 def status_error_type(status: int) -> str:

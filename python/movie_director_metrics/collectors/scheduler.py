@@ -296,6 +296,13 @@ class _Worker:
             stop.wait(max(0.0, due - time.monotonic()))
         with self.lock:
             self.next_due = None
+        self.close()
+
+    def close(self) -> None:
+        """Closes the backend's kept-open connection (its worker thread
+        only, or once that thread has ended)."""
+        if self.backend is not None:
+            self.backend.client.close()
 
     def snapshot(self, now: float) -> BackendStatus:
         with self.lock:
@@ -450,6 +457,8 @@ def check_once(
                 with w.lock:
                     w.last_error_type = w.last_error_type or "timeout"
                     w.last_error = f"check did not finish within {budget + CHECK_GRACE_S:.1f} s"
+            else:
+                w.close()  # a thread still running closes nothing of its own: GC does
         now = time.monotonic()
         return [w.snapshot(now) for w in workers]
     finally:
