@@ -132,9 +132,9 @@ class HttpClient:
     Kept-open connections have two hazards, both handled:
 
     - the server closes an idle connection (uvicorn after 5 s): a
-      connection that is readable before the request (closed, or holding
-      bytes nobody asked for) is replaced, and a GET whose reply never
-      starts on a reused connection is sent once more on a fresh one;
+      GET whose reply never starts on a reused connection is sent once
+      more on a fresh one; other methods go on a kept-open connection only
+      when it is not readable (closed, or holding bytes nobody asked for);
     - a server that writes a reply's headers and body in two small writes
       without TCP_NODELAY (Python's ``http.server``, cpp-httplib's
       default) has the body held by Nagle until the client ACKs the
@@ -224,7 +224,7 @@ class HttpClient:
             head.append("Content-Length: 0")
         raw_request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (data or b"")
         try:
-            reused = self._reusable()
+            reused = self._reusable(method)
             try:
                 out = self._exchange(method, path, raw_request, start, reused=reused)
             except _IdleClosed:
@@ -258,15 +258,24 @@ class HttpClient:
 
     # ---- the wire ------------------------------------------------------------------
 
-    def _reusable(self) -> bool:
-        """True when the kept-open connection may carry the next request:
-        the server sent nothing since the last reply (readable now means
-        it closed the connection, or sent bytes no request asked for)."""
+    def _reusable(self, method: str) -> bool:
+        """True when the kept-open connection may carry the next request.
+        For a GET it may: if the server closed it meanwhile, the reply never
+        starts and the GET is sent again on a fresh one (checking first
+        would cost one more blocking call per poll, so one more GIL
+        hand-off in the host).  Anything else goes on it only when the
+        server sent nothing since the last reply (readable now means it
+        closed the connection, or sent bytes no request asked for)."""
         sock = self._sock
         if sock is None:
             return False
+        if self._buf:  # bytes after the last reply that no request asked for
+            self.close()
+            return False
+        if method == "GET":
+            return True
         try:
-            readable = bool(self._buf) or bool(select.select([sock], [], [], 0)[0])
+            readable = bool(select.select([sock], [], [], 0)[0])
         except (OSError, ValueError):
             readable = True
         if readable:
