@@ -10,8 +10,9 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -293,55 +294,62 @@ class KeepAliveServer:
 REPLY = (b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", b'{"ok": true}')
 
 
-def test_one_connection_carries_every_request() -> None:
-    srv = KeepAliveServer(b"".join(REPLY))
-    try:
-        c = HttpClient(srv.url)
-        for _ in range(5):
-            assert c.get("/health").status == 200
-        assert srv.connections == 1
-        assert not any(b"Connection: close" in r for r in srv.requests)
-        c.close()
-        c.get("/health")
-        assert srv.connections == 2
-    finally:
+@pytest.fixture
+def keep_alive_server() -> Iterator[Callable[..., KeepAliveServer]]:
+    """Makes KeepAliveServers (same arguments) and closes them after the test."""
+    made: list[KeepAliveServer] = []
+
+    def make(*pieces: bytes, **kw: Any) -> KeepAliveServer:
+        made.append(KeepAliveServer(*pieces, **kw))
+        return made[-1]
+
+    yield make
+    for srv in made:
         srv.close()
 
 
-def test_a_connection_the_server_dropped_is_replaced() -> None:
+def test_one_connection_carries_every_request(keep_alive_server: Callable[..., KeepAliveServer]) -> None:
+    srv = keep_alive_server(b"".join(REPLY))
+    c = HttpClient(srv.url)
+    for _ in range(5):
+        assert c.get("/health").status == 200
+    assert srv.connections == 1
+    assert not any(b"Connection: close" in r for r in srv.requests)
+    c.close()
+    c.get("/health")
+    assert srv.connections == 2
+
+
+def test_a_connection_the_server_dropped_is_replaced(keep_alive_server: Callable[..., KeepAliveServer]) -> None:
     # The server closes after each reply without a word: the next request
     # finds the old connection closed and opens another; nothing fails,
     # for a GET (sent again) or a POST (checked before it is sent).
-    srv = KeepAliveServer(b"".join(REPLY), close_after=1)
-    try:
-        c = HttpClient(srv.url)
-        for i in range(4):
-            time.sleep(0.05)  # the server has closed it by now
-            assert c.get("/health").status == 200
-            time.sleep(0.05)  # (a POST racing the close is not sent again: it may have been acted on)
-            assert c.request("POST", "/x", {"i": i}).status == 200
-        assert srv.connections == 8
-    finally:
-        srv.close()
+    srv = keep_alive_server(b"".join(REPLY), close_after=1)
+    c = HttpClient(srv.url)
+    for i in range(4):
+        time.sleep(0.05)  # the server has closed it by now
+        assert c.get("/health").status == 200
+        time.sleep(0.05)  # (a POST racing the close is not sent again: it may have been acted on)
+        assert c.request("POST", "/x", {"i": i}).status == 200
+    assert srv.connections == 8
 
 
-def test_a_get_cut_off_on_a_reused_connection_is_sent_again() -> None:
+def test_a_get_cut_off_on_a_reused_connection_is_sent_again(keep_alive_server: Callable[..., KeepAliveServer]) -> None:
     # The server closed the idle connection before (or just as) the request
     # went out: the reply never starts, and the GET goes again on a fresh one.
-    srv = KeepAliveServer(b"".join(REPLY), close_after=1)
-    try:
-        c = HttpClient(srv.url)
-        c.get("/health")
-        time.sleep(0.1)  # the server has closed it by now
-        r = c.get("/health")
-        assert r.status == 200 and r.latency_ms < 1000
-        assert srv.connections == 2
-    finally:
-        srv.close()
+    srv = keep_alive_server(b"".join(REPLY), close_after=1)
+    c = HttpClient(srv.url)
+    c.get("/health")
+    time.sleep(0.1)  # the server has closed it by now
+    r = c.get("/health")
+    assert r.status == 200 and r.latency_ms < 1000
+    assert srv.connections == 2
 
 
 @pytest.mark.parametrize("quickack", [True, False], ids=["with-quickack", "without-quickack"])
-def test_a_server_holding_the_body_gets_fresh_connections(quickack: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_server_holding_the_body_gets_fresh_connections(
+    quickack: bool, monkeypatch: pytest.MonkeyPatch, keep_alive_server: Callable[..., KeepAliveServer]
+) -> None:
     # Headers, then the body 150 ms later, as a server's Nagle holding the
     # body for our delayed ACK looks from here (150 ms stands in for the
     # 40-200 ms a delayed ACK costs, so the test needs no particular TCP
@@ -351,17 +359,14 @@ def test_a_server_holding_the_body_gets_fresh_connections(quickack: bool, monkey
 
     if not quickack:
         monkeypatch.setattr(http, "_QUICKACK", None)
-    srv = KeepAliveServer(*REPLY, gap_s=0.15)
-    try:
-        c = HttpClient(srv.url)
-        first = c.get("/health")  # a fresh connection: not judged
-        assert first.latency_ms >= 150 and c.keep_alive
-        second = c.get("/health")
-        assert second.json() == {"ok": True}
-        assert second.latency_ms < 150
-        assert c.keep_alive is False
-        c.get("/health")
-        assert b"Connection: close" in srv.requests[-1]
-        assert srv.connections == 2
-    finally:
-        srv.close()
+    srv = keep_alive_server(*REPLY, gap_s=0.15)
+    c = HttpClient(srv.url)
+    first = c.get("/health")  # a fresh connection: not judged
+    assert first.latency_ms >= 150 and c.keep_alive
+    second = c.get("/health")
+    assert second.json() == {"ok": True}
+    assert second.latency_ms < 150
+    assert c.keep_alive is False
+    c.get("/health")
+    assert b"Connection: close" in srv.requests[-1]
+    assert srv.connections == 2
