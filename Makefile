@@ -66,6 +66,13 @@ bench-quick: build bench-peers
 bench-smoke: build bench-peers
 	BENCH_JSON=$(abspath target/bench-smoke.json) $(PY) -m pytest benchmarks -q -p no:cacheprovider --smoke
 
+## The unsafe code of the sealed-bucket slab (tiers/slab.rs, the Blob in
+## tiers.rs) under Miri (nightly + miri component; a few minutes; not part
+## of `make test`).
+.PHONY: miri
+miri:
+	cargo +nightly miri test -p metrics_core --lib tiers:: --target-dir target/miri
+
 ## Model-check the lock-free protocols under loom.
 loom: venv
 	RUSTFLAGS="--cfg loom" cargo test -p metrics_core --release --lib --target-dir target/loom loom

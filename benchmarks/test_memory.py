@@ -1,9 +1,19 @@
 """Memory of full retention: memory_bytes() and process RSS delta, measured in
-a fresh subprocess per load so other tests cannot pollute it."""
+fresh subprocesses so other tests cannot pollute it.
+
+The RSS delta is taken the way ``bench_memory_child.py`` explains: after a
+warm-up, with garbage collected and free heap pages returned to the kernel
+(``malloc_trim``) before and after the build, so it no longer depends on
+how much free heap the venv's imports happened to leave.  The realistic
+load runs in ``REPEATS`` children and is also compared against as many
+children that do everything but build it (the same process without the
+load); the figures report the median and the spread.
+"""
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -15,26 +25,33 @@ from bench_report import Report
 
 SECTION = "memory with every tier full (24 h + 10 min of traffic)"
 HERE = Path(__file__).parent
+MiB = 1 << 20
 LIMIT = 10_000_000
+#: The realistic load's RSS delta (issue "Performance", item 3): <= 8 MiB.
+RSS_LIMIT = 8 * MiB
 STRETCH = 4_000_000
+REPEATS = 3
 #: The realistic load: 10 services (5 with queues and resource gauges) and 5 LLM models.
 LLM_MODELS = 5
 LOAD_NOTE = (f"5 of them with queues + resource gauges; plus {LLM_MODELS} LLM models through Monitor.llm "
              "(each an engine service too, so the engine holds 15)")
 
 
-_CACHE: dict[tuple[int, float, int, bool], dict[str, Any]] = {}
+_CACHE: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
 
 
-def measure(services: int, hours: float, llm_models: int = 0, storage: bool = False) -> dict[str, Any]:
-    key = (services, hours, llm_models, storage)
-    if key not in _CACHE:
-        _CACHE[key] = _run_child(*key)
-    return _CACHE[key]
+def measure(services: int, hours: float, llm_models: int = 0, storage: bool = False, *, baseline: bool = False,
+            repeats: int = 1) -> list[dict[str, Any]]:
+    """``repeats`` children's figures (cached, so tests share children)."""
+    key = (services, hours, llm_models, storage, baseline)
+    runs = _CACHE.setdefault(key, [])
+    while len(runs) < repeats:
+        runs.append(_run_child(services, hours, llm_models, storage, baseline))
+    return runs[:repeats]
 
 
-def _run_child(services: int, hours: float, llm_models: int, storage: bool) -> dict[str, Any]:
-    extra = ["storage"] if storage else []
+def _run_child(services: int, hours: float, llm_models: int, storage: bool, baseline: bool) -> dict[str, Any]:
+    extra = (["storage"] if storage else []) + (["baseline"] if baseline else [])
     out = subprocess.run([sys.executable, str(HERE / "bench_memory_child.py"), str(services), str(hours),
                           str(llm_models), *extra],
                          cwd=HERE, capture_output=True, text=True, timeout=300, check=True)
@@ -42,25 +59,38 @@ def _run_child(services: int, hours: float, llm_models: int, storage: bool) -> d
     return result
 
 
-@pytest.mark.xfail(strict=False, reason="RSS delta of the realistic load (10 services + 5 LLM models) measured "
-                   "9.87-10.94 MiB in fresh clones' venvs and 9.2 MiB in the dev venv against 10 MB = 9.54 MiB "
-                   "(same code and package versions; the difference is not explained); memory_bytes 6.33 MiB "
-                   "meets the target in all")
+def _spread(values: list[int]) -> str:
+    return f"{min(values) / MiB:.2f} … {max(values) / MiB:.2f} MiB over {len(values)} children"
+
+
 def test_ten_services(report: Report, sizes: dict[str, Any]) -> None:
-    r = measure(10, sizes["hours"], LLM_MODELS)
+    runs = measure(10, sizes["hours"], LLM_MODELS, repeats=REPEATS)
+    bases = measure(10, sizes["hours"], LLM_MODELS, baseline=True, repeats=REPEATS)
+    r = runs[0]
     assert r["engine_services"] == 10 + LLM_MODELS
-    mem, rss = r["memory_bytes"], r["rss_delta"]
-    report.add(SECTION, "ours: 10 services + 5 LLM models, memory_bytes()", mem, "B", ours=True, note=LOAD_NOTE)
+    mem = r["memory_bytes"]
+    deltas = [x["rss_delta"] for x in runs]
+    rss = int(statistics.median(deltas))
+    # Against separate children without the load: the same figure from outside.
+    cross = int(statistics.median(x["rss_after"] for x in runs) - statistics.median(x["rss_after"] for x in bases))
+    report.add(SECTION, "ours: 10 services + 5 LLM models, memory_bytes()", mem, "B", ours=True,
+               note=f"{LOAD_NOTE}; LLM bucket arrays {r['llm_bucket_bytes'] / 1024:.0f} KiB more")
     report.add(SECTION, "ours: 10 services + 5 LLM models, process RSS delta", rss, "B",
-               note="VmRSS after - before the build (the LLM tracker's Python side included)")
+               note=f"median, {_spread(deltas)}; after warm-up, gc + malloc_trim before and after "
+                    f"(the LLM tracker's Python side included); anon {r['anon_delta'] / MiB:.2f} MiB, "
+                    f"malloc in use {r.get('malloc_in_use_delta', 0) / MiB:.2f} MiB")
+    report.add(SECTION, "ours: same, RSS vs children without the load", cross, "B",
+               note=f"median RSS after the load - median RSS of {len(bases)} children that skip it "
+                    f"({_spread([x['rss_after'] for x in bases])} absolute)")
     if sizes["hours"] < 24:
         report.add(SECTION, "targets", None, "", note=f"not checked: smoke fills only {sizes['hours']} h")
         return
     met_mem = report.target(SECTION, "10 services memory_bytes", mem, "B", "<= 10 MB", mem <= LIMIT)
-    met_rss = report.target(SECTION, "10 services RSS delta", rss, "B", "<= 10 MB", rss <= LIMIT)
+    met_rss = report.target(SECTION, "10 services RSS delta", rss, "B", "<= 8 MiB", rss <= RSS_LIMIT)
     report.add(SECTION, "10 services memory_bytes (stretch)", mem, "B", target="<= 4 MB", met=mem <= STRETCH,
                note="stretch goal, shown, not enforced")
-    report.enforce(met_mem and met_rss, f"10 services: memory_bytes {mem:,} B, RSS delta {rss:,} B (target <= 10 MB)")
+    report.enforce(met_mem and met_rss,
+                   f"10 services: memory_bytes {mem:,} B (target <= 10 MB), RSS delta {rss:,} B (target <= 8 MiB)")
 
 
 @pytest.mark.parametrize("services", [1, 10, 64])
@@ -69,7 +99,7 @@ def test_growth(services: int, report: Report, sizes: dict[str, Any]) -> None:
         services = max(sizes["growth"])  # quick/smoke shrink the largest count
         if any(r.name.startswith(f"growth: {services} services") for r in report.rows):
             pytest.skip(f"largest count shrunk to {services} in this mode, already measured")
-    r = measure(services, sizes["hours"])
+    r = measure(services, sizes["hours"])[0]
     mem = r["memory_bytes"]
     report.add(SECTION, f"growth: {services} services, memory_bytes()", mem, "B",
                note=f"{mem / services / 1024:.0f} KiB/service; RSS delta {r['rss_delta'] / 2**20:.2f} MiB")
@@ -78,7 +108,7 @@ def test_growth(services: int, report: Report, sizes: dict[str, Any]) -> None:
 def test_ten_services_with_storage_tiers(report: Report, sizes: dict[str, Any]) -> None:
     """Storage adds a 30-day hourly tier (for 7d/30d windows); full, as
     after a reload of a month of history."""
-    r = measure(10, sizes["hours"], LLM_MODELS, storage=True)
+    r = measure(10, sizes["hours"], LLM_MODELS, storage=True)[0]
     mem, rss = r["memory_bytes"], r["rss_delta"]
     report.add(SECTION, "ours: 10 services + 5 LLM models + 30 d hourly tier (storage on), memory_bytes()", mem, "B",
                note=f"RSS delta {rss / 2**20:.2f} MiB; hourly tier filled with copies of the load's own hour buckets")

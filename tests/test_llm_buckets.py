@@ -90,10 +90,28 @@ def test_a_busy_month_grows_each_ring_to_its_retention_and_no_further() -> None:
         adds.append((KEYS[0], now, agg))
     assert len(store.minutes[KEYS[0]].starts) == MINUTE_RETENTION_S // MINUTE + 1
     assert len(store.hours[KEYS[0]].starts) == HOUR_RETENTION_S // HOUR + 1
-    assert store.nbytes() == (1441 + 721) * (8 + 8 * len(fields(Agg)))
+    # The 7 counters this model reports (no errors, cache or reasoning tokens).
+    assert store.nbytes() == (1441 + 721) * (8 + 8 * 7)
     for w in WINDOWS:
         assert_same(store.window(w, now), oracle(adds, w, now), f"window {w} s")
     assert store.totals[KEYS[0]].requests == 31 * 1440
+
+
+def test_a_counter_first_reported_late_gets_a_column_and_earlier_rows_keep_theirs() -> None:
+    store = BucketStore()
+    adds = []
+    for k in range(300):
+        at = T0 + 60.0 * k
+        agg = one(1, 100, 0.01) if k < 200 else Agg(requests=1, errors=1, reasoning=7, cache_read=k)
+        store.prune(at)
+        store.add(KEYS[0], at, agg, at, lifetime=True)
+        adds.append((KEYS[0], at, agg))
+        if k == 199:
+            assert len(store.minutes[KEYS[0]].cols) == 7
+    assert len(store.minutes[KEYS[0]].cols) == 10
+    now = T0 + 60.0 * 299
+    for w in WINDOWS:
+        assert_same(store.window(w, now), oracle(adds, w, now), f"window {w} s")
 
 
 def test_a_model_idle_past_the_retention_is_dropped() -> None:

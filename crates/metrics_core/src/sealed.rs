@@ -203,17 +203,55 @@ impl<'a> DigestView<'a> {
 
 /// Encodes a bucket: digests of the given points (bins of `agg` are not
 /// read) and every extras section `agg` has.  `None` when there is nothing.
+#[cfg(test)]
 pub fn encode_blob(
     agg: &Agg,
     latency_points: &[(f64, u64)],
     processing_points: &[(f64, u64)],
     compression: f64,
 ) -> Option<Box<[u8]>> {
-    let mut latency = Vec::new();
-    encode_digest(latency_points, &agg.latency, compression, &mut latency);
-    let mut out = Vec::with_capacity(latency.len() + 48);
-    push_varint(&mut out, latency.len() as u64);
-    out.extend_from_slice(&latency);
+    let mut out = Vec::new();
+    encode_blob_into(
+        agg,
+        latency_points,
+        processing_points,
+        compression,
+        &mut out,
+    )
+    .then(|| out.into_boxed_slice())
+}
+
+/// Appends the digest of `points` to `out` behind its varint length.
+fn push_sized_digest(points: &[(f64, u64)], d: &DurationAgg, compression: f64, out: &mut Vec<u8>) {
+    let at = out.len();
+    encode_digest(points, d, compression, out);
+    // The varint of the length, put in front of the digest.
+    let (mut n, mut head, mut k) = ((out.len() - at) as u64, [0u8; 10], 0);
+    loop {
+        head[k] = (n & 0x7F) as u8;
+        n >>= 7;
+        k += 1;
+        if n == 0 {
+            break;
+        }
+        head[k - 1] |= 0x80;
+    }
+    out.splice(at..at, head[..k].iter().copied());
+}
+
+/// [`encode_blob`] into a caller's buffer (cleared first), so sealing can
+/// reuse one scratch buffer and allocate only the blob's exact bytes.
+/// False when there is nothing to encode.
+pub fn encode_blob_into(
+    agg: &Agg,
+    latency_points: &[(f64, u64)],
+    processing_points: &[(f64, u64)],
+    compression: f64,
+    out: &mut Vec<u8>,
+) -> bool {
+    out.clear();
+    push_sized_digest(latency_points, &agg.latency, compression, out);
+    let latency_empty = out.len() == 1;
 
     let p = &agg.processing;
     let h = &agg.health;
@@ -228,37 +266,35 @@ pub fn encode_blob(
         .iter()
         .filter(|(present, _)| *present)
         .fold(0u8, |f, (_, bit)| f | bit);
-    if flags == 0 && latency.is_empty() {
-        return None;
+    if flags == 0 && latency_empty {
+        out.clear();
+        return false;
     }
     out.push(flags);
     if flags & HAS_ERROR_TYPES != 0 {
-        push_varint(&mut out, agg.error_types.len() as u64);
+        push_varint(out, agg.error_types.len() as u64);
         for &(id, n) in &agg.error_types {
             out.push(id);
-            push_varint(&mut out, n as u64);
+            push_varint(out, n as u64);
         }
     }
     if flags & HAS_PROCESSING != 0 {
-        push_varint(&mut out, p.count);
+        push_varint(out, p.count);
         for v in [p.sum_ms, p.min_ms, p.max_ms] {
             out.extend_from_slice(&v.to_le_bytes());
         }
-        let mut digest = Vec::new();
-        encode_digest(processing_points, p, compression, &mut digest);
-        push_varint(&mut out, digest.len() as u64);
-        out.extend_from_slice(&digest);
+        push_sized_digest(processing_points, p, compression, out);
     }
     if flags & HAS_QUEUE != 0 {
         for v in [agg.queue.n, agg.queue.depth_max, agg.queue.depth_sum] {
-            push_varint(&mut out, v);
+            push_varint(out, v);
         }
     }
     if flags & HAS_GAUGES != 0 {
-        push_varint(&mut out, agg.gauges.len() as u64);
+        push_varint(out, agg.gauges.len() as u64);
         for (g, a) in &agg.gauges {
             out.push(*g as u8);
-            push_varint(&mut out, a.n);
+            push_varint(out, a.n);
             out.extend_from_slice(&a.sum.to_le_bytes());
             out.extend_from_slice(&f32_toward(a.min, false).to_le_bytes());
             out.extend_from_slice(&f32_toward(a.max, true).to_le_bytes());
@@ -266,13 +302,13 @@ pub fn encode_blob(
     }
     if flags & HAS_HEALTH != 0 {
         for v in [h.up, h.down, h.latency_n] {
-            push_varint(&mut out, v as u64);
+            push_varint(out, v as u64);
         }
         if h.latency_n > 0 {
             out.extend_from_slice(&h.latency_sum_ms.to_le_bytes());
         }
     }
-    Some(out.into_boxed_slice())
+    true
 }
 
 fn split(blob: &[u8]) -> (DigestView<'_>, Reader<'_>) {

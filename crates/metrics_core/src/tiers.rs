@@ -7,11 +7,127 @@
 //! the scalars stay exact.  Buckets roll off by time: a tier
 //! keeps the buckets that start within its window of "now".
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::ptr::NonNull;
 
 use crate::agg::{Agg, DurationAgg};
 use crate::config::RetentionTier;
 use crate::sealed::{self, DigestView};
+
+mod slab;
+
+/// A sealed bucket's byte string behind one thin pointer, so a [`Bucket`]
+/// is 56 bytes instead of the 64 a `Box<[u8]>` (pointer + length) made it
+/// (~2 000 buckets a service).  Allocated once, at its exact size rounded
+/// up to 8 bytes, in the blob pages of [`slab`].  A 4-byte head comes
+/// first: for a blob in a slab slot `(offset in page) << 16 | len` (len is
+/// then at most `MAX_SLOT - 4`), for a bigger one `LARGE | len`.
+struct Blob(NonNull<u8>);
+
+// SAFETY: a Blob owns its allocation exclusively and is immutable.
+unsafe impl Send for Blob {}
+// SAFETY: shared access only reads.
+unsafe impl Sync for Blob {}
+
+const BLOB_HEAD: usize = std::mem::size_of::<u32>();
+const LARGE: u32 = 1 << 31;
+
+impl Blob {
+    fn new(bytes: &[u8]) -> Blob {
+        let len = bytes.len();
+        let (p, offset) = slab::alloc(BLOB_HEAD + len);
+        let head = if BLOB_HEAD + len > slab::MAX_SLOT {
+            assert!(len < LARGE as usize, "a bucket blob over 2 GiB");
+            LARGE | len as u32
+        } else {
+            ((offset as u32) << 16) | len as u32
+        };
+        // SAFETY: `p` points to BLOB_HEAD + len writable bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(head.to_le_bytes().as_ptr(), p, BLOB_HEAD);
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(BLOB_HEAD), len);
+        }
+        Blob(NonNull::new(p).expect("allocations are not null"))
+    }
+
+    /// The blob's length and, in a slab slot, its offset in the page.
+    fn head(&self) -> (usize, usize) {
+        let mut head = [0u8; BLOB_HEAD];
+        // SAFETY: the allocation starts with the head.
+        unsafe { std::ptr::copy_nonoverlapping(self.0.as_ptr(), head.as_mut_ptr(), BLOB_HEAD) };
+        let h = u32::from_le_bytes(head);
+        if h & LARGE != 0 {
+            ((h & !LARGE) as usize, 0)
+        } else {
+            ((h & 0xFFFF) as usize, (h >> 16) as usize)
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: `len` initialised bytes follow the head; they live as
+        // long as `self`.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().add(BLOB_HEAD), self.head().0) }
+    }
+
+    /// Bytes the blob occupies.
+    fn footprint(&self) -> usize {
+        slab::slot_size(BLOB_HEAD + self.head().0)
+    }
+}
+
+impl Drop for Blob {
+    fn drop(&mut self) {
+        let (len, offset) = self.head();
+        // SAFETY: allocated by `slab::alloc` with this size, at this
+        // offset; dropped once.
+        unsafe { slab::free(self.0.as_ptr(), BLOB_HEAD + len, offset) }
+    }
+}
+
+impl Clone for Blob {
+    fn clone(&self) -> Blob {
+        Blob::new(self.as_slice())
+    }
+}
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Blob({} bytes)", self.head().0)
+    }
+}
+
+thread_local! {
+    /// Where a bucket is encoded before its exact-size copy is made: no
+    /// growing or shrinking buffer per seal (whose leftovers fragment the
+    /// heap between long-lived blobs).
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The blob of a bucket, encoded in this thread's scratch buffer (a fresh
+/// one while thread-local storage is being torn down).
+fn encode(
+    agg: &Agg,
+    latency_points: &[(f64, u64)],
+    processing_points: &[(f64, u64)],
+    compression: f64,
+) -> Option<Blob> {
+    let run = |out: &mut Vec<u8>| {
+        let some =
+            sealed::encode_blob_into(agg, latency_points, processing_points, compression, out);
+        let blob = some.then(|| Blob::new(out));
+        if out.capacity() > 4096 {
+            *out = Vec::new(); // a rare huge bucket: not kept per thread
+        }
+        blob
+    };
+    SCRATCH
+        .try_with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut out) => run(&mut out),
+            Err(_) => run(&mut Vec::new()),
+        })
+        .unwrap_or_else(|_| run(&mut Vec::new()))
+}
 
 /// A sealed bucket: the hot scalars inline (exact), everything else —
 /// latency and processing digests, error types, queue, gauges, health — in
@@ -24,7 +140,7 @@ pub struct Bucket {
     pub sum_ms: f64,
     pub min_ms: f64,
     pub max_ms: f64,
-    blob: Option<Box<[u8]>>,
+    blob: Option<Blob>,
 }
 
 impl Bucket {
@@ -53,20 +169,18 @@ impl Bucket {
             sum_ms: l.sum_ms,
             min_ms: l.min_ms,
             max_ms: l.max_ms,
-            blob: sealed::encode_blob(agg, latency_points, processing_points, compression),
+            blob: encode(agg, latency_points, processing_points, compression),
         }
     }
 
     /// The frozen latency digest.
     pub fn latency(&self) -> Option<DigestView<'_>> {
-        self.blob.as_deref().and_then(sealed::latency)
+        self.blob().and_then(sealed::latency)
     }
 
     /// The frozen processing-time digest.
     pub fn processing(&self) -> Option<DigestView<'_>> {
-        self.blob
-            .as_deref()
-            .and_then(|b| sealed::merge_extras(b, None))
+        self.blob().and_then(|b| sealed::merge_extras(b, None))
     }
 
     /// Adds this bucket's exact scalars to `into`; returns the processing
@@ -79,8 +193,7 @@ impl Bucket {
         l.min_ms = l.min_ms.min(self.min_ms);
         l.max_ms = l.max_ms.max(self.max_ms);
         into.errors = into.errors.saturating_add(self.errors);
-        self.blob
-            .as_deref()
+        self.blob()
             .and_then(|b| sealed::merge_extras(b, Some(into)))
     }
 
@@ -135,7 +248,7 @@ impl Bucket {
             sum_ms,
             min_ms,
             max_ms,
-            blob,
+            blob: blob.map(|b| Blob::new(&b)),
         }
     }
 
@@ -147,11 +260,11 @@ impl Bucket {
 
     /// The encoded digests and extras (see `sealed`), as stored.
     pub fn blob(&self) -> Option<&[u8]> {
-        self.blob.as_deref()
+        self.blob.as_ref().map(Blob::as_slice)
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.blob.as_ref().map_or(0, |b| b.len())
+        self.blob.as_ref().map_or(0, Blob::footprint)
     }
 }
 
@@ -398,6 +511,33 @@ mod tests {
         assert!(b.processing().is_none());
         let w: u64 = b.latency().unwrap().points().map(|p| p.1).sum();
         assert_eq!(w, 10);
+    }
+
+    #[test]
+    fn buckets_are_small_and_blobs_round_trip() {
+        assert_eq!(std::mem::size_of::<Bucket>(), 56);
+        assert_eq!(std::mem::size_of::<Option<Blob>>(), 8);
+        for bytes in [
+            &b""[..],
+            &b"x"[..],
+            &[7u8; 300][..],
+            &[8u8; 508][..],
+            &[9u8; 509][..],
+            &[1u8; 70_000][..],
+        ] {
+            let b = Bucket::from_parts(0, 1, 0, 1.0, 1.0, 1.0, Some(bytes.into()));
+            let c = b.clone();
+            drop(b);
+            assert_eq!(c.blob(), Some(bytes));
+            assert_eq!(c.heap_bytes(), slab::slot_size(4 + bytes.len()));
+        }
+        let big = second_with(&(0..5000).map(|i| 1.0 + i as f64).collect::<Vec<_>>());
+        let b = Bucket::seal(0, &big, 200.0);
+        assert_eq!(
+            b.latency().unwrap().points().map(|p| p.1).sum::<u64>(),
+            5000
+        );
+        SCRATCH.with(|s| assert!(s.borrow().capacity() <= 4096));
     }
 
     #[test]

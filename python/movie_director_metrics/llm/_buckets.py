@@ -7,10 +7,15 @@ when minutes expire.
 
 A model's buckets are rows of one float64 array per resolution, a ring
 indexed by bucket start (``start // span % slots``), with each row's start
-kept beside it: ~96 bytes per bucket, where a Python object per bucket
-with its numbers took ~450.  A ring starts with 16 rows and grows fourfold
+kept beside it: at most 104 bytes per bucket, where a Python object per
+bucket with its numbers took ~450.  A ring holds only the columns its
+model has used (a column is added, for every row, the first time a
+request has a non-zero value in it): most models never report cache or
+reasoning tokens, and errors are rare, so a typical row is 7 of the 12
+counters.  A ring starts with 16 rows and grows fourfold
 when two live buckets would share a row, up to the retention's whole span
-(1,441 minutes, 721 hours: ~225 KiB for a model busy all month).  Counts
+(1,441 minutes, 721 hours: at most ~225 KiB for a model busy all month,
+~135 KiB with 7 columns).  Counts
 are whole numbers held exactly in float64 (up to 2**53).  Models with no
 bucket left in a resolution's retention are dropped from it.
 
@@ -75,8 +80,11 @@ _AGG_FIELDS = tuple(f.name for f in fields(Agg))
 _INT_FIELDS = frozenset(f.name for f in fields(Agg) if f.type in ("int", int))
 
 
-def _vector(agg: Agg) -> npt.NDArray[np.float64]:
-    return np.array([getattr(agg, name) for name in _AGG_FIELDS], dtype=np.float64)
+def _vector(agg: Agg) -> tuple[npt.NDArray[np.float64], int]:
+    """The counters as a row, and the bitmask of the non-zero ones."""
+    values = [getattr(agg, name) for name in _AGG_FIELDS]
+    nonzero = sum(1 << i for i, v in enumerate(values) if v)
+    return np.array(values, dtype=np.float64), nonzero
 
 
 def _agg(vector: npt.NDArray[np.float64]) -> Agg:
@@ -89,7 +97,10 @@ def _agg(vector: npt.NDArray[np.float64]) -> Agg:
 class _Ring:
     """One model's buckets at one resolution (see the module doc)."""
 
-    __slots__ = ("span", "max_slots", "starts", "values")
+    __slots__ = ("span", "max_slots", "starts", "values", "cols", "used")
+
+    #: Bit ``i`` of ``used``: column ``_AGG_FIELDS[i]`` is in ``values``.
+    used: int
 
     def __init__(self, span: int, retention_s: int, slots: int = 16) -> None:
         self.span = span
@@ -97,11 +108,27 @@ class _Ring:
         self.max_slots = retention_s // span + 1
         slots = min(slots, self.max_slots)
         self.starts = np.full(slots, -1, dtype=np.int64)  # -1: an empty row
-        self.values = np.zeros((slots, len(_AGG_FIELDS)), dtype=np.float64)
+        #: The columns (indices into ``_AGG_FIELDS``) ``values`` holds.
+        self.cols = np.zeros(0, dtype=np.intp)
+        self.used = 0
+        self.values = np.zeros((slots, 0), dtype=np.float64)
 
-    def add(self, start: int, vector: npt.NDArray[np.float64], cutoff: float) -> None:
-        """Adds ``vector`` to the bucket at ``start``; buckets starting before
-        ``cutoff`` have expired and their rows are free."""
+    def _widen(self, used: int) -> None:
+        """Adds the columns of bitmask ``used`` that the ring lacks."""
+        cols = np.array([i for i in range(len(_AGG_FIELDS)) if used >> i & 1], dtype=np.intp)
+        values = np.zeros((len(self.starts), len(cols)), dtype=np.float64)
+        values[:, np.searchsorted(cols, self.cols)] = self.values
+        self.used, self.cols, self.values = used, cols, values
+
+    def add(self, start: int, full: npt.NDArray[np.float64], nonzero: int, cutoff: float) -> None:
+        """Adds ``full`` (every counter; bitmask ``nonzero`` of its non-zero
+        ones) to the bucket at ``start``; buckets starting before ``cutoff``
+        have expired and their rows are free."""
+        if nonzero & ~self.used:
+            self._widen(self.used | nonzero)
+        self._add(start, full.take(self.cols), cutoff)
+
+    def _add(self, start: int, vector: npt.NDArray[np.float64], cutoff: float) -> None:
         i = (start // self.span) % len(self.starts)
         held = int(self.starts[i])
         if held == start:
@@ -109,7 +136,7 @@ class _Ring:
             return
         if held >= cutoff and len(self.starts) < self.max_slots:
             self._grow(cutoff)  # two live buckets for one row: more rows
-            self.add(start, vector, cutoff)
+            self._add(start, vector, cutoff)
             return
         # An empty or expired row is free.  At full size a live row's start
         # differs from ``start`` by the whole retention, so one of the two
@@ -125,9 +152,9 @@ class _Ring:
         starts, values = self.starts[live][order], self.values[live][order]
         slots = min(len(self.starts) * 4, self.max_slots)
         self.starts = np.full(slots, -1, dtype=np.int64)
-        self.values = np.zeros((slots, len(_AGG_FIELDS)), dtype=np.float64)
+        self.values = np.zeros((slots, len(self.cols)), dtype=np.float64)
         for start, vector in zip(starts.tolist(), values):
-            self.add(start, vector, cutoff)
+            self._add(start, vector, cutoff)
 
     def latest(self) -> int:
         return int(self.starts.max())
@@ -137,7 +164,8 @@ class _Ring:
         mask = (self.starts >= lo) & (self.starts <= hi)
         if not mask.any():
             return None
-        total: npt.NDArray[np.float64] = self.values[mask].sum(axis=0)
+        total = np.zeros(len(_AGG_FIELDS), dtype=np.float64)
+        total[self.cols] = self.values[mask].sum(axis=0)
         return total
 
     def nbytes(self) -> int:
@@ -160,12 +188,12 @@ class BucketStore:
             self.totals.setdefault(key, Agg()).merge(one)
         if at_s < now - HOUR_RETENTION_S:
             return False
-        vector = _vector(one)
+        vector, nonzero = _vector(one)
         if at_s >= now - MINUTE_RETENTION_S:
             ring = self.minutes.get(key) or self.minutes.setdefault(key, _Ring(MINUTE, MINUTE_RETENTION_S))
-            ring.add(int(at_s // MINUTE) * MINUTE, vector, now - MINUTE_RETENTION_S)
+            ring.add(int(at_s // MINUTE) * MINUTE, vector, nonzero, now - MINUTE_RETENTION_S)
         ring = self.hours.get(key) or self.hours.setdefault(key, _Ring(HOUR, HOUR_RETENTION_S))
-        ring.add(int(at_s // HOUR) * HOUR, vector, now - HOUR_RETENTION_S)
+        ring.add(int(at_s // HOUR) * HOUR, vector, nonzero, now - HOUR_RETENTION_S)
         return True
 
     def prune(self, now: float) -> None:

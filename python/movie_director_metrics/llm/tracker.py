@@ -28,7 +28,7 @@ when TTFT was measured.
 Thread-safety: ``record`` may be called from any thread; the buckets sit
 behind one lock held for a few dict updates, and the engine calls happen
 outside it (they are lock-free).  Memory is bounded by ``max_models`` x
-(1,441 + 721) bucket rows of 104 bytes (~225 KiB a model at most; see
+(1,441 + 721) bucket rows of at most 104 bytes (~225 KiB a model at most; see
 ``_buckets``) plus ``max_rows`` buffered rows.
 """
 
