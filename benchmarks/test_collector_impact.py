@@ -70,10 +70,10 @@ def _p99(xs: list[float]) -> float:
     return statistics.quantiles(xs, n=100)[98]
 
 
-@pytest.mark.xfail(strict=False, reason="full runs on the 2-core box measured +1.04, +1.17 and +1.55 ms (a quick run "
-                   "+0.36 ms); cause not isolated: the simulated backends' process shares the same two cores, "
-                   "and a prototype keeping the connection open between polls (fewer GIL hand-offs per call) "
-                   "measured no better (+1.55 ms)")
+@pytest.mark.xfail(strict=False, reason="collector threads' CPU 6.48 ms per second in a full run (median of 20 "
+                   "1 s phases, 1.96 ... 10.06) against <= 3 ms: ~14 requests a second at ~0.2-0.5 ms each, woken "
+                   "cold once per backend and interval while this frame loop holds the GIL; the p99 target is met "
+                   "(+0.01 ms since connections stay open; +1.04 ... +1.55 ms before)")
 def test_collectors_on_main_thread(report: Report, sizes: dict[str, Any]) -> None:
     phases = max(2, sizes["repeats"] // 2)
     frames = 200 if sizes["frames"] >= 50 else 40  # ~1 s of frames per phase (on: 1 s after start, then 1 s)
@@ -122,9 +122,10 @@ def test_collectors_on_main_thread(report: Report, sizes: dict[str, Any]) -> Non
     report.add(SECTION, "throughput loss, collectors on", statistics.median(loss), "%",
                note=f"median over {phases} off/on phase pairs (min {min(loss):+.2f} %, max {max(loss):+.2f} %)")
     cpu = statistics.median(cpu_ms_per_s)
-    report.target(SECTION, "collector threads' CPU per second", cpu, "ms", "<= 3 ms", cpu <= 3.0,
+    met_cpu = report.target(SECTION, "collector threads' CPU per second", cpu, "ms", "<= 3 ms", cpu <= 3.0,
                   note=f"6 backends at 1 Hz, steady phases (the first second after start() excluded); median of "
                        f"{len(cpu_ms_per_s)} phases ({min(cpu_ms_per_s):.2f} ... {max(cpu_ms_per_s):.2f})")
     met = report.target(SECTION, "added p99 frame time", added, "ms", "<= 1 ms", added <= 1.0,
                         note="a stall under 1 ms is invisible at 60 fps (16.7 ms frames)")
-    report.enforce(met, f"collectors add {added:.2f} ms to the p99 frame (target <= 1 ms)")
+    report.enforce(met and met_cpu, f"collectors add {added:.2f} ms to the p99 frame (target <= 1 ms) and use "
+                                    f"{cpu:.2f} ms of CPU a second (target <= 3 ms)")
