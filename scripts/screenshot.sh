@@ -117,8 +117,11 @@ if [ -n "${MDM_DRAG:-}" ]; then
   sleep 1.5
 fi
 # Then open panels: space-separated x,y clicks on panel headers (factory
-# layout, 1600x1000): Health Monitoring, Compare, then the fifth service.
-for xy in ${MDM_CLICKS-1120,318 1100,739 1130,475}; do click "${xy%,*}" "${xy#*,}"; done
+# layout, 1600x1000): Health Monitoring, then Compare.  Every click must
+# land on a header: the sidebar overlaps the viewport, so a click below the
+# panels selects in the scene and dirties the .blend (the earlier
+# coordinates did, once Connection Status grew its "not tested" rows).
+for xy in ${MDM_CLICKS-1124,414 1100,835}; do click "${xy%,*}" "${xy#*,}"; done
 xdotool mousemove 700 500
 sleep 3
 import -window root "$OUT"
