@@ -13,9 +13,6 @@ from typing import Any
 
 import bpy
 
-_LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
-
-
 @dataclass(frozen=True)
 class Config:
     """Everything the preferences decide, as plain values (safe to hand to
@@ -50,21 +47,14 @@ def default_storage_path(create: bool = True) -> Path:
     return Path(base) / "metrics.sqlite3"
 
 
-def _is_loopback(host: str) -> bool:
-    try:
-        from movie_director_metrics.collectors.http import is_loopback
-
-        return bool(is_loopback(host))
-    except ImportError:
-        return host in _LOOPBACK_NAMES or host.startswith("127.") or host == "::1"
-
-
 def read_config(prefs: Any) -> Config:
     """The preferences as a :class:`Config` (main thread).  Each backend is
     validated with the engine's own config parser, so a bad URL shows next
     to its backend instead of stopping the others."""
+    # The bundled engine is there: the tick only calls this once it imports.
     from movie_director_metrics.collectors.config import parse_config
     from movie_director_metrics.errors import ConfigError
+    from movie_director_metrics.net import is_loopback
 
     allow_remote = bool(bpy.app.online_access)
     backends, blocked, thresholds, seen = [], [], [], set()
@@ -84,7 +74,7 @@ def read_config(prefs: Any) -> Config:
             continue
         thresholds.append((name, float(item.threshold_ms) or float(prefs.default_threshold_ms)))
         backends.append(cfg)
-        if not allow_remote and not _is_loopback(cfg.host):
+        if not allow_remote and not is_loopback(cfg.host):
             blocked.append((name, "blocked: Online Access is off"))
     storage = None
     if prefs.use_storage:

@@ -40,10 +40,10 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from .collectors.config import BackendConfig, default_config_path, load_config
-from .collectors.http import is_loopback
 from .errors import ConfigError, InvalidWindowError, MetricsError, StorageError, StorageLockedError
 from ._core import ServiceStats
 from .monitor import Monitor, StorageArg
+from .net import is_loopback
 from .storage import default_path
 
 if TYPE_CHECKING:

@@ -38,32 +38,30 @@ Times are UTC: ISO 8601 with ``Z``, and epoch seconds.  ``error_types`` is
 return inside a name are percent-encoded).  The JSON layout is ``schemas/export.schema.json``
 (JSON Schema 2020-12), shipped in the package: :data:`SCHEMA_PATH`.
 
-**Writing.**  Into a temporary file in the target directory, fsynced, then
-renamed over ``path``: readers see the old file or the new one, never a
-part.  Any failure removes the temporary file, leaves an existing ``path``
-untouched and raises :class:`~movie_director_metrics.errors.ExportError`.
+**Writing.**  :func:`~movie_director_metrics.atomic.write_atomic`: into a
+temporary file in the target directory, fsynced, then renamed over
+``path``: readers see the old file or the new one, never a part.  Any
+failure removes the temporary file, leaves an existing ``path`` untouched
+and raises :class:`~movie_director_metrics.errors.ExportError`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as _dt
 import json
 import math
 import numbers
 import os
-import stat
-import tempfile
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 from . import _core
+from .atomic import write_atomic
 from .errors import (
-    ExportError,
     InvalidValueError,
     InvalidWindowError,
     MonitorClosedError,
@@ -73,6 +71,7 @@ from .errors import (
 )
 from .paths import expand_user
 from .storage import HOUR, MINUTE, Storage
+from .windows import window_seconds
 
 if TYPE_CHECKING:
     from .monitor import Monitor
@@ -139,9 +138,6 @@ END_SLACK_S = 60.0
 #: Buckets one export can hold per service (the engine's tier size limit).
 MAX_BUCKETS = 99_998
 
-_UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86_400.0}
-
-
 # ---- the range ---------------------------------------------------------------
 
 
@@ -155,32 +151,6 @@ class _Range:
     #: The window as given (passed on to ``Monitor.stats``), None for start/end.
     window: str | float | None
     label: str | None
-
-
-def _is_number(v: object) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
-def _window_seconds(window: str | float) -> int:
-    """Seconds of a window, parsed as the engine parses it."""
-    if isinstance(window, str):
-        t = window.strip()
-        i = next((k for k, c in enumerate(t) if c.isascii() and c.isalpha()), len(t))
-        num, unit = t[:i].strip(), (t[i:] or "s")
-        try:
-            value = float(num) * _UNITS[unit]
-        except (KeyError, ValueError):
-            value = math.nan
-    elif _is_number(window):
-        value = float(window)
-    else:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 1.0):
-        raise InvalidWindowError(
-            f"window={window!r} is not understood: expected e.g. \"1h\", \"24h\", \"7d\" "
-            "(<n>s|m|h|d) or a number of seconds >= 1"
-        )
-    return math.floor(value + 0.5)
 
 
 def _epoch(name: str, v: object) -> float:
@@ -207,7 +177,7 @@ def _resolve_range(
         raise InvalidWindowError(f"end={end!r} needs a start=: expected start= (UTC epoch seconds) as well")
     if start is None:
         w = "24h" if window is None else window
-        secs = _window_seconds(w)
+        secs = window_seconds(w)
         label = w if isinstance(w, str) else f"{secs}s"
         return _Range(now_s + 1 - secs, now_s + 1, True, w, label)
     t0 = _epoch("start", start)
@@ -606,58 +576,6 @@ def _json_document(
     }
 
 
-def _new_file_mode(path: Path) -> int:
-    """An existing file's mode, else what ``open()`` would give a new one
-    (the temporary file starts private, 0600)."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        pass
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o644
-
-
-def _write_atomic(path: Path, write: Callable[[IO[str]], None]) -> None:
-    tmp: str | None = None
-    try:
-        with tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", newline="", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-        ) as f:
-            tmp = f.name
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _new_file_mode(path))
-        os.replace(tmp, path)
-        tmp = None
-    except BaseException as e:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        if not isinstance(e, Exception):
-            raise
-        if isinstance(e, FileNotFoundError) and not path.parent.is_dir():
-            cause = f"the directory {path.parent} does not exist"
-        elif isinstance(e, OSError) and e.strerror:
-            cause = e.strerror
-        else:
-            cause = f"{type(e).__name__}: {e}"
-        raise ExportError(f"cannot write the export to {path}: {cause}; nothing was written") from e
-    # The rename is durable once the directory entry is (POSIX; a no-op elsewhere).
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def export(
     monitor: Monitor,
     path: str | os.PathLike[str],
@@ -701,8 +619,8 @@ def export(
     rng = _resolve_range(window, start, end, now)
     exports, res_s = _collect(monitor, rng, services, resolution, now)
     if format == "csv":
-        _write_atomic(target, lambda f: _write_csv(f, exports))
+        write_atomic(target, lambda f: _write_csv(f, exports))
     else:
         doc = _json_document(monitor, exports, rng, resolution, res_s)
-        _write_atomic(target, lambda f: json.dump(doc, f, indent=1, allow_nan=False))
+        write_atomic(target, lambda f: json.dump(doc, f, indent=1, allow_nan=False))
     return target

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from . import _core
 from .errors import InvalidConfigError, StorageError, StorageLockedError, StorageWarning
 from .paths import user_dir
 
@@ -45,7 +46,7 @@ BLOB_FORMAT = "1"
 
 #: Error types a service can name (the engine's table); more count as "other",
 #: stored under this id.
-OTHER_ERROR_ID = 32
+OTHER_ERROR_ID = _core.MAX_ERROR_TYPES
 
 #: Resolutions persisted, in seconds: the minute tier and the hourly roll-up.
 MINUTE, HOUR = 60, 3600

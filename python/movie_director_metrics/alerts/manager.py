@@ -14,18 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from ..errors import ConfigError
+from ..atomic import write_atomic
+from ..errors import ConfigError, InvalidWindowError
+from ..windows import window_seconds
 
 from .rules import (
+    MESSAGE_RE,
     AlertRule,
     MetricSource,
     SOURCE_PREFIXES,
     STATES,
     Severity,
+    Snapshots,
     State,
-    _MESSAGE_RE,
-    _Snapshots,
-    _fmt_epoch,
+    fmt_epoch,
     logger,
     parse_rules,
 )
@@ -135,7 +137,7 @@ def _step(rule: AlertRule, target: str, tr: _Track, at: float, value: float | No
             if rule.for_s == 0 and at >= tr.cooldown_until:
                 move("firing", f"{what} {cond}")
             else:
-                why = f"cooling down until {_fmt_epoch(tr.cooldown_until)}" if at < tr.cooldown_until else ""
+                why = f"cooling down until {fmt_epoch(tr.cooldown_until)}" if at < tr.cooldown_until else ""
                 move("pending", f"{what} {cond}; fires after {rule.for_s:g} s" + (f", {why}" if why else ""))
     elif state == "pending":
         if not bad:
@@ -153,7 +155,7 @@ def _step(rule: AlertRule, target: str, tr: _Track, at: float, value: float | No
                 move("recovering", f"{rec}; resolves after {rule.keep_firing_for_s:g} s")
         elif rule.repeat_s > 0 and sup is None and at - tr.notified_at >= rule.repeat_s:
             out.append(_event(rule, target, at, tr, "firing", value,
-                              f"still {what} {cond}, firing since {_fmt_epoch(tr.since)}", "repeat"))
+                              f"still {what} {cond}, firing since {fmt_epoch(tr.since)}", "repeat"))
             tr.notified_at = at
     elif state == "recovering":
         if bad:
@@ -191,7 +193,7 @@ class AlertManager:
 
     def __init__(
         self,
-        monitor: _Snapshots,
+        monitor: Snapshots,
         rules: Iterable[AlertRule] = (),
         *,
         sources: Mapping[str, MetricSource] | None = None,
@@ -236,9 +238,11 @@ class AlertManager:
                               f"expected AlertManager(..., sources={{{prefix!r}: ...}})")
         if prefix is None:
             longest = max(r * s for r, s in self._monitor.tiers)
-            if rule.window_s > longest:
+            try:  # bounded as Monitor.stats bounds it (the given value, before rounding)
+                window_seconds(rule.window, longest)
+            except InvalidWindowError:
                 raise ConfigError(f"{where}: window = {rule.window!r}: expected at most {longest} s, "
-                                  "the longest window this monitor keeps (open it with storage for 30d)")
+                                  "the longest window this monitor keeps (open it with storage for 30d)") from None
 
     def add_rule(self, rule: AlertRule) -> None:
         """Adds a rule; ``ConfigError`` if its name is taken, its window is
@@ -448,7 +452,6 @@ class AlertManager:
         import json
 
         from ..errors import InvalidValueError
-        from ..export import _write_atomic
 
         if format not in ("csv", "json"):
             raise InvalidValueError(f"format={format!r} is not supported: expected 'csv' or 'json'")
@@ -472,7 +475,7 @@ class AlertManager:
             for r in rows:
                 w.writerow({k: "" if v is None else v for k, v in r.items()})
 
-        _write_atomic(out, write)
+        write_atomic(out, write)
         return out
 
     # ---- persistence ---------------------------------------------------------
@@ -499,7 +502,7 @@ class AlertManager:
                 continue
             state = cast(State, state_text)
             at, key, text = float(at_s), (str(rule_name), str(target)), str(message or "")
-            m = _MESSAGE_RE.match(text)
+            m = MESSAGE_RE.match(text)
             rule = rules.get(key[0])
             if m is not None:
                 frm, severity = cast(State, m.group(1)), cast(Severity, m.group(4))

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from .. import _core
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidWindowError
 from ..paths import expand_user
+from ..windows import window_seconds
 
 
 # One logger for the package (rules and manager): "movie_director_metrics.alerts".
@@ -58,10 +59,10 @@ SOURCE_PREFIXES: tuple[str, ...] = ("model",)
 #: bound that catches milliseconds typed as seconds.
 MAX_DURATION_S = 30 * 86_400
 
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
-_WINDOW_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _DAILY_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
-_MESSAGE_RE = re.compile(
+#: The start of an event message: ``"<from> -> <to>[ (repeat)]: [<severity>] "``
+#: (the manager reads stored events back with it).
+MESSAGE_RE = re.compile(
     r"^(normal|pending|firing|recovering) -> (normal|pending|firing|recovering)( \(repeat\))?: "
     r"\[(info|warning|critical)\] "
 )
@@ -76,7 +77,7 @@ class MetricSource(Protocol):
     def __call__(self, name: str, metric: str, window: str | float, /) -> float | None: ...
 
 
-class _Snapshots(Protocol):
+class Snapshots(Protocol):
     """What the manager needs of a monitor (``Monitor`` or ``_core.Monitor``)."""
 
     @property
@@ -147,25 +148,8 @@ def _finite_number(v: object) -> bool:
         return False
 
 
-def _window_seconds(window: str | float) -> int | None:
-    """Seconds of a window as the engine reads it, or None if malformed."""
-    if isinstance(window, bool):
-        return None
-    if isinstance(window, (int, float)):
-        if not _finite_number(window):
-            return None
-        seconds = float(window)
-    elif not isinstance(window, str):  # a TOML table, array or date-time
-        return None
-    else:
-        m = _WINDOW_RE.match(window)
-        if m is None:
-            return None
-        seconds = float(m.group(1)) * _UNIT_S[m.group(2) or "s"]
-    return round(seconds) if seconds >= 1 else None
-
-
-def _fmt_epoch(t: float) -> str:
+def fmt_epoch(t: float) -> str:
+    """``t`` (epoch s) as ``"YYYY-MM-DD HH:MM:SSZ"`` for messages."""
     try:
         return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
     except (OverflowError, OSError, ValueError):  # past year 9999 (a "forever" snooze)
@@ -250,9 +234,12 @@ class AlertRule:
             raise bad("recovery_threshold", f">= threshold {threshold:g} (the healthy side of {self.comparator})")
         object.__setattr__(self, "threshold", threshold)
         object.__setattr__(self, "recovery_threshold", recovery)
-        window_s = _window_seconds(self.window)
-        if window_s is None:
-            raise bad("window", 'a window such as "1m", "5m", "1h", "90s", "7d" or a number of seconds >= 1')
+        try:
+            # No upper bound here: the manager checks it against the monitor's tiers.
+            window_s = window_seconds(self.window)
+        except InvalidWindowError:
+            expected = 'a window such as "1m", "5m", "5min", "1h", "90s", "7d" or a number of seconds >= 1'
+            raise bad("window", expected) from None
         object.__setattr__(self, "_window_s", window_s)
         for key in ("for_s", "keep_firing_for_s", "repeat_s", "cooldown_s"):
             v = finite(key)
@@ -332,10 +319,10 @@ class AlertRule:
     def suppression(self, at: float) -> str | None:
         """Why alerts of this rule cannot start at ``at`` (epoch s), or None."""
         if self.snooze_until is not None and at < self.snooze_until:
-            return f"snoozed until {_fmt_epoch(self.snooze_until)}"
+            return f"snoozed until {fmt_epoch(self.snooze_until)}"
         for start, end in self._spans:
             if start <= at < end:
-                return f"maintenance {_fmt_epoch(start)} to {_fmt_epoch(end)}"
+                return f"maintenance {fmt_epoch(start)} to {fmt_epoch(end)}"
         if self._daily:
             second = at % 86_400
             for start_s, end_s, text in self._daily:

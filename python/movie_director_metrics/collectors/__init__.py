@@ -4,7 +4,8 @@ OpenAI-compatible servers, plain HTTP), polled by background workers."""
 
 from .base import SIGNALS, Backend, Capabilities
 from .config import CONFIG_ENV, DEFAULT_BACKENDS, KINDS, BackendConfig, default_config_path, load_config, parse_config
-from .http import ERROR_TYPES, HttpClient, ProbeError, Response, is_loopback
+from ..net import is_loopback
+from .http import ERROR_TYPES, HttpClient, ProbeError, Response
 
 __all__ = [
     "CONFIG_ENV",

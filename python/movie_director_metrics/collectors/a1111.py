@@ -34,7 +34,7 @@ import math
 import time
 from typing import Any
 
-from .._core import Service
+from .._core import MAX_DURATION_MS, Service
 from .base import Backend, Capabilities, json_object
 from .config import BackendConfig
 from .http import HttpClient, ProbeError, Response
@@ -219,7 +219,7 @@ class A1111(Backend):
         # A counter that jumps absurdly (a broken or hostile server) must not
         # stall the worker: at most MAX_OOM_EVENTS_PER_READ per reading.
         for _ in range(min(new, MAX_OOM_EVENTS_PER_READ)):
-            self.service.record(min(latency_ms, 1e9), ok=False, error="oom")
+            self.service.record(min(latency_ms, MAX_DURATION_MS), ok=False, error="oom")
 
     # ---- messages ------------------------------------------------------------
 

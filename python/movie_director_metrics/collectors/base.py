@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .._core import Service
+from .._core import MAX_DURATION_MS, Service
 from .config import BackendConfig
 from .http import TRANSIENT_ERRORS, HttpClient, ProbeError, Response
 
@@ -225,9 +225,9 @@ class Backend(ABC):
             resp = self.client.request(method, path, body, ok_statuses=ok_statuses)
             data = read(resp) if read is not None and resp.status == 200 else None
         except ProbeError as e:
-            self.service.record(min(e.latency_ms, 1e9), ok=False, error=e.error_type)
+            self.service.record(min(e.latency_ms, MAX_DURATION_MS), ok=False, error=e.error_type)
             raise
-        self.service.record(min(resp.latency_ms, 1e9))
+        self.service.record(min(resp.latency_ms, MAX_DURATION_MS))
         return resp, data
 
     # ---- per-kind wording and detection retries ------------------------------

@@ -52,11 +52,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .._core import Service
+from .._core import MAX_DURATION_MS, Service
 from .base import Backend, Capabilities, json_object
 from .config import BackendConfig
 from .http import HttpClient, ProbeError
-from .readings import DURATION_MS_MAX, byte_size, count, number
+from .readings import byte_size, count, number
 
 #: The most finished prompts one read covers (the first read after
 #: detection reads this many; later ones read what finished, doubling up to
@@ -131,8 +131,8 @@ def _finished(prompt_id: str, start: Any, end: Any, outcome: str | None, where: 
     s = number(start, f"{where} start timestamp", high=float("inf"))
     e = number(end, f"{where} end timestamp", high=float("inf"))
     duration = e - s if s is not None and e is not None and e >= s else None
-    if duration is not None and duration > DURATION_MS_MAX:
-        raise ValueError(f"{where}: end - start = {duration:g} ms: expected at most {DURATION_MS_MAX:g} ms")
+    if duration is not None and duration > MAX_DURATION_MS:
+        raise ValueError(f"{where}: end - start = {duration:g} ms: expected at most {MAX_DURATION_MS:g} ms")
     return _Finished(prompt_id, duration, outcome)
 
 

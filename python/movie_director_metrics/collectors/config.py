@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .. import _core
 from ..errors import ConfigError
 from ..paths import user_dir
 
@@ -144,9 +145,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> list[BackendConfi
 
 def _name_problem(name: str) -> str | None:
     """Why the engine would refuse ``name`` as a service name (its
-    ``check_name``: 1 to 64 characters, no control characters, no
+    ``check_name``: 1 to ``MAX_NAME_CHARS`` characters, no control characters, no
     whitespace but the space; UTF-8, so no lone surrogates), or None."""
-    if len(name) > 64:
+    if len(name) > _core.MAX_NAME_CHARS:
         return f"{len(name)} characters"
     for c in name:
         if unicodedata.category(c) in ("Cc", "Cs") or (c.isspace() and c != " "):
@@ -187,7 +188,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> list[Backend
         where = f"{source}: backend[{i}] ({entry['name']!r})"
         problem = _name_problem(entry["name"])
         if problem is not None:
-            raise ConfigError(f"{where}.name: {problem}; expected 1 to 64 printable characters (the engine's service name)")
+            raise ConfigError(f"{where}.name: {problem}; expected 1 to {_core.MAX_NAME_CHARS} printable characters (the engine's service name)")
         if entry["kind"] not in KINDS:
             raise ConfigError(f"{where}.kind = {entry['kind']!r}: expected one of {', '.join(KINDS)}")
         try:

@@ -9,7 +9,6 @@ Blender add-on free of third-party networking code.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import select
 import socket
@@ -82,16 +81,6 @@ class Response:
             raise ProbeError(
                 "bad_json", f"malformed JSON (nested deeper than {sys.getrecursionlimit()} levels)", self.latency_ms, self.status
             ) from None
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 #: Longest status line plus headers read, in bytes.

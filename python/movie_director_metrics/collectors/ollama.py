@@ -26,12 +26,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .._core import Service
+from .._core import MAX_DURATION_MS, Service
 from ..errors import InvalidValueError
 from .base import Backend, Capabilities
 from .config import BackendConfig
 from .http import HttpClient, ProbeError
-from .readings import BYTES_MAX, DURATION_MS_MAX, count
+from .readings import BYTES_MAX, count
 
 VERSION = "/api/version"
 PS = "/api/ps"
@@ -160,10 +160,10 @@ class Ollama(Backend):
         if not isinstance(response, dict) or response.get("done") is not True:
             raise InvalidValueError("record_generation needs the final Ollama object (\"done\": true); got a partial one")
         total = _count(response.get("total_duration"))
-        if total is None or total > DURATION_MS_MAX * _NS_PER_MS:
+        if total is None or total > MAX_DURATION_MS * _NS_PER_MS:
             raise InvalidValueError(
                 f"record_generation: total_duration = {response.get('total_duration')!r:.80}; expected nanoseconds "
-                f"(an integer in [0, {DURATION_MS_MAX * _NS_PER_MS:.0f}])"
+                f"(an integer in [0, {MAX_DURATION_MS * _NS_PER_MS:.0f}])"
             )
         timing = GenerationTiming(
             total_ms=total / _NS_PER_MS,
@@ -217,4 +217,4 @@ def _count(value: Any) -> int | None:
 
 def _ms(ns: Any) -> float | None:
     n = _count(ns)
-    return None if n is None or n > DURATION_MS_MAX * _NS_PER_MS else n / _NS_PER_MS
+    return None if n is None or n > MAX_DURATION_MS * _NS_PER_MS else n / _NS_PER_MS

@@ -40,9 +40,10 @@ import re
 from typing import Any, ClassVar
 
 from .._core import Service
+from ..net import is_loopback
 from .base import Backend, Capabilities
 from .config import BackendConfig
-from .http import HttpClient, ProbeError, Response, is_loopback
+from .http import HttpClient, ProbeError, Response
 from .readings import count
 
 MODELS = "/v1/models"

@@ -23,9 +23,6 @@ from typing import Any
 QUEUE_MAX = 2**32 - 1
 #: Largest byte reading ``Service.set_resource`` accepts (``Gauge::range``).
 BYTES_MAX = 1e18
-#: Longest duration ``Service.record_processing`` accepts, in ms
-#: (``service::MAX_DURATION_MS``, about 11.6 days).
-DURATION_MS_MAX = 1e9
 
 
 def _shown(value: Any) -> str:

@@ -34,9 +34,10 @@ from typing import Any, Protocol
 
 from .. import _core
 from ..errors import ConfigError
+from ..net import is_loopback
 from .base import SIGNALS, Backend, Capabilities
 from .config import BackendConfig
-from .http import ProbeError, is_loopback
+from .http import ProbeError
 from .kinds import backend_class
 
 __all__ = ["BACKOFF_CAP_S", "BackendStatus", "Collectors", "backoff_delay_s", "check_once"]
@@ -118,7 +119,7 @@ def backoff_delay_s(interval_s: float, failures: int) -> float:
 
 
 def _clean_latency(ms: float) -> float | None:
-    return min(ms, 1e9) if isinstance(ms, (int, float)) and math.isfinite(ms) and ms >= 0 else None
+    return min(ms, _core.MAX_DURATION_MS) if isinstance(ms, (int, float)) and math.isfinite(ms) and ms >= 0 else None
 
 
 def _llm_loaded_hook(monitor: Any) -> Callable[[str, tuple[str, ...]], None] | None:
@@ -209,7 +210,7 @@ class _Worker:
             self._down(b, stop, e.error_type, f"{e}")
             return False
         except Exception as e:  # a kind broke its contract: still just "down"
-            self.service.record(min((time.perf_counter() - t0) * 1e3, 1e9), ok=False, error=COLLECTOR_ERROR)
+            self.service.record(min((time.perf_counter() - t0) * 1e3, _core.MAX_DURATION_MS), ok=False, error=COLLECTOR_ERROR)
             self._down(b, stop, COLLECTOR_ERROR, f"probe raised {type(e).__name__}: {e}\n{traceback.format_exc()}")
             return False
         if stop.is_set():
@@ -248,7 +249,7 @@ class _Worker:
             error_type = COLLECTOR_ERROR
             message = f"{step} raised {type(e).__name__}: {e}\n{traceback.format_exc()}"
             if not stop.is_set():
-                self.service.record(min((time.perf_counter() - t0) * 1e3, 1e9), ok=False, error=COLLECTOR_ERROR)
+                self.service.record(min((time.perf_counter() - t0) * 1e3, _core.MAX_DURATION_MS), ok=False, error=COLLECTOR_ERROR)
         with self.lock:
             self.last_error_type, self.last_error = error_type, message
         return False

@@ -44,7 +44,6 @@ entry gives them a price.
 from __future__ import annotations
 
 import datetime as _dt
-import ipaddress
 import json
 import math
 import numbers
@@ -56,9 +55,9 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
 
 from ..errors import ConfigError, InvalidValueError
+from ..net import is_loopback_url as is_loopback  # llm.is_loopback(base_url): part of this package's API
 from ..paths import expand_user
 from .usage import Usage
 
@@ -104,26 +103,6 @@ def normalize_provider(provider: str) -> str:
         )
     p = provider.strip().lower()
     return _ALIASES.get(p, p)
-
-
-def is_loopback(base_url: str | None) -> bool:
-    """Whether ``base_url`` (``http://127.0.0.1:8000/v1``, ``localhost:11434``)
-    points at this machine."""
-    if not base_url:
-        return False
-    url = base_url if "//" in base_url else "//" + base_url
-    try:
-        host = urlsplit(url).hostname
-    except ValueError:
-        return False
-    if not host:
-        return False
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def to_date(at: object) -> _dt.date:

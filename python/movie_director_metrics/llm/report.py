@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from ..atomic import write_atomic
 from ..errors import InvalidValueError
 from ..paths import expand_user
 
@@ -79,8 +80,6 @@ def write_table(
     """Writes ``stats`` as CSV (header :data:`EXPORT_COLUMNS`, empty cells
     for None) or JSON (``meta`` plus ``generated_at`` and ``rows``),
     atomically; returns the absolute path."""
-    from ..export import _write_atomic
-
     rows = [s.as_dict() for s in stats]
     target = expand_user(path, "export path", InvalidValueError).absolute()
     if format == "csv":
@@ -89,9 +88,9 @@ def write_table(
             w.writerow(EXPORT_COLUMNS)
             w.writerows([["" if r[c] is None else r[c] for c in EXPORT_COLUMNS] for r in rows])
 
-        _write_atomic(target, write_csv)
+        write_atomic(target, write_csv)
     else:
         generated = _dt.datetime.fromtimestamp(now, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         doc = {"generated_at": generated, **meta, "rows": rows}
-        _write_atomic(target, lambda f: json.dump(doc, f, indent=1, allow_nan=False))
+        write_atomic(target, lambda f: json.dump(doc, f, indent=1, allow_nan=False))
     return target

@@ -48,6 +48,7 @@ from typing import Any, Literal, Protocol
 
 from .. import _core
 from ..errors import InvalidValueError, InvalidWindowError, ServiceLimitError, UnknownServiceError
+from ..windows import window_seconds
 from ._buckets import HOUR_RETENTION_S, Agg, BucketStore, Key
 from .prices import PriceTable, normalize_provider
 from .report import EXPORT_COLUMNS, ActiveModel, LlmStats, write_table
@@ -55,8 +56,6 @@ from .rows import TOKEN_COLUMNS, Row, check_row
 from .usage import StreamUsage, normalize_usage
 
 __all__ = ["EXPORT_COLUMNS", "ActiveModel", "LlmStats", "LlmTracker", "MonitorLike"]
-
-_NAME_LIMIT = 64  # the engine's longest service name
 
 
 class MonitorLike(Protocol):
@@ -68,9 +67,7 @@ class MonitorLike(Protocol):
 
 
 def _window_seconds(window: str | float) -> int:
-    from ..export import _window_seconds as parse
-
-    seconds = parse(window)
+    seconds = window_seconds(window)
     if seconds > HOUR_RETENTION_S:
         raise InvalidWindowError(f"window={window!r} is longer than the 30 days LLM usage is kept")
     return seconds
@@ -130,10 +127,10 @@ class LlmTracker:
         ``model=None`` the provider's prefix (``llm:openai``), which names
         no service but labels per-provider stats."""
         name = f"llm:{normalize_provider(provider)}" + ("" if model is None else f"/{model}")
-        if len(name) <= _NAME_LIMIT:
+        if len(name) <= _core.MAX_NAME_CHARS:
             return name
         digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-        return f"{name[: _NAME_LIMIT - 9]}~{digest}"
+        return f"{name[: _core.MAX_NAME_CHARS - 9]}~{digest}"
 
     def _service(self, name: str) -> _core.Service | None:
         svc = self._services.get(name, ...)
