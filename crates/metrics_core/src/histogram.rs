@@ -13,7 +13,7 @@
 //! seconds (the 10 s and 1 min roll-ups) is plain addition, and the t-digest
 //! of a coarse bucket is built once, from exact bin counts.
 
-use crate::primitive::{AtomicU32, Ordering};
+use crate::primitive::{AtomicPtr, AtomicU32, Ordering};
 
 /// Values below `2^LOW_EXP` ms (≈ 1 µs) share bin 0.
 const LOW_EXP: i32 = -10;
@@ -84,17 +84,39 @@ impl BinLayout {
     }
 }
 
-/// Dense bins written concurrently by recorders (one relaxed add each).
+/// Bins written concurrently by recorders (one relaxed add each), stored as
+/// one lazily allocated chunk per octave.
+///
+/// A dense array of every bin costs 20 KiB per open second of the latency
+/// layout (5 121 counters), most of it never touched: a service's latencies
+/// span a few octaves.  So bin 0 lives inline and each octave's
+/// `2^sub_bits` counters are allocated the first time a value lands in it,
+/// then kept until the bins drop — a chunk is never freed or replaced while
+/// recorders may hold it, so there is no reclamation problem.  Steady-state
+/// recording therefore allocates nothing (`tests/no_alloc.rs`); the first
+/// value of an octave in an open slot allocates once (at most
+/// `OCTAVES` chunks per slot).
 pub struct AtomicBins {
     layout: BinLayout,
-    counts: Box<[AtomicU32]>,
+    /// Bin 0: values below `2^LOW_EXP` ms.
+    zero: AtomicU32,
+    /// Octave `k` holds bins `1 + k·2^sub_bits ..`; null until first used.
+    /// Each non-null pointer owns a `Box<[AtomicU32]>` of `2^sub_bits`
+    /// counters (its length is implied by the layout).
+    chunks: Box<[AtomicPtr<AtomicU32>]>,
 }
+
+/// Octaves of a layout above bin 0.
+const OCTAVES: usize = (HIGH_EXP - LOW_EXP) as usize;
 
 impl AtomicBins {
     pub fn new(layout: BinLayout) -> Self {
         AtomicBins {
             layout,
-            counts: (0..layout.len()).map(|_| AtomicU32::new(0)).collect(),
+            zero: AtomicU32::new(0),
+            chunks: (0..OCTAVES)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect(),
         }
     }
 
@@ -102,26 +124,99 @@ impl AtomicBins {
         self.layout
     }
 
+    fn chunk_len(&self) -> usize {
+        1 << self.layout.sub_bits
+    }
+
     /// Counts one value.  Relaxed: the slot protocol around it (see
     /// `open_slot`) publishes the count to the sealer.
     #[inline]
     pub fn add(&self, value: f64, n: u32) {
-        self.counts[self.layout.index(value)].fetch_add(n, Ordering::Relaxed);
+        let i = self.layout.index(value);
+        if i == 0 {
+            self.zero.fetch_add(n, Ordering::Relaxed);
+            return;
+        }
+        let (octave, offset) = (
+            (i - 1) >> self.layout.sub_bits,
+            (i - 1) & (self.chunk_len() - 1),
+        );
+        self.chunk(octave)[offset].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counters of `octave`, allocating them on first use.
+    #[inline]
+    fn chunk(&self, octave: usize) -> &[AtomicU32] {
+        // Acquire: pairs with the Release of the CAS that published the
+        // chunk, so its zeroed counters are visible before we add to them.
+        let p = self.chunks[octave].load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: a non-null pointer was published by `install` from a
+            // live `Box<[AtomicU32]>` of `chunk_len()` counters, and chunks
+            // are only freed in `drop` (`&mut self`), so it outlives `&self`.
+            return unsafe { std::slice::from_raw_parts(p, self.chunk_len()) };
+        }
+        self.install(octave)
+    }
+
+    #[cold]
+    fn install(&self, octave: usize) -> &[AtomicU32] {
+        let fresh: Box<[AtomicU32]> = (0..self.chunk_len()).map(|_| AtomicU32::new(0)).collect();
+        let fresh = Box::into_raw(fresh) as *mut AtomicU32;
+        // Publish: the first CAS from null wins.  AcqRel — Release makes
+        // the zeroed counters visible to whoever loads the pointer; Acquire
+        // on failure sees the winner's counters before we use them.
+        let winner = match self.chunks[octave].compare_exchange(
+            std::ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => fresh,
+            Err(existing) => {
+                // SAFETY: `fresh` came from `Box::into_raw` above with this
+                // length and was never published, so we still own it.
+                drop(unsafe {
+                    Box::from_raw(std::ptr::slice_from_raw_parts_mut(fresh, self.chunk_len()))
+                });
+                existing
+            }
+        };
+        // SAFETY: as in `chunk`: published, live until `drop`.
+        unsafe { std::slice::from_raw_parts(winner, self.chunk_len()) }
     }
 
     /// Non-empty bins in ascending order; with `reset` the bins are zeroed
-    /// (only by the sealer that owns the slot exclusively).
+    /// (only by the sealer that owns the slot exclusively).  Only allocated
+    /// octaves are scanned.
     pub fn collect(&self, reset: bool) -> SparseBins {
-        let mut out = Vec::new();
-        for (i, c) in self.counts.iter().enumerate() {
-            let n = if reset {
+        let take = |c: &AtomicU32| {
+            if reset {
                 // Owner-exclusive at this point; swap keeps it one pass.
                 c.swap(0, Ordering::Relaxed)
             } else {
                 c.load(Ordering::Relaxed)
-            };
-            if n != 0 {
-                out.push((i as u16, n as u64));
+            }
+        };
+        let mut out = Vec::new();
+        let z = take(&self.zero);
+        if z != 0 {
+            out.push((0u16, z as u64));
+        }
+        for (octave, slot) in self.chunks.iter().enumerate() {
+            // Acquire: as in `chunk` (a writer may have installed it).
+            let p = slot.load(Ordering::Acquire);
+            if p.is_null() {
+                continue;
+            }
+            // SAFETY: as in `chunk`: published, live until `drop`.
+            let chunk = unsafe { std::slice::from_raw_parts(p, self.chunk_len()) };
+            let base = 1 + (octave << self.layout.sub_bits);
+            for (j, c) in chunk.iter().enumerate() {
+                let n = take(c);
+                if n != 0 {
+                    out.push(((base + j) as u16, n as u64));
+                }
             }
         }
         SparseBins {
@@ -130,8 +225,30 @@ impl AtomicBins {
         }
     }
 
+    /// Bytes owned: the chunk table and the allocated chunks.
     pub fn heap_bytes(&self) -> usize {
-        self.counts.len() * std::mem::size_of::<AtomicU32>()
+        let allocated = self
+            .chunks
+            .iter()
+            .filter(|p| !p.load(Ordering::Relaxed).is_null())
+            .count();
+        self.chunks.len() * std::mem::size_of::<AtomicPtr<AtomicU32>>()
+            + allocated * self.chunk_len() * std::mem::size_of::<AtomicU32>()
+    }
+}
+
+impl Drop for AtomicBins {
+    fn drop(&mut self) {
+        let len = self.chunk_len();
+        for slot in self.chunks.iter() {
+            // `&mut self`: no recorder holds a chunk any more.
+            let p = slot.load(Ordering::Relaxed);
+            if !p.is_null() {
+                // SAFETY: `p` came from `Box::into_raw` of a `len`-counter
+                // boxed slice in `install`, published once, freed only here.
+                drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, len)) });
+            }
+        }
     }
 }
 
@@ -244,5 +361,70 @@ mod tests {
         assert_eq!(pts.iter().map(|p| p.1).sum::<u64>(), 8);
         assert!(pts.windows(2).all(|w| w[0].0 < w[1].0));
         assert!(pts.iter().all(|p| (1.0..=300.0).contains(&p.0)));
+    }
+
+    #[test]
+    fn octaves_are_allocated_on_first_use_only() {
+        let a = AtomicBins::new(LATENCY_BINS);
+        let empty = a.heap_bytes();
+        assert_eq!(empty, OCTAVES * 8, "no counters before the first value");
+        for v in [0.0, 1e-9, 1.5, 1.7, 1.99, 300.0, 1e9] {
+            a.add(v, 2);
+        }
+        // 1.5..1.99 share one octave; 300 and 1e9 one each.
+        assert_eq!(a.heap_bytes(), empty + 3 * 128 * 4);
+        let bins = a.collect(true);
+        assert_eq!(bins.total(), 14);
+        assert_eq!(bins.bins[0], (0, 4), "0 and 1e-9 both land in bin 0");
+        assert_eq!(
+            bins.bins.last().unwrap().0 as usize,
+            LATENCY_BINS.index(1e9)
+        );
+        assert_eq!(a.heap_bytes(), empty + 3 * 128 * 4, "reset keeps chunks");
+        assert_eq!(a.collect(false).total(), 0);
+        // Same bins as a value-by-value index computation.
+        let b = AtomicBins::new(PROCESSING_BINS);
+        let mut x = 1e-4;
+        let mut want = std::collections::BTreeMap::new();
+        while x < 1e9 {
+            b.add(x, 1);
+            *want.entry(PROCESSING_BINS.index(x) as u16).or_insert(0u64) += 1;
+            x *= 1.37;
+        }
+        assert_eq!(b.collect(false).bins, want.into_iter().collect::<Vec<_>>());
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! `RUSTFLAGS="--cfg loom" cargo test -p metrics_core --release --lib loom`
+    use super::*;
+    use loom::sync::Arc;
+
+    /// Two recorders racing to install the same octave: exactly one chunk
+    /// wins, neither count is lost, and the loser's chunk is freed.
+    #[test]
+    fn loom_racing_installs_keep_every_count() {
+        loom::model(|| {
+            let bins = Arc::new(AtomicBins::new(PROCESSING_BINS));
+            let writers: Vec<_> = [2.0, 2.5]
+                .into_iter()
+                .map(|v| {
+                    let bins = bins.clone();
+                    loom::thread::spawn(move || bins.add(v, 1))
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap();
+            }
+            let got = bins.collect(true);
+            assert_eq!(got.total(), 2);
+            let table = OCTAVES * std::mem::size_of::<AtomicPtr<AtomicU32>>();
+            assert_eq!(
+                bins.heap_bytes(),
+                table + 32 * std::mem::size_of::<AtomicU32>(),
+                "one chunk"
+            );
+        });
     }
 }
