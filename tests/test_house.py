@@ -244,7 +244,7 @@ class Paths:
     def engine(self, w: Any) -> int | None:
         try:
             return self.monitor.stats("svc", w).window_s
-        except (InvalidWindowError, UnicodeEncodeError):  # a lone surrogate: the engine cannot encode it
+        except InvalidWindowError:  # a lone surrogate included: reported as a bad window
             return None
 
     def rule(self, w: Any) -> int | None:

@@ -11,12 +11,18 @@ __all__ = [
     "DEFAULT_COMPRESSION",
     "GAUGES",
     "GaugeStats",
+    "MAX_DURATION_MS",
+    "MAX_ERROR_TYPES",
+    "MAX_NAME_CHARS",
+    "MAX_SERVICES_LIMIT",
     "METRICS",
     "Monitor",
     "Service",
     "ServiceStats",
     "TDigest",
     "__version__",
+    "parse_window",
+    "record_each",
     "_stress_record_from_rust_threads",
 ]
 
@@ -35,6 +41,28 @@ DEFAULT_COMPRESSION: float
 GAUGES: list[str]
 #: Metric names ``Monitor.series`` and ``Monitor.compare`` accept.
 METRICS: list[str]
+#: Longest duration (latency, processing) a service accepts, in ms.
+MAX_DURATION_MS: float
+#: Longest service name, in characters.
+MAX_NAME_CHARS: int
+#: Most services ``max_services`` can allow.
+MAX_SERVICES_LIMIT: int
+#: Error types a service names; later new types count as ``"other"``.
+MAX_ERROR_TYPES: int
+
+def record_each(
+    services: tuple[Service, ...], latency_ms: float, ok: bool = True, error: str | None = None
+) -> None:
+    """``Service.record`` into each of ``services`` with one call (a job's
+    service, model and workflow series).  Everything is checked first: a
+    bad value or handle records into none."""
+
+def parse_window(window: str | float, max_s: int = ...) -> int:
+    """Seconds of a window: ``"90s"``, ``"5m"``, ``"5min"``, ``"1h"``,
+    ``"7d"`` or a number of seconds, from 1 to ``max_s`` (default 400
+    days).  The one window grammar of the package: ``Monitor.stats`` and
+    every other window argument use it.  ``InvalidWindowError`` names the
+    value and what was expected."""
 
 @final
 class GaugeStats:

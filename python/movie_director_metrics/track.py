@@ -23,7 +23,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast
 
-from ._core import Service
+from ._core import MAX_DURATION_MS, Service
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,7 +32,7 @@ __all__ = ["Tracker", "track"]
 
 
 def _record(service: Service, start: float, exc_type: type[BaseException] | None) -> None:
-    elapsed_ms = min((time.perf_counter() - start) * 1e3, 1e9)
+    elapsed_ms = min((time.perf_counter() - start) * 1e3, MAX_DURATION_MS)
     if exc_type is None:
         service.record(elapsed_ms)
     else:

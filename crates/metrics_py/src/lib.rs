@@ -23,6 +23,17 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         service::_stress_record_from_rust_threads,
         m
     )?)?;
+    m.add_function(wrap_pyfunction!(window::parse_window, m)?)?;
+    m.add_function(wrap_pyfunction!(service::record_each, m)?)?;
+    // The engine's limits, so Python code names them instead of copying
+    // their values.
+    m.add("MAX_DURATION_MS", metrics_core::service::MAX_DURATION_MS)?;
+    m.add("MAX_NAME_CHARS", metrics_core::service::MAX_NAME_CHARS)?;
+    m.add(
+        "MAX_SERVICES_LIMIT",
+        metrics_core::config::MAX_SERVICES_LIMIT,
+    )?;
+    m.add("MAX_ERROR_TYPES", metrics_core::open_slot::MAX_ERROR_TYPES)?;
     m.add("DEFAULT_COMPRESSION", metrics_core::DEFAULT_COMPRESSION)?;
     m.add("METRICS", metrics_core::Metric::names())?;
     m.add(

@@ -36,17 +36,7 @@ impl PyService {
         ok: bool,
         error: Option<&Bound<'_, PyString>>,
     ) -> PyResult<()> {
-        let error = error.map(|e| utf8(e, Role::ErrorType)).transpose()?;
-        let error = match (ok, error) {
-            (true, None) => None,
-            (false, e) => Some(e.unwrap_or("error")),
-            (true, Some(e)) => {
-                return Err(MetricsError::InvalidArgument(format!(
-                    "record({latency_ms}, ok=True, error={e:?}) is contradictory: pass ok=False to record a failure of type {e:?}; nothing was recorded"
-                )))
-                .py()
-            }
-        };
+        let error = error_of(latency_ms, ok, error)?;
         self.service.record(latency_ms, error).py()
     }
 
@@ -305,4 +295,48 @@ pub fn _stress_record_from_rust_threads(
         Ok::<(), MetricsError>(())
     })
     .py()
+}
+
+/// The error type of a `record(latency_ms, ok, error)` call: None for a
+/// success, `error` (default "error") for a failure.
+fn error_of<'a>(
+    latency_ms: f64,
+    ok: bool,
+    error: Option<&'a Bound<'_, PyString>>,
+) -> PyResult<Option<&'a str>> {
+    let error = error.map(|e| utf8(e, Role::ErrorType)).transpose()?;
+    match (ok, error) {
+        (true, None) => Ok(None),
+        (false, e) => Ok(Some(e.unwrap_or("error"))),
+        (true, Some(e)) => Err(MetricsError::InvalidArgument(format!(
+            "record({latency_ms}, ok=True, error={e:?}) is contradictory: pass ok=False to record a failure of type {e:?}; nothing was recorded"
+        )))
+        .py(),
+    }
+}
+
+/// One request recorded into each of `services` with a single call from
+/// Python (a job's service, model and workflow series): the value and
+/// the handles are checked first, so a bad call records into none.
+#[pyfunction]
+#[pyo3(signature = (services, latency_ms, ok=true, error=None))]
+pub fn record_each(
+    services: &Bound<'_, pyo3::types::PyTuple>,
+    latency_ms: f64,
+    ok: bool,
+    error: Option<&Bound<'_, PyString>>,
+) -> PyResult<()> {
+    let error = error_of(latency_ms, ok, error)?;
+    metrics_core::service::check_duration("latency_ms", latency_ms).py()?;
+    for s in services.iter() {
+        s.cast::<PyService>()?;
+    }
+    for s in services.iter() {
+        s.cast::<PyService>()?
+            .get()
+            .service
+            .record(latency_ms, error)
+            .py()?;
+    }
+    Ok(())
 }
