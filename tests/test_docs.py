@@ -548,6 +548,9 @@ def _exposition() -> dict[str, dict[str, set[str]]]:
         s.set_resource(**{g: 50.0 for g in GAUGES})
         m.llm.record("openai", "gpt-4o", {"prompt_tokens": 10, "completion_tokens": 5}, latency_ms=400, ttft_ms=100)
         m.llm.record("example", "unpriced-model", None, latency_ms=400)
+        with m.jobs.job("comfyui", model="sdxl.safetensors", workflow="shot") as job:
+            job.started()
+        m.jobs.job("comfyui", model="flux1-dev").finish(ok=False, error="oom")
         text = m.openmetrics()
     out: dict[str, dict[str, set[str]]] = {}
     for family in text_string_to_metric_families(text):  # type: ignore[no-untyped-call]

@@ -41,7 +41,9 @@ from .errors import (
     UnknownServiceError,
 )
 from .alerts import AlertManager, AlertRule
+from .jobs import Job, JobRow, JobStats
 from .monitor import Monitor
+from .shared import SharedHandle, shared
 from .storage import Retention
 from .timing import timed
 
@@ -74,6 +76,9 @@ __all__ = [
     "InvalidNameError",
     "InvalidValueError",
     "InvalidWindowError",
+    "Job",
+    "JobRow",
+    "JobStats",
     "LONG_WINDOWS",
     "MetricsError",
     "Monitor",
@@ -82,6 +87,7 @@ __all__ = [
     "Service",
     "ServiceLimitError",
     "ServiceStats",
+    "SharedHandle",
     "StorageError",
     "StorageLockedError",
     "StorageWarning",
@@ -89,5 +95,6 @@ __all__ = [
     "UnknownServiceError",
     "__version__",
     "errors",
+    "shared",
     "timed",
 ]

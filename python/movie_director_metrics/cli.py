@@ -6,6 +6,7 @@
     movie-director-metrics check [--config PATH] [--allow-remote] [--json]
     movie-director-metrics export PATH [--format csv|json] [--window 24h | --start T [--end T]]
     movie-director-metrics serve [--host 127.0.0.1] [--port 9464] [--demo] [--config PATH]
+    movie-director-metrics jobs [--window 24h] [--by model|workflow|service] [--service S] [--json]
 
 ``watch`` and ``serve`` poll the configured backends (``backends.toml``,
 else the standard local ports) with the collectors and keep history in
@@ -185,8 +186,23 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--end", metavar="T", type=parse_time, help="end, with --start (default: now)")
     e.add_argument("--resolution", choices=("raw", "1m", "1h"), default="1m", help="bucket size (default 1m)")
     e.add_argument("--services", metavar="A,B", help="only these services (comma-separated)")
+    e.add_argument("--jobs", action="store_true",
+                   help="write the finished jobs (one row each, with model, workflow, queue wait, outcome, tags) "
+                        "instead of the statistics per bucket")
     _add_storage(e, recording=False)
     e.set_defaults(func=cmd_export)
+
+    j = sub.add_parser("jobs", help="recent jobs and per-model / per-workflow statistics", description=(
+        "Reads the history file: the last finished jobs (model, workflow, queue wait, processing "
+        "time, outcome) and a table per model or workflow (count, success, processing and queue "
+        "wait percentiles) over the window.  Queue wait is n/a where the start was not seen."))
+    j.add_argument("--window", default="24h", help="statistics window: 15m, 1h, 24h, 7d, 30d ... (default 24h)")
+    j.add_argument("--by", choices=("model", "workflow", "service"), default="model", help="table rows (default model)")
+    j.add_argument("--service", metavar="NAME", help="only this service's jobs")
+    j.add_argument("--limit", metavar="N", type=int, default=20, help="recent jobs listed (default 20; 0 for none)")
+    j.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_storage(j, recording=False)
+    j.set_defaults(func=cmd_jobs)
 
     s = sub.add_parser("serve", help="serve Prometheus /metrics of the configured backends", description=(
         "Polls the configured backends and serves their metrics at /metrics (OpenMetrics or "
@@ -521,6 +537,23 @@ def _snapshot_copy(db: Path, into: Path) -> Path:
     return dest
 
 
+def _open_history(db: Path, tmp: Path, doing: str, tiers: Sequence[tuple[int, int]] | None = None) -> Monitor | None:
+    """A monitor reading ``db``; from a snapshot copy when another process
+    holds the file.  None (after a message) when it cannot be read."""
+    try:
+        return Monitor(storage=db, tiers=tiers)
+    except StorageLockedError as e:
+        print(f"{PROG}: note: {e.path} is in use by {e.owner}; {doing} from a copy of its last flush", file=sys.stderr)
+        try:
+            return Monitor(storage=_snapshot_copy(db, tmp), tiers=tiers)
+        except (MetricsError, sqlite3.Error, OSError) as e2:
+            _err(f"cannot read {db}: {e2}")
+            return None
+    except (MetricsError, OSError) as e:
+        _err(f"cannot open {db}: {e}")
+        return None
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     db = Path(args.storage).expanduser() if args.storage is not None else default_path()
     if not db.exists():
@@ -532,30 +565,131 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.start is None and window is None:
         window = "24h"
     with tempfile.TemporaryDirectory(prefix="mdm-export-") as tmp:
-        try:
-            monitor = Monitor(storage=db)
-        except StorageLockedError as e:
-            owner = str(e).split(";")[0]  # "<file> is in use by process N on host (since ...)"
-            print(f"{PROG}: note: {owner}; exporting from a copy of its last flush", file=sys.stderr)
-            try:
-                monitor = Monitor(storage=_snapshot_copy(db, Path(tmp)))
-            except (MetricsError, sqlite3.Error, OSError) as e2:
-                _err(f"cannot read {db}: {e2}")
-                return EXIT_FAIL
-        except (MetricsError, OSError) as e:
-            _err(f"cannot open {db}: {e}")
+        monitor = _open_history(db, Path(tmp), "exporting")
+        if monitor is None:
             return EXIT_FAIL
         try:
-            out = monitor.export(
-                args.path, fmt, window=window, start=args.start, end=args.end,
-                services=services, resolution=args.resolution,
-            )
+            if args.jobs:
+                out = monitor.export_jobs(args.path, fmt, window=window, start=args.start, end=args.end,
+                                          services=services)
+            else:
+                out = monitor.export(
+                    args.path, fmt, window=window, start=args.start, end=args.end,
+                    services=services, resolution=args.resolution,
+                )
         except (MetricsError, ValueError, OSError) as e:
             _err(f"export failed: {e}")
             return EXIT_FAIL
         finally:
             monitor.close()
     print(f"wrote {out}")
+    return EXIT_OK
+
+
+# --- jobs --------------------------------------------------------------------------------
+
+#: Tiers of a monitor that only reads a history file for ``jobs``: the
+#: persisted ones, so every window up to 30 days is answered from them.
+READ_TIERS = ((60, 1440), (3600, 720))
+
+
+def fmt_duration(ms: float | None) -> str:
+    """A duration for a table: "n/a" when unknown, never a 0 that looks real."""
+    if ms is None:
+        return "n/a"
+    if ms < 0.1:
+        return "<0.1 ms"
+    if ms < 10:
+        return f"{ms:.1f} ms"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 60_000:
+        return f"{ms / 1e3:.1f} s"
+    return f"{int(ms // 60_000)}m {ms % 60_000 / 1e3:02.0f}s"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    for line in (header, *rows):
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip(), file=out)
+
+
+def _print_jobs(stats: Sequence[Any], recent: Sequence[Any], by: str, window: str, out: TextIO) -> None:
+    print(f"Jobs by {by} over {window}", file=out)
+    if not stats:
+        print("  (no jobs in the window)", file=out)
+    else:
+        _table(
+            ("service", by if by != "service" else "", "jobs", "ok %", "proc p50", "p95", "p99", "wait p50", "p95",
+             "errors"),
+            [
+                (
+                    s.service,
+                    s.label,
+                    str(s.count),
+                    "n/a" if s.success_rate is None else f"{100 * s.success_rate:.1f}",
+                    fmt_duration(s.processing_p50_ms),
+                    fmt_duration(s.processing_p95_ms),
+                    fmt_duration(s.processing_p99_ms),
+                    fmt_duration(s.queue_wait_p50_ms),
+                    fmt_duration(s.queue_wait_p95_ms),
+                    ", ".join(f"{k} {v}" for k, v in list(s.error_counts.items())[:3]),
+                )
+                for s in stats
+            ],
+            out,
+        )
+    if recent:
+        print("\nRecent jobs (newest first)", file=out)
+        _table(
+            ("finished (UTC)", "service", "model", "workflow", "wait", "processing", "outcome"),
+            [
+                (
+                    _dt.datetime.fromtimestamp(r.finished_at, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+                    r.service,
+                    r.model or "",
+                    r.workflow or "",
+                    fmt_duration(r.queue_wait_ms),
+                    fmt_duration(r.processing_ms),
+                    "ok" if r.ok else (r.error or "error"),
+                )
+                for r in recent
+            ],
+            out,
+        )
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    db = Path(args.storage).expanduser() if args.storage is not None else default_path()
+    if not db.exists():
+        _err(f"no history file at {db}: record jobs with a monitor that has storage (or pass --storage PATH)")
+        return EXIT_FAIL
+    if args.limit < 0:
+        _err(f"--limit {args.limit}: expected 0 or more")
+        return EXIT_USAGE
+    with tempfile.TemporaryDirectory(prefix="mdm-jobs-") as tmp:
+        monitor = _open_history(db, Path(tmp), "reading", tiers=READ_TIERS)
+        if monitor is None:
+            return EXIT_FAIL
+        try:
+            stats = monitor.jobs.stats(args.window, by=args.by, service=args.service)
+            recent = monitor.jobs.recent(args.limit, service=args.service) if args.limit else []
+        except (InvalidWindowError, MetricsError) as e:
+            _err(str(e))
+            return EXIT_USAGE
+        finally:
+            monitor.close()
+    if args.json:
+        doc = {
+            "window": args.window,
+            "by": args.by,
+            "stats": [s.as_dict() for s in stats],
+            "recent": [r.as_dict() for r in recent],
+        }
+        json.dump(doc, sys.stdout, indent=1, allow_nan=False)
+        print()
+    else:
+        _print_jobs(stats, recent, args.by, args.window, sys.stdout)
     return EXIT_OK
 
 

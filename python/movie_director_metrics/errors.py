@@ -75,7 +75,16 @@ class StorageError(MetricsError):
 
 
 class StorageLockedError(StorageError):
-    """Another process owns the history database; the message names it."""
+    """Another process owns the history database; the message names it.
+
+    ``path`` is the database and ``owner`` the holder's description
+    ("process 123 on host (since ...)"), for callers that word their own
+    message."""
+
+    def __init__(self, message: str, *, path: str = "", owner: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.owner = owner
 
 
 class ExportError(MetricsError, OSError):

@@ -51,7 +51,6 @@ import csv
 import datetime as _dt
 import json
 import math
-import numbers
 import os
 import warnings
 from collections.abc import Sequence
@@ -71,7 +70,8 @@ from .errors import (
 )
 from .paths import expand_user
 from .storage import HOUR, MINUTE, Storage
-from .windows import window_seconds
+from .jobs.export import job_dicts, rows_in_range
+from .ranges import TimeRange, iso_utc, resolve_range
 
 if TYPE_CHECKING:
     from .monitor import Monitor
@@ -131,83 +131,17 @@ JSON_SUMMARY_FIELDS: tuple[str, ...] = (
     "covered_end_epoch_s",
 )
 
-#: An explicit ``end`` up to this far past the monitor's clock means "now"
-#: (``time.time()`` and a monitor's monotonic clock drift apart slowly).
-END_SLACK_S = 60.0
-
 #: Buckets one export can hold per service (the engine's tier size limit).
 MAX_BUCKETS = 99_998
 
 # ---- the range ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Range:
-    """Seconds ``[lo, hi)`` in UTC epoch seconds; bucket starts in it are exported."""
-
-    lo: int
-    hi: int
-    ends_now: bool
-    #: The window as given (passed on to ``Monitor.stats``), None for start/end.
-    window: str | float | None
-    label: str | None
-
-
-def _epoch(name: str, v: object) -> float:
-    t = float(v) if isinstance(v, numbers.Real) and not isinstance(v, bool) else math.nan
-    if not (math.isfinite(t) and t >= 0):
-        raise InvalidWindowError(f"{name}={v!r} is not a time: expected UTC epoch seconds (a finite number >= 0)")
-    return t
-
-
-def _iso(epoch_s: float) -> str:
-    return _dt.datetime.fromtimestamp(epoch_s, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _resolve_range(
-    window: str | float | None, start: float | None, end: float | None, now: float
-) -> _Range:
-    now_s = math.floor(now)
-    if window is not None and (start is not None or end is not None):
-        raise InvalidWindowError(
-            f"window={window!r} and start={start!r}/end={end!r} both given: expected either a window "
-            "ending now or a start (and optional end), not both"
-        )
-    if start is None and end is not None:
-        raise InvalidWindowError(f"end={end!r} needs a start=: expected start= (UTC epoch seconds) as well")
-    if start is None:
-        w = "24h" if window is None else window
-        secs = window_seconds(w)
-        label = w if isinstance(w, str) else f"{secs}s"
-        return _Range(now_s + 1 - secs, now_s + 1, True, w, label)
-    t0 = _epoch("start", start)
-    t1 = now if end is None else _epoch("end", end)
-    if t0 > now:
-        raise InvalidWindowError(
-            f"start={start!r} ({_iso(t0)}) is in the future: expected a time up to now ({now:.3f}, {_iso(now)})"
-        )
-    if t0 >= t1:
-        raise InvalidWindowError(
-            f"start={start!r} is not before end={t1!r}: expected start < end (UTC epoch seconds)"
-        )
-    if t1 > now + END_SLACK_S:
-        raise InvalidWindowError(
-            f"end={end!r} ({_iso(t1)}) is in the future: expected a time up to now ({now:.3f}, {_iso(now)})"
-        )
-    ends_now = t1 >= now
-    lo, hi = math.ceil(t0), (now_s + 1 if ends_now else math.ceil(t1))
-    if hi <= lo:
-        raise InvalidWindowError(
-            f"start={start!r} to end={end!r} holds no whole second: expected a range of at least 1 s"
-        )
-    return _Range(lo, hi, ends_now, None, None)
-
-
 def _first_bucket(lo: int, res: int) -> int:
     return -(-lo // res) * res
 
 
-def _check_history(rng: _Range, res: int, now: float, limit_s: int, what: str, hint: str) -> None:
+def _check_history(rng: TimeRange, res: int, now: float, limit_s: int, what: str, hint: str) -> None:
     """Refuses a range reaching further back than the history kept at
     ``res`` (one bucket of slack), or holding more buckets than a tier can."""
     first = _first_bucket(rng.lo, res)
@@ -215,8 +149,8 @@ def _check_history(rng: _Range, res: int, now: float, limit_s: int, what: str, h
     oldest = math.floor(now) + 1 - limit_s
     if rng.lo < oldest - res:
         raise InvalidWindowError(
-            f"{label} reaches back to {_iso(rng.lo)}, past the {what}: expected a range starting at "
-            f"{_iso(oldest)} or later (at most {limit_s} s back){hint}"
+            f"{label} reaches back to {iso_utc(rng.lo)}, past the {what}: expected a range starting at "
+            f"{iso_utc(oldest)} or later (at most {limit_s} s back){hint}"
         )
     if first >= rng.hi:
         raise InvalidWindowError(
@@ -284,7 +218,7 @@ def _row(name: str, st: _core.ServiceStats, res: int) -> dict[str, Any]:
     start = round(st.start)
     return {
         "service": name,
-        "bucket_start": _iso(start),
+        "bucket_start": iso_utc(start),
         "bucket_start_epoch_s": start,
         "bucket_end_epoch_s": start + res,
         "resolution_s": res,
@@ -320,7 +254,7 @@ def _bucketed(
     name: str,
     live: bool,
     res: int,
-    rng: _Range,
+    rng: TimeRange,
     now: float,
     storage: Storage | None,
 ) -> tuple[list[_core.ServiceStats], _core.ServiceStats, bool]:
@@ -404,7 +338,7 @@ def _live_summary(monitor: Monitor, name: str, window: str | float) -> _core.Ser
 
 def _collect(
     monitor: Monitor,
-    rng: _Range,
+    rng: TimeRange,
     services: Sequence[str] | None,
     resolution: str,
     now: float,
@@ -427,14 +361,14 @@ def _collect(
 
 
 def _raw_exports(
-    monitor: Monitor, rng: _Range, names: list[str], live: list[str], now: float
+    monitor: Monitor, rng: TimeRange, names: list[str], live: list[str], now: float
 ) -> tuple[list[_ServiceExport], int]:
     span = rng.hi - rng.lo
     longest = max(r * n for r, n in monitor.tiers)
     if not rng.ends_now:
         raise InvalidValueError(
             f"resolution='raw' reads the live tiers, which answer ranges ending now; the range ends at "
-            f"{rng.hi} ({_iso(rng.hi)}), before now ({now:.3f}): expected end=None, or resolution='1m' or '1h'"
+            f"{rng.hi} ({iso_utc(rng.hi)}), before now ({now:.3f}): expected end=None, or resolution='1m' or '1h'"
         )
     if span > longest:
         label = f"window={rng.window!r}" if rng.window is not None else f"start={rng.lo}"
@@ -459,7 +393,7 @@ def _raw_exports(
 
 def _bucketed_exports(
     monitor: Monitor,
-    rng: _Range,
+    rng: TimeRange,
     names: list[str],
     explicit: bool,
     live: list[str],
@@ -545,16 +479,24 @@ def _write_csv(f: IO[str], exports: list[_ServiceExport]) -> None:
 
 
 def _json_document(
-    monitor: Monitor, exports: list[_ServiceExport], rng: _Range, resolution: str, res_s: int
+    monitor: Monitor,
+    exports: list[_ServiceExport],
+    rng: TimeRange,
+    resolution: str,
+    res_s: int,
+    job_services: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """The JSON export; ``jobs`` holds the jobs finished in the range of
+    the exported services (and of ``job_services``: every service with
+    jobs when no services were named)."""
     st = monitor.storage
     return {
         "schema_version": SCHEMA_VERSION,
         "generated_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "generator": f"movie_director_metrics {_core.__version__}",
         "window": {
-            "start": _iso(rng.lo),
-            "end": _iso(rng.hi),
+            "start": iso_utc(rng.lo),
+            "end": iso_utc(rng.hi),
             "start_epoch_s": rng.lo,
             "end_epoch_s": rng.hi,
             "seconds": rng.hi - rng.lo,
@@ -573,7 +515,22 @@ def _json_document(
             }
             for e in exports
         ],
+        "jobs": job_dicts(rows_in_range(monitor, rng, {e.name for e in exports} | set(job_services))),
     }
+
+
+def _job_services(monitor: Monitor) -> list[str]:
+    """Every service with jobs, in memory or in the history file."""
+    names: set[str] = set()
+    tracker = monitor.existing_jobs()
+    if tracker is not None:
+        names |= {k.service for k in tracker.keys.values()}
+        names |= {r.service for r in tracker.recent()}
+    with monitor.storage_session() as st:
+        if st is not None:
+            names |= {service for _, service, _, _, _ in st.job_series()}
+            names |= {s for (s,) in st.distinct_job_services()}
+    return sorted(names)
 
 
 def export(
@@ -616,11 +573,14 @@ def export(
         )
     target = expand_user(path, "export path", InvalidValueError).absolute()
     now = monitor.now()
-    rng = _resolve_range(window, start, end, now)
+    rng = resolve_range(window, start, end, now)
     exports, res_s = _collect(monitor, rng, services, resolution, now)
     if format == "csv":
         write_atomic(target, lambda f: _write_csv(f, exports))
     else:
-        doc = _json_document(monitor, exports, rng, resolution, res_s)
+        doc = _json_document(
+            monitor, exports, rng, resolution, res_s,
+            job_services=_job_services(monitor) if services is None else (),
+        )
         write_atomic(target, lambda f: json.dump(doc, f, indent=1, allow_nan=False))
     return target

@@ -25,12 +25,13 @@ import numpy.typing as npt
 from . import _core
 from .errors import InvalidConfigError, MonitorClosedError, StorageError, StorageLockedError, StorageWarning
 from .paths import expand_user
-from .storage import HOUR, MINUTE, Flusher, Retention, Storage, default_path
+from .storage import HOUR, JOBS_NAMESPACE, MINUTE, Flusher, Retention, Storage, default_path
 
 if TYPE_CHECKING:
     from .alerts import AlertManager
     from .collectors.config import BackendConfig
     from .collectors.scheduler import Collectors
+    from .jobs import JobRow, JobTracker
     from .llm import LlmTracker
     from .openmetrics import MetricsServer
     from .track import Tracker
@@ -155,6 +156,9 @@ class Monitor:
         self._failure: str | None = None
         self._alerts: AlertManager | None = None
         self._llm: LlmTracker | None = None
+        self._jobs: JobTracker | None = None
+        self._jobs_pending: list[JobRow] = []
+        self._series_cursor = 0
         self._alert_mark = float("-inf")
         self._llm_cursor = 0
         self.load_report: dict[str, int] = {}
@@ -212,6 +216,7 @@ class Monitor:
             if not st.is_open:
                 self._open_storage()
             n = st.write(self._core, self._resolutions, self._core.now(), final)
+            n += self._write_jobs(st, final)
             self._write_events(st)
             self._failure = None
             return n
@@ -231,6 +236,25 @@ class Monitor:
             st.append("llm_usage", ROW_COLUMNS, [tuple(r.get(c) for c in ROW_COLUMNS) for r in rows])
             self._llm_cursor = cursor
             self._llm.forget_through(cursor)  # saved: the buffer keeps only unsaved rows
+
+    def _write_jobs(self, st: Storage, final: bool) -> int:
+        """Writes the jobs engine's series (with their keys first) and the
+        rows of jobs finished since the last flush."""
+        jobs = self._jobs
+        if jobs is None:
+            return 0
+        from .jobs import STORED_COLUMNS
+
+        keys, series_cursor = jobs.series_after(self._series_cursor)
+        st.append("job_series", ("name", "service", "by_label", "label", "measure"),
+                  [(k.name, k.service, k.by, k.label, k.measure) for k in keys])
+        self._series_cursor = series_cursor
+        n = st.write(jobs.engine, self._resolutions, jobs.engine.now(), final, namespace=JOBS_NAMESPACE)
+        # Rows taken stay here until committed: a failed flush retries them.
+        self._jobs_pending.extend(jobs.take_unsaved())
+        st.append("jobs", STORED_COLUMNS, [r.as_stored() for r in self._jobs_pending])
+        self._jobs_pending.clear()
+        return int(n)
 
     def _background_flush(self) -> None:
         try:
@@ -332,13 +356,17 @@ class Monitor:
         return self._core.compare(metric, window)
 
     def memory_bytes(self) -> int:
-        return self._core.memory_bytes()
+        """Bytes the engines hold: the services' and, once jobs are
+        recorded, the jobs engine's series."""
+        return self._core.memory_bytes() + (self._jobs.memory_bytes() if self._jobs is not None else 0)
 
     def now(self) -> float:
         return self._core.now()
 
     def advance(self, seconds: float) -> None:
         self._core.advance(seconds)
+        if self._jobs is not None:
+            self._jobs.engine.advance(seconds)
 
     # ---- alerts and LLM usage ---------------------------------------------
 
@@ -404,6 +432,66 @@ class Monitor:
         self._llm = tracker
         return tracker
 
+    # ---- jobs ------------------------------------------------------------------
+
+    @property
+    def jobs(self) -> JobTracker:
+        """Jobs of this monitor: statistics per model and workflow, recent
+        rows, running jobs (created on first use; with storage, history is
+        reloaded and new rows persisted)."""
+        if self._jobs is None:
+            with _CREATE_LOCK:  # collectors may ask from a worker thread
+                if self._jobs is None:
+                    self._jobs = self._create_jobs()
+        return self._jobs
+
+    def existing_jobs(self) -> JobTracker | None:
+        """The jobs tracker if one was created (reads that must not create it)."""
+        return self._jobs
+
+    def _create_jobs(self) -> JobTracker:
+        from .jobs import STORED_COLUMNS, JobTracker, SeriesKey
+
+        if self._closed:
+            raise MonitorClosedError("the monitor is closed")
+        tracker = JobTracker(
+            tiers=self._core.tiers,
+            manual_clock=self._core.manual_clock,
+            start_time=self._core.now() if self._core.manual_clock else None,
+            max_rows=10_000 if self._storage is not None else 0,
+        )
+        with self.storage_session() as st:
+            if st is not None:
+                stored = [(name, SeriesKey(sv, by, label, m)) for name, sv, by, label, m in st.job_series()]
+                # A key whose hash does not match its name is damaged: skipped.
+                tracker.restore_keys(k for name, k in stored if k.name == name)
+                windows = {r: r * n for r, n in self._core.tiers if r in self._resolutions}
+                report = st.load(tracker.engine, self._resolutions, windows, self._core.now(), namespace=JOBS_NAMESPACE)
+                self.load_report = {**self.load_report, **{f"jobs_{k}": v for k, v in report.items()}}
+                since = self._core.now() - RELOAD_S
+                rows = st.recent("jobs", STORED_COLUMNS, since)
+                tracker.restore_rows(rows[-tracker.recent_limit:] if tracker.recent_limit else [])
+                self._series_cursor = tracker.series_after(0)[1]
+        return tracker
+
+    # ---- publishing --------------------------------------------------------------
+
+    def publish(self) -> None:
+        """Makes this monitor the one ``movie_director_metrics.shared()``
+        records into (other code in the process: add-ons, scripts)."""
+        if self._closed:
+            raise MonitorClosedError("the monitor is closed; a closed monitor cannot be published")
+        from .shared import shared
+
+        shared().publish(self)
+
+    def unpublish(self) -> None:
+        """Withdraws this monitor from ``shared()`` if it is the published
+        one (``close()`` does this too)."""
+        from .shared import shared
+
+        shared().unpublish(self)
+
     # ---- export and Prometheus -------------------------------------------
 
     def export(
@@ -423,6 +511,26 @@ class Monitor:
         from .export import export
 
         return export(self, path, format, window=window, start=start, end=end, services=services, resolution=resolution)
+
+    def export_jobs(
+        self,
+        path: str | os.PathLike[str],
+        format: Literal["csv", "json"] = "csv",
+        *,
+        window: str | float | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        services: Sequence[str] | None = None,
+    ) -> Path:
+        """Writes the jobs finished in the range (default the last 24 h),
+        one row each with its tags, to ``path`` (CSV or JSON) atomically;
+        returns the path.  See docs/jobs.md."""
+        from .jobs.export import export_jobs
+
+        return export_jobs(
+            self, path, format, window=window, start=start, end=end,
+            services=list(services) if services is not None else None,
+        )
 
     def openmetrics(self, *, openmetrics: bool = True) -> str:
         """The Prometheus exposition of every service (OpenMetrics 1.0, or
@@ -497,6 +605,7 @@ class Monitor:
             self._collectors = None
         if self._alerts is not None and self._alerts.running:
             self._alerts.stop()
+        self.unpublish()
         if self._closed:
             return
         self._closed = True
@@ -509,6 +618,8 @@ class Monitor:
                 self._report(e)
             self._storage.close()
         self._core.close()
+        if self._jobs is not None:
+            self._jobs.close()
 
     def __enter__(self) -> Monitor:
         return self

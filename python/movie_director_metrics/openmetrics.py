@@ -283,6 +283,8 @@ def render(
         *resources.values(), other_resources, window_info,
     ]
     families.extend(_llm_families(getattr(monitor, "llm", None), quantile_window))
+    existing_jobs = getattr(monitor, "existing_jobs", None)
+    families.extend(_job_families(existing_jobs() if callable(existing_jobs) else None, quantile_window))
     lines = [line for f in families if f.samples for line in f.expose(openmetrics)]
     if openmetrics:
         lines.append("# EOF")
@@ -342,6 +344,65 @@ def _llm_families(llm: object, window: str) -> list[_Family]:
     for provider, n in sorted(per_provider.items()):
         active.add(n, provider=provider)
     return [requests, unknown, tokens, cost, unpriced, active]
+
+
+# --- Job families ----------------------------------------------------------------
+# Rendered once a monitor has recorded jobs (``Monitor.jobs`` exists).  One
+# set per label kind, each with its own label name, so every family has one
+# label set: ``mdm_jobs`` (service), ``mdm_model_jobs`` (service, model),
+# ``mdm_workflow_jobs`` (service, workflow).  Labels are bounded by the
+# tracker (64 models and 64 workflows per service, then "other").  Counts
+# and sums are lifetime totals of this process; quantiles cover the
+# quantile window.  A queue-wait sample exists only for jobs whose start was
+# seen (an unknown wait is never a 0).
+
+_JOB_PREFIX = {"service": "mdm_job", "model": "mdm_model_job", "workflow": "mdm_workflow_job"}
+_JOB_QUANTILES = (("0.5", "p50_ms"), ("0.95", "p95_ms"), ("0.99", "p99_ms"))
+
+
+def _job_families(jobs: Any, window: str) -> list[_Family]:
+    if jobs is None:
+        return []
+    from .jobs import BY, JobTracker
+
+    if not isinstance(jobs, JobTracker):
+        return []
+    out: list[_Family] = []
+    windowed = {(s.service, s.by, s.label): s for by in BY for s in jobs.stats(window, by=by)}
+    totals = jobs.series_totals()
+    for by in BY:
+        prefix = _JOB_PREFIX[by]
+        what = "" if by == "service" else f" per {by}"
+        count = _Family(f"{prefix}s", "counter", f"Finished jobs{what}, by outcome.")
+        processing = _Family(
+            f"{prefix}_processing_seconds", "summary",
+            f"Job processing time (start to result){what}; quantiles over the quantile window, "
+            "count and sum lifetime.", "seconds",
+        )
+        wait = _Family(
+            f"{prefix}_queue_wait_seconds", "summary",
+            f"Job queue wait (submission to start){what}, of jobs whose start was seen; quantiles "
+            "over the quantile window, count and sum lifetime.", "seconds",
+        )
+        for key, run, waited in totals:
+            if key.by != by:
+                continue
+            labels = {"service": key.service} if by == "service" else {"service": key.service, by: key.label}
+            n, failed = int(run["count"]), int(run["errors"])
+            count.add(n - failed, **labels, outcome="success")
+            count.add(failed, **labels, outcome="error")
+            st = windowed.get((key.service, key.by, key.label))
+            for q, attr in _JOB_QUANTILES:
+                processing.add(_seconds(getattr(st, f"processing_{attr}", None)), **labels, quantile=q)
+            processing.add(float(run["sum_ms"]) / 1e3, "_sum", **labels)
+            processing.add(n, "_count", **labels)
+            if waited is not None and int(waited["count"]):
+                for q, attr in _JOB_QUANTILES:
+                    wait.add(_seconds(getattr(st, f"queue_wait_{attr}", None)), **labels, quantile=q)
+                wait.add(float(waited["sum_ms"]) / 1e3, "_sum", **labels)
+                wait.add(int(waited["count"]), "_count", **labels)
+        out.extend((count, processing, wait))
+    return out
 
 
 # --- Content negotiation ----------------------------------------------------

@@ -48,6 +48,13 @@ BLOB_FORMAT = "1"
 #: stored under this id.
 OTHER_ERROR_ID = _core.MAX_ERROR_TYPES
 
+#: Starts and ends a namespace prefix of stored service names.  Service
+#: names are printable, so a name with this control character can only be
+#: a namespaced one.
+NAMESPACE_MARK = "\x1f"
+#: The namespace of the jobs engine's series.
+JOBS_NAMESPACE = f"{NAMESPACE_MARK}jobs{NAMESPACE_MARK}"
+
 #: Resolutions persisted, in seconds: the minute tier and the hourly roll-up.
 MINUTE, HOUR = 60, 3600
 
@@ -128,6 +135,34 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX alert_events_by_time ON alert_events (at_s);
     """,
+    # 3: jobs (one row per finished job) and the keys of the jobs engine's series.
+    """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        service TEXT NOT NULL,
+        model TEXT,
+        workflow TEXT,
+        job_id TEXT,
+        source TEXT NOT NULL,
+        submitted_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL NOT NULL,
+        queue_wait_ms REAL,
+        processing_ms REAL NOT NULL,
+        ok INTEGER NOT NULL,
+        error TEXT,
+        peak_vram_bytes REAL,
+        tags TEXT NOT NULL
+    );
+    CREATE INDEX jobs_by_time ON jobs (finished_at);
+    CREATE TABLE job_series (
+        name TEXT PRIMARY KEY,
+        service TEXT NOT NULL,
+        by_label TEXT NOT NULL,
+        label TEXT NOT NULL,
+        measure TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -184,7 +219,9 @@ class _OwnerLock:
             f.close()
             raise StorageLockedError(
                 f"{self.path.with_suffix('')} is in use by {owner}; close that program, or pass "
-                "storage=<another file> (or storage=None to keep history in memory)"
+                "storage=<another file> (or storage=None to keep history in memory)",
+                path=str(self.path.with_suffix("")),
+                owner=owner,
             ) from None
         f.seek(0)
         f.truncate()
@@ -365,10 +402,12 @@ class Storage:
             ids.append(stored.get(name, OTHER_ERROR_ID))
         return None if ids == list(range(len(ids))) else ids
 
-    def write(self, core: Any, resolutions: Sequence[int], now: float, final: bool) -> int:
+    def write(self, core: Any, resolutions: Sequence[int], now: float, final: bool, namespace: str = "") -> int:
         """Writes what changed since the last write, in one transaction;
         returns the number of bucket rows written.  Watermarks move only
-        after the commit, so a failed write is retried whole."""
+        after the commit, so a failed write is retried whole.  A
+        ``namespace`` (see ``JOBS_NAMESPACE``) keeps another engine's
+        services apart from the monitor's."""
         conn = self._conn
         assert conn is not None
         marks: dict[tuple[str, int], int] = {}
@@ -376,8 +415,9 @@ class Storage:
         written = 0
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for name in core.services():
-                svc = core.service(name)
+            for engine_name in core.services():
+                svc = core.service(engine_name)
+                name = namespace + engine_name
                 sid = self._service_id(conn, name)
                 error_ids = self._error_ids(conn, sid, svc.error_types())
                 for res in resolutions:
@@ -430,8 +470,8 @@ class Storage:
             conn.execute(
                 "DELETE FROM health_runs WHERE last_s<?", (int(now - self.retention.seconds(HOUR)),)
             )
-            for table in ("llm_usage", "alert_events"):
-                conn.execute(f"DELETE FROM {table} WHERE at_s<?", (now - self.retention.seconds(HOUR),))
+            for table, at in _ROW_TABLES.items():
+                conn.execute(f"DELETE FROM {table} WHERE {at}<?", (now - self.retention.seconds(HOUR),))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -439,15 +479,17 @@ class Storage:
         self._last_prune = now
 
     def append(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """Appends rows (LLM usage, alert events) in one transaction."""
+        """Appends rows (LLM usage, alert events, jobs, job series keys) in
+        one transaction; a job series key already stored is kept."""
         if not rows:
             return
         conn = self._conn
-        assert conn is not None and table in ("llm_usage", "alert_events")
+        assert conn is not None and (table in _ROW_TABLES or table == "job_series")
         marks = ", ".join("?" for _ in columns)
+        verb = "INSERT OR IGNORE" if table == "job_series" else "INSERT"
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+            conn.executemany(f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -456,17 +498,34 @@ class Storage:
     def recent(self, table: str, columns: Sequence[str], since: float) -> list[tuple[Any, ...]]:
         """Rows of ``table`` at or after ``since`` (epoch s), oldest first."""
         conn = self._conn
-        assert conn is not None and table in ("llm_usage", "alert_events")
+        assert conn is not None
+        at = _ROW_TABLES[table]
         return conn.execute(
-            f"SELECT {', '.join(columns)} FROM {table} WHERE at_s>=? ORDER BY at_s, id", (since,)
+            f"SELECT {', '.join(columns)} FROM {table} WHERE {at}>=? ORDER BY {at}, id", (since,)
         ).fetchall()
+
+    def distinct_job_services(self) -> list[tuple[str]]:
+        """Services with stored job rows."""
+        conn = self._conn
+        assert conn is not None
+        return conn.execute("SELECT DISTINCT service FROM jobs").fetchall()
+
+    def job_series(self) -> list[tuple[str, str, str, str, str]]:
+        """Stored keys of the jobs engine's series: (name, service, by,
+        label, measure)."""
+        conn = self._conn
+        assert conn is not None
+        return conn.execute("SELECT name, service, by_label, label, measure FROM job_series").fetchall()
 
     # ---- reading ---------------------------------------------------------
 
-    def load(self, core: Any, resolutions: Sequence[int], tier_windows: dict[int, int], now: float) -> dict[str, int]:
+    def load(
+        self, core: Any, resolutions: Sequence[int], tier_windows: dict[int, int], now: float, namespace: str = ""
+    ) -> dict[str, int]:
         """Puts persisted history back into a fresh engine: buckets within
         each tier's window, health runs within the longest.  Returns counts
-        by outcome (restored / out_of_window / rejected, services)."""
+        by outcome (restored / out_of_window / rejected, services).  Only
+        the services of ``namespace`` are loaded (``""``: the monitor's)."""
         conn = self._conn
         assert conn is not None
         totals = {"services": 0, "restored": 0, "out_of_window": 0, "rejected": 0, "skipped_services": 0}
@@ -476,6 +535,8 @@ class Storage:
         longest = max(tier_windows.values(), default=0)
         for sid, name in conn.execute("SELECT id, name FROM services ORDER BY id").fetchall():
             self._ids[name] = sid
+            if _namespace_of(name) != namespace:
+                continue
             has_data = conn.execute(
                 "SELECT 1 FROM buckets WHERE service_id=? AND start_s>=? LIMIT 1", (sid, now - longest)
             ).fetchone() or conn.execute(
@@ -484,7 +545,7 @@ class Storage:
             if not has_data:
                 continue
             try:
-                svc = core.service(name)
+                svc = core.service(name[len(namespace):])
             except Exception as e:  # ServiceLimitError, InvalidNameError
                 totals["skipped_services"] += 1
                 warnings.warn(StorageWarning(f"history of service {name!r} not reloaded: {e}"), stacklevel=3)
@@ -555,7 +616,20 @@ class Storage:
     def service_names(self) -> list[str]:
         conn = self._conn
         assert conn is not None
-        return [n for (n,) in conn.execute("SELECT name FROM services ORDER BY id")]
+        return [n for (n,) in conn.execute("SELECT name FROM services ORDER BY id") if not _namespace_of(n)]
+
+
+#: Tables of appended rows and the column that times each row.
+_ROW_TABLES = {"llm_usage": "at_s", "alert_events": "at_s", "jobs": "finished_at"}
+
+
+def _namespace_of(stored_name: str) -> str:
+    """The namespace of a stored service name: ``""`` for the monitor's own
+    services, else the ``NAMESPACE_MARK``-delimited prefix."""
+    if not stored_name.startswith(NAMESPACE_MARK):
+        return ""
+    end = stored_name.find(NAMESPACE_MARK, 1)
+    return stored_name[: end + 1] if end > 0 else ""
 
 
 def _opt(count: int, v: float) -> float | None:

@@ -23,6 +23,7 @@ read: it never raises, returns ``(None, why)``, and on a passing failure
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -30,8 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .._core import MAX_DURATION_MS, Service
+from ..jobs.rows import JobRow, QueuedJob
 from .config import BackendConfig
 from .http import TRANSIENT_ERRORS, HttpClient, ProbeError, Response
+
+log = logging.getLogger("movie_director_metrics.collectors")
 
 #: The signals a backend may or may not be able to report.
 SIGNALS: tuple[str, ...] = ("health", "queue", "processing", "resources", "models")
@@ -118,6 +122,33 @@ class Backend(ABC):
         #: detection check :meth:`detection_due` in ``collect``.
         self.retry_detection = False
         self._detect_tried_at = float("-inf")
+        #: Where finished jobs seen on the backend go (the monitor's job
+        #: tracker; set by the worker, None when nobody listens).  Kinds
+        #: that can see jobs call :meth:`report_job`.
+        self.on_job: Callable[[JobRow], None] | None = None
+        #: Where the jobs waiting or running on the backend go (set with
+        #: ``on_job``); kinds that see them call :meth:`report_queue`.
+        self.on_queue: Callable[[str, list[QueuedJob]], None] | None = None
+
+    def report_job(self, row: JobRow) -> None:
+        """Hands one finished job to ``on_job``.  A job that cannot be
+        recorded is logged, never raised: the backend's own signals go on."""
+        if self.on_job is None:
+            return
+        try:
+            self.on_job(row)
+        except Exception as e:  # a bad row must not fail the cycle
+            log.warning("%s: a job could not be recorded: %s: %s", self.config.name, type(e).__name__, e)
+
+    def report_queue(self, jobs: list[QueuedJob]) -> None:
+        """Reports the jobs waiting or running on the backend now (replacing
+        the previous report).  Never raises, like :meth:`report_job`."""
+        if self.on_queue is None:
+            return
+        try:
+            self.on_queue(self.config.name, jobs)
+        except Exception as e:
+            log.warning("%s: the queued jobs could not be reported: %s: %s", self.config.name, type(e).__name__, e)
 
     # ---- recorded calls ----------------------------------------------------
 

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from .. import _core
 from ..errors import ConfigError
+from ..jobs.rows import JobRow, QueuedJob
 from ..net import is_loopback
 from .base import SIGNALS, Backend, Capabilities
 from .config import BackendConfig
@@ -134,6 +135,30 @@ def _llm_loaded_hook(monitor: Any) -> Callable[[str, tuple[str, ...]], None] | N
     return note
 
 
+@dataclass(frozen=True)
+class _JobHooks:
+    """Where collectors put the jobs they see on their backends: the
+    monitor's job tracker."""
+
+    finished: Callable[[JobRow], None]
+    queued: Callable[[str, list[QueuedJob]], None]
+
+
+def _jobs_hooks(monitor: Any) -> _JobHooks | None:
+    """Hooks into the monitor's job tracker; None for an engine monitor
+    without one."""
+    if not hasattr(type(monitor), "jobs"):
+        return None
+
+    def finished(row: JobRow) -> None:
+        monitor.jobs.record(row)
+
+    def queued(service: str, jobs: list[QueuedJob]) -> None:
+        monitor.jobs.set_backend_queue(service, jobs)
+
+    return _JobHooks(finished, queued)
+
+
 def _all_missing(reason: str) -> dict[str, str]:
     return {s: reason for s in SIGNALS}
 
@@ -150,6 +175,7 @@ class _Worker:
         allow_remote: bool,
         resources: bool,
         on_models: Callable[[str, tuple[str, ...]], None] | None = None,
+        jobs: _JobHooks | None = None,
     ) -> None:
         self.on_models = on_models
         self.config = config
@@ -175,6 +201,8 @@ class _Worker:
         else:
             try:
                 self.backend = backend_class(config.kind)(config, service)
+                if jobs is not None:
+                    self.backend.on_job, self.backend.on_queue = jobs.finished, jobs.queued
             except Exception as e:  # a kind that fails to import must not take the others down
                 self.last_error_type = COLLECTOR_ERROR
                 self.last_error = f"cannot load the {config.kind!r} collector: {type(e).__name__}: {e}\n" + (
@@ -359,9 +387,10 @@ class Collectors:
         self.allow_remote = allow_remote
         self.resources = resources
         on_models = _llm_loaded_hook(monitor)
+        jobs = _jobs_hooks(monitor)
         self._workers = [
             _Worker(c, monitor.service(c.name), allow_remote=allow_remote, resources=resources,
-                    on_models=on_models if c.kind == "ollama" else None)
+                    on_models=on_models if c.kind == "ollama" else None, jobs=jobs)
             for c in self.configs
         ]
         self._lock = threading.Lock()  # guards _threads and _stop

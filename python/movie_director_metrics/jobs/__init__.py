@@ -1,0 +1,19 @@
+"""Jobs: generation requests from submission to result (see ``tracker``)."""
+
+from .job import Job, JobSink
+from .rows import JOB_COLUMNS, STORED_COLUMNS, JobRow, QueuedJob
+from .tracker import BY, OTHER_LABEL, JobStats, JobTracker, SeriesKey
+
+__all__ = [
+    "BY",
+    "JOB_COLUMNS",
+    "OTHER_LABEL",
+    "STORED_COLUMNS",
+    "Job",
+    "JobRow",
+    "JobSink",
+    "JobStats",
+    "JobTracker",
+    "QueuedJob",
+    "SeriesKey",
+]
