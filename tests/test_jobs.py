@@ -499,3 +499,38 @@ def test_exports_carry_job_rows_with_tags(tmp_path: Path):
     assert json.loads(by_id["p2"]["tags"]) == {"scene": "forest", "shot": "s2"} and by_id["p2"]["ok"] == "False"
     assert float(by_id["p1"]["total_ms"]) == pytest.approx(1025.0)
     assert [r["finished_at"] for r in rows] == sorted(r["finished_at"] for r in rows), "oldest first"
+
+
+def test_watch_frame_lists_running_and_queued_jobs(monitor):
+    from rich.console import Console
+
+    from movie_director_metrics import dashboard
+    from movie_director_metrics.jobs import QueuedJob
+
+    t = monitor.jobs
+    t.job("comfyui", model="sdxl").progress(0.4)
+    for i in range(6):
+        t.set_backend_queue("a1111", [QueuedJob("a1111", f"q{k}", "queued", model="dream", seen_at=time.time())
+                                      for k in range(6)])
+    console = Console(width=120, record=True)
+    console.print(dashboard.render(monitor.snapshot("5m"), {}, {}, width=120, window="5m", jobs=t.queued()))
+    out = console.export_text()
+    assert "jobs: 1 running, 6 queued" in out
+    lines = out.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("jobs:"))
+    assert "running" in lines[first + 1] and "comfyui" in lines[first + 1] and "40 %" in lines[first + 1]
+    assert "… 2 more" in out
+
+
+def test_peak_vram_during_a_job_comes_from_the_backends_readings():
+    with mdm.Monitor() as m:
+        svc = m.service("comfyui")
+        with m.jobs.job("comfyui", model="sdxl") as job:
+            job.started()
+            svc.set_resource(vram_used_bytes=7e9)
+            svc.set_resource(vram_used_bytes=6e9)
+        (r,) = m.jobs.recent()
+        assert r.peak_vram_bytes == 7e9
+        assert m.jobs.recent()[0] is r, "the row is built once"
+        m.jobs.job("a1111", model="x").finish()  # a service whose VRAM is never polled
+        assert m.jobs.recent(1)[0].peak_vram_bytes is None

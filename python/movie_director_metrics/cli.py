@@ -426,9 +426,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     if alerts is not None:
                         alerts.evaluate()
                         lines = _alert_lines(alerts, monitor.now())
+                    tracker = monitor.existing_jobs()
                     return dashboard.render(
                         snap, statuses, _series(monitor, names),
                         width=console.width, window=args.window, title=title, note=note, alerts=lines, state=layout,
+                        jobs=tracker.queued() if tracker is not None else (),
                     )
 
                 with _sigterm_as_interrupt():

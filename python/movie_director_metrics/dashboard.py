@@ -37,6 +37,7 @@ import datetime as _dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from rich import box
 from rich.cells import cell_len
@@ -47,7 +48,17 @@ from rich.text import Text
 from ._core import ServiceStats
 from .collectors.scheduler import BackendStatus
 
-__all__ = ["BLOCKS", "NO_DATA", "NOT_AVAILABLE", "RESERVED", "DashboardState", "render", "sparkline"]
+__all__ = [
+    "BLOCKS",
+    "JOB_LINES",
+    "NO_DATA",
+    "NOT_AVAILABLE",
+    "RESERVED",
+    "DashboardState",
+    "UnfinishedJob",
+    "render",
+    "sparkline",
+]
 
 #: Sparkline levels, lowest first; a gap (no data) is a space.
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -234,6 +245,44 @@ class _Column:
         return max([cell_len(self.header), self.floor, *(c.cell_len for c in self.cells)])
 
 
+class UnfinishedJob(Protocol):
+    """What the dashboard shows of a job still queued or running (a
+    ``jobs.Job`` or a ``jobs.QueuedJob``)."""
+
+    @property
+    def service(self) -> str: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def progress_fraction(self) -> float | None: ...
+    def elapsed_s(self) -> float: ...
+
+
+#: Jobs listed under the table at most (the rest are counted).
+JOB_LINES = 5
+
+
+def _elapsed(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)}m {seconds % 60:02.0f}s"
+
+
+def _job_lines(jobs: Sequence[UnfinishedJob]) -> list[Text]:
+    """A summary line and one line per job, running ones first."""
+    if not jobs:
+        return []
+    ordered = sorted(jobs, key=lambda j: (j.state != "running", -j.elapsed_s()))
+    running = sum(1 for j in jobs if j.state == "running")
+    lines = [Text(f"jobs: {running} running, {len(jobs) - running} queued", style="bold")]
+    for j in ordered[:JOB_LINES]:
+        progress = f"  {100 * j.progress_fraction:3.0f} %" if j.progress_fraction is not None else ""
+        lines.append(Text(f"  {j.state:<8} {j.service}  {j.model or NO_DATA}  {_elapsed(j.elapsed_s())}{progress}"))
+    if len(jobs) > JOB_LINES:
+        lines.append(Text(f"  … {len(jobs) - JOB_LINES} more", style="dim"))
+    return lines
+
+
 def _text(v: Text | str) -> Text:
     return v if isinstance(v, Text) else Text(v)
 
@@ -256,6 +305,7 @@ def render(
     title: str = "movie-director-metrics",
     note: str | None = None,
     state: DashboardState | None = None,
+    jobs: Sequence[UnfinishedJob] = (),
 ) -> RenderableType:
     """One dashboard frame, laid out for a console ``width`` columns wide.
 
@@ -267,7 +317,9 @@ def render(
     local time; default: now); ``alerts``: firing alerts, shown under the
     table when there are any; ``note``: an extra dim line under the table
     (e.g. a storage warning); ``state``: a :class:`DashboardState` kept
-    across the frames of a live view (stable rows and column widths).
+    across the frames of a live view (stable rows and column widths);
+    ``jobs``: jobs not finished yet (``JobTracker.queued()``), listed under
+    the table, running first, at most :data:`JOB_LINES`.
 
     Rows: the statuses' order (the config's), then services only the
     snapshot knows (e.g. reloaded history of a backend no longer
@@ -393,6 +445,7 @@ def render(
     if not names:
         table.add_row(empty, *[""] * (len(shown) - 1))
     footer: list[RenderableType] = []
+    footer.extend(_job_lines(jobs))
     if alerts:
         footer.append(Text("alerts: " + "; ".join(alerts), style="bold red"))
     if note:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import os
 import sqlite3
 import threading
@@ -23,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
-from .errors import InvalidConfigError, MonitorClosedError, StorageError, StorageLockedError, StorageWarning
+from .errors import InvalidConfigError, MetricsError, MonitorClosedError, StorageError, StorageLockedError, StorageWarning
 from .paths import expand_user
 from .storage import HOUR, JOBS_NAMESPACE, MINUTE, Flusher, Retention, Storage, default_path
 
@@ -445,6 +446,34 @@ class Monitor:
                     self._jobs = self._create_jobs()
         return self._jobs
 
+    #: How far back a job's peak VRAM is looked up (the 10 s tier's hour).
+    PEAK_VRAM_LOOKBACK_S = 3600
+
+    def _peak_vram(self, service: str, start: float, end: float) -> float | None:
+        """The highest ``vram_used_bytes`` reading of ``service`` between
+        ``start`` and ``end`` (UTC epoch s), from the 1 s or 10 s tier;
+        None when none was polled then (or it is too long ago)."""
+        if self._closed:
+            return None
+        span = math.ceil(self._core.now() - start) + 1
+        if not 0 < span <= self.PEAK_VRAM_LOOKBACK_S:
+            return None
+        res = 1 if span <= 300 else 10
+        try:
+            spans = self._core.series_stats(service, span, resolution_s=res)
+        except (MetricsError, ValueError):
+            return None  # not a service of this monitor, or no such tier
+        # Whole buckets (the newest one's end is "now", which the wall
+        # clock a job was timed with may already have passed).
+        peaks = [
+            g.max
+            for st in spans
+            if st.start + res > start and st.start <= end
+            for g in (st.resources.get("vram_used_bytes"),)
+            if g is not None and g.samples
+        ]
+        return max(peaks) if peaks else None
+
     def existing_jobs(self) -> JobTracker | None:
         """The jobs tracker if one was created (reads that must not create it)."""
         return self._jobs
@@ -460,6 +489,7 @@ class Monitor:
             start_time=self._core.now() if self._core.manual_clock else None,
             max_rows=10_000 if self._storage is not None else 0,
         )
+        tracker.peak_vram = self._peak_vram
         with self.storage_session() as st:
             if st is not None:
                 stored = [(name, SeriesKey(sv, by, label, m)) for name, sv, by, label, m in st.job_series()]

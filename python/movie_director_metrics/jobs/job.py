@@ -18,7 +18,7 @@ one ``time.time`` at submission (the wall-clock anchor of the row).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Literal, Protocol
 
@@ -26,7 +26,7 @@ from .. import _core
 from ..errors import InvalidValueError
 from .rows import JobRow, clean_label, clean_tags
 
-__all__ = ["Job", "JobSink", "new_job"]
+__all__ = ["Job", "JobSink", "PeakVram", "new_job"]
 
 _perf = time.perf_counter
 _wall = time.time
@@ -35,6 +35,11 @@ _NO_TAGS: Mapping[str, str] = MappingProxyType({})
 #: (service, model, workflow) triples that passed the checks of ``new_job``
 #: unchanged (strings within the limits), so repeats skip them.
 _CHECKED: set[tuple[object, object, object]] = set()
+
+
+#: ``(service, start, end) -> peak VRAM bytes or None``: the highest
+#: ``vram_used_bytes`` reading of the service between two UTC epoch times.
+PeakVram = Callable[[str, float, float], "float | None"]
 
 
 class JobSink(Protocol):
@@ -64,6 +69,7 @@ class Job:
         "_t0",
         "_t_start",
         "_t_end",
+        "_row",
     )
     # Slot types (set in __init__; a chained None store leaves them untyped).
     _t_start: float | None
@@ -71,6 +77,7 @@ class Job:
     progress_fraction: float | None
     ok: bool | None
     error: str | None
+    _row: JobRow | None
 
     def __init__(
         self,
@@ -89,7 +96,7 @@ class Job:
         self.submitted_at = _wall()
         self._t0 = _perf()
         # One chained store: this constructor is on the recording path.
-        self._t_start = self._t_end = self.progress_fraction = self.ok = self.error = None
+        self._t_start = self._t_end = self.progress_fraction = self.ok = self.error = self._row = None
         self._sink = sink
 
     @property
@@ -143,12 +150,15 @@ class Job:
             return None, min((end - self._t0) * 1e3, _MAX_MS)
         return min((start - self._t0) * 1e3, _MAX_MS), min((end - start) * 1e3, _MAX_MS)
 
-    def row(self) -> JobRow:
-        """The finished job as a row."""
+    def row(self, peak_vram: PeakVram | None = None) -> JobRow:
+        """The finished job as a row (built once; ``peak_vram`` answers the
+        backend's peak VRAM during the job, when it was polled)."""
+        if self._row is not None:
+            return self._row
         wait, processing = self.timings_ms()
         finished = self.finished_at
         assert finished is not None and self.ok is not None
-        return JobRow(
+        row = JobRow(
             service=self.service,
             model=self.model,
             workflow=self.workflow,
@@ -162,7 +172,10 @@ class Job:
             processing_ms=processing,
             ok=self.ok,
             error=self.error,
+            peak_vram_bytes=None if peak_vram is None else peak_vram(self.service, self.started_at or self.submitted_at, finished),
         )
+        self._row = row
+        return row
 
     # ---- reporting -----------------------------------------------------------
 

@@ -30,6 +30,7 @@ which raises ``InvalidValueError``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -41,7 +42,7 @@ from typing import Any, Literal
 from .. import _core
 from .._core import record_each
 from ..errors import InvalidValueError, MetricsError
-from .job import Job, new_job
+from .job import Job, PeakVram, new_job
 from .rows import JobRow, QueuedJob
 
 __all__ = ["BY", "OTHER_LABEL", "JobStats", "JobTracker", "SeriesKey"]
@@ -104,10 +105,6 @@ class JobStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {f: (dict(v) if isinstance(v := getattr(self, f), Mapping) else v) for f in self.__slots__}
-
-
-def _row(item: Job | JobRow) -> JobRow:
-    return item if isinstance(item, JobRow) else item.row()
 
 
 class JobTracker:
@@ -175,6 +172,10 @@ class JobTracker:
         self._recent: deque[Job | JobRow] = deque(maxlen=recent)
         self.recent_limit = recent
         self.faults: Counter[str] = Counter()
+        #: Answers a job's peak VRAM from the backend's polled readings (the
+        #: monitor sets it); rows get it when they are built, off the
+        #: recording path.
+        self.peak_vram: PeakVram | None = None
         # Backend job ids recorded from the user's code and from collectors,
         # so the same job seen both ways counts once.
         self._user_ids: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -271,6 +272,10 @@ class JobTracker:
         jobs they see on a backend).  ``store=False`` for rows reloaded
         from the history file: their series were restored with it."""
         row.check()
+        if store and row.peak_vram_bytes is None and self.peak_vram is not None:
+            peak = self.peak_vram(row.service, row.started_at or row.submitted_at, row.finished_at)
+            if peak is not None:
+                row = dataclasses.replace(row, peak_vram_bytes=peak)
         if store and row.source == "backend" and row.job_id is not None:
             key = (row.service, row.job_id)
             running = any(j.job_id == row.job_id and j.service == row.service for j in self.active())
@@ -412,7 +417,7 @@ class JobTracker:
         """The last finished jobs, newest first."""
         with self._lock:
             items = [r for r in reversed(self._recent) if service is None or r.service == service]
-        return [_row(r) for r in (items if limit is None else items[:limit])]
+        return [self._row(r) for r in (items if limit is None else items[:limit])]
 
     def series_totals(self) -> list[tuple[SeriesKey, Mapping[str, Any], Mapping[str, Any] | None]]:
         """Lifetime totals of every label since this tracker started (for
@@ -438,6 +443,9 @@ class JobTracker:
 
     # ---- storage --------------------------------------------------------------------
 
+    def _row(self, item: Job | JobRow) -> JobRow:
+        return item if isinstance(item, JobRow) else item.row(self.peak_vram)
+
     def take_unsaved(self) -> list[JobRow]:
         """Removes and returns the rows not yet given to storage, oldest
         first (the caller keeps them until they are committed)."""
@@ -446,7 +454,7 @@ class JobTracker:
             try:
                 items.append(self._unsaved.popleft())
             except IndexError:
-                return [_row(r) for r in items]
+                return [self._row(r) for r in items]
 
     def series_after(self, cursor: int = 0) -> tuple[list[SeriesKey], int]:
         """``(series keys created after cursor, new cursor)`` for the
