@@ -1,6 +1,9 @@
 """Run in a fresh interpreter: builds the load and prints memory figures as JSON.
 
-Usage: python bench_memory_child.py SERVICES HOURS LLM_MODELS [storage] [baseline] [untrimmed]
+Usage: python bench_memory_child.py SERVICES HOURS LLM_MODELS [storage] [baseline] [untrimmed] [jobs]
+
+With ``jobs``: 3 of the services also finish jobs (``bench_load``'s job
+load: 5 models x 3 workflows, a job every 30 s each, a distinct tag each).
 
 With ``storage``: the tiers a monitor with storage keeps (the default ones
 plus 30 days of hourly buckets, filled as a reload would).  With
@@ -89,6 +92,7 @@ def main() -> None:
     services, hours, llm_models = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
     flags = set(sys.argv[4:])
     with_storage, baseline, untrimmed = "storage" in flags, "baseline" in flags, "untrimmed" in flags
+    job_services = 3 if "jobs" in flags else 0
     import numpy as np
 
     import movie_director_metrics  # noqa: F401
@@ -103,7 +107,8 @@ def main() -> None:
         # pages, lazy imports, the price table's first load).
         # Short tiers so that every tier seals, rolls up and rolls off.
         short = [(1, 4), (10, 3), (60, 3)] + ([(3600, 3)] if with_storage else [])
-        warm = build(min(services, 2), 3.1, extra_s=0, tiers=short, llm_models=min(llm_models, 1))
+        warm = build(min(services, 2), 3.1, extra_s=0, tiers=short, llm_models=min(llm_models, 1),
+                     job_services=min(job_services, 1))
         if with_storage:
             fill_hour_tier(warm, hours=3)
         warm.close()
@@ -111,7 +116,7 @@ def main() -> None:
     before = settle(trim=not untrimmed)
     m = None
     if not baseline:
-        m = build(services, hours, tiers=tiers, llm_models=llm_models)
+        m = build(services, hours, tiers=tiers, llm_models=llm_models, job_services=job_services)
         if with_storage:
             fill_hour_tier(m)
     after = settle(trim=not untrimmed)
@@ -121,6 +126,7 @@ def main() -> None:
         "engine_services": len(m.services()) if m else 0,
         "memory_bytes": m.memory_bytes() if m else 0,
         "llm_bucket_bytes": m.llm._store.nbytes() if m and llm_models else 0,
+        "job_engine_bytes": m.jobs.memory_bytes() if m and job_services else 0,
         "rss_before": before["VmRSS"], "rss_after": after["VmRSS"],
         "rss_delta": after["VmRSS"] - before["VmRSS"],
         "anon_delta": after["RssAnon"] - before["RssAnon"],

@@ -41,17 +41,18 @@ _CACHE: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
 
 
 def measure(services: int, hours: float, llm_models: int = 0, storage: bool = False, *, baseline: bool = False,
-            repeats: int = 1) -> list[dict[str, Any]]:
+            repeats: int = 1, jobs: bool = False) -> list[dict[str, Any]]:
     """``repeats`` children's figures (cached, so tests share children)."""
-    key = (services, hours, llm_models, storage, baseline)
+    key = (services, hours, llm_models, storage, baseline, jobs)
     runs = _CACHE.setdefault(key, [])
     while len(runs) < repeats:
-        runs.append(_run_child(services, hours, llm_models, storage, baseline))
+        runs.append(_run_child(services, hours, llm_models, storage, baseline, jobs))
     return runs[:repeats]
 
 
-def _run_child(services: int, hours: float, llm_models: int, storage: bool, baseline: bool) -> dict[str, Any]:
-    extra = (["storage"] if storage else []) + (["baseline"] if baseline else [])
+def _run_child(services: int, hours: float, llm_models: int, storage: bool, baseline: bool,
+               jobs: bool = False) -> dict[str, Any]:
+    extra = (["storage"] if storage else []) + (["baseline"] if baseline else []) + (["jobs"] if jobs else [])
     out = subprocess.run([sys.executable, str(HERE / "bench_memory_child.py"), str(services), str(hours),
                           str(llm_models), *extra],
                          cwd=HERE, capture_output=True, text=True, timeout=300, check=True)
@@ -115,3 +116,21 @@ def test_ten_services_with_storage_tiers(report: Report, sizes: dict[str, Any]) 
     if sizes["hours"] >= 24:
         met = report.target(SECTION, "10 services with storage tiers memory_bytes", mem, "B", "<= 10 MB", mem <= LIMIT)
         report.enforce(met, f"10 services with storage tiers: memory_bytes {mem:,} B (target <= 10 MB)")
+
+
+def test_ten_services_with_jobs(report: Report, sizes: dict[str, Any]) -> None:
+    """The realistic load plus jobs on 3 of the services (5 models x 3
+    workflows, a job every 30 s each, a distinct shot tag each): the job
+    series and rows must fit the same budget."""
+    runs = measure(10, sizes["hours"], LLM_MODELS, repeats=REPEATS, jobs=True)
+    r = runs[0]
+    mem = r["memory_bytes"]
+    rss = int(statistics.median(x["rss_delta"] for x in runs))
+    report.add(SECTION, "ours: same + jobs on 3 services (5 models x 3 workflows, 1 job / 30 s each)", mem, "B",
+               note=f"memory_bytes with the jobs engine ({r['job_engine_bytes'] / 1024:.0f} KiB of it: "
+                    f"{2 * 3 * (1 + 5 + 3)} series); RSS delta {rss / MiB:.2f} MiB "
+                    f"({_spread([x['rss_delta'] for x in runs])})")
+    if sizes["hours"] < 24:
+        return
+    met = report.target(SECTION, "10 services + jobs RSS delta", rss, "B", "<= 8 MiB", rss <= RSS_LIMIT)
+    report.enforce(met, f"10 services + jobs: RSS delta {rss:,} B (target <= 8 MiB)")

@@ -250,7 +250,7 @@ class Monitor:
         st.append("job_series", ("name", "service", "by_label", "label", "measure"),
                   [(k.name, k.service, k.by, k.label, k.measure) for k in keys])
         self._series_cursor = series_cursor
-        n = st.write(jobs.engine, self._resolutions, jobs.engine.now(), final, namespace=JOBS_NAMESPACE)
+        n = st.write(jobs.engine, jobs.resolutions, jobs.engine.now(), final, namespace=JOBS_NAMESPACE)
         # Rows taken stay here until committed: a failed flush retries them.
         self._jobs_pending.extend(jobs.take_unsaved())
         st.append("jobs", STORED_COLUMNS, [r.as_stored() for r in self._jobs_pending])
@@ -484,7 +484,6 @@ class Monitor:
         if self._closed:
             raise MonitorClosedError("the monitor is closed")
         tracker = JobTracker(
-            tiers=self._core.tiers,
             manual_clock=self._core.manual_clock,
             start_time=self._core.now() if self._core.manual_clock else None,
             max_rows=10_000 if self._storage is not None else 0,
@@ -495,8 +494,8 @@ class Monitor:
                 stored = [(name, SeriesKey(sv, by, label, m)) for name, sv, by, label, m in st.job_series()]
                 # A key whose hash does not match its name is damaged: skipped.
                 tracker.restore_keys(k for name, k in stored if k.name == name)
-                windows = {r: r * n for r, n in self._core.tiers if r in self._resolutions}
-                report = st.load(tracker.engine, self._resolutions, windows, self._core.now(), namespace=JOBS_NAMESPACE)
+                windows = {r: r * n for r, n in tracker.engine.tiers}
+                report = st.load(tracker.engine, tracker.resolutions, windows, self._core.now(), namespace=JOBS_NAMESPACE)
                 self.load_report = {**self.load_report, **{f"jobs_{k}": v for k, v in report.items()}}
                 since = self._core.now() - RELOAD_S
                 rows = st.recent("jobs", STORED_COLUMNS, since)

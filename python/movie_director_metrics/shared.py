@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import InvalidNameError, InvalidValueError, MonitorClosedError, ServiceLimitError
-from .jobs import Job
+from .jobs import Job, JobTracker
 from .jobs.job import new_job
 from .track import Tracker
 
@@ -70,6 +70,9 @@ class SharedHandle:
 
     def __init__(self) -> None:
         self._monitor: Monitor | None = None
+        # The published monitor's job tracker, kept with it: finishing a job
+        # is on the caller's path, so it should not look the tracker up.
+        self._tracker: JobTracker | None = None
         self._lock = threading.Lock()
         self._services: dict[str, SharedService] = {}
         self._active: dict[int, Job] = {}
@@ -89,13 +92,14 @@ class SharedHandle:
 
     def publish(self, monitor: Monitor) -> None:
         """Makes ``monitor`` the one calls go to (``Monitor.publish``)."""
+        tracker = monitor.jobs
         with self._lock:
-            previous, self._monitor = self._monitor, monitor
+            previous, self._monitor, self._tracker = self._monitor, monitor, tracker
         if previous is not None and previous is not monitor:
             old = previous.existing_jobs()
             if old is not None:
                 old.include_active(None)
-        monitor.jobs.include_active(self.active_jobs)
+        tracker.include_active(self.active_jobs)
 
     def unpublish(self, monitor: Monitor) -> None:
         """Withdraws ``monitor`` if it is the published one (a no-op
@@ -104,7 +108,7 @@ class SharedHandle:
         with self._lock:
             if self._monitor is not monitor:
                 return
-            self._monitor = None
+            self._monitor, self._tracker = None, None
         tracker = monitor.existing_jobs()
         if tracker is not None:
             tracker.include_active(None)
@@ -184,12 +188,12 @@ class SharedHandle:
     # JobSink: where jobs made here report.
     def job_finished(self, job: Job) -> None:
         self._active.pop(job.key, None)
-        m = self._monitor
-        if m is None:
+        tracker = self._tracker
+        if tracker is None:
             self.drop("no_monitor", f"job of {job.service!r} finished with no monitor published")
             return
         try:
-            m.jobs.job_finished(job)
+            tracker.job_finished(job)
         except Exception as e:
             if self.strict:
                 raise

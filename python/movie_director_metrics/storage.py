@@ -467,6 +467,12 @@ class Storage:
                 cutoff = int(now - self.retention.seconds(res))
                 for table in ("buckets", "bucket_errors"):
                     conn.execute(f"DELETE FROM {table} WHERE resolution_s=? AND start_s<?", (res, cutoff))
+                    if res == MINUTE:
+                        # Other sub-hour tiers (the jobs engine's 10 minutes)
+                        # are kept as long as minutes.
+                        conn.execute(
+                            f"DELETE FROM {table} WHERE resolution_s NOT IN (?, ?) AND start_s<?", (MINUTE, HOUR, cutoff)
+                        )
             conn.execute(
                 "DELETE FROM health_runs WHERE last_s<?", (int(now - self.retention.seconds(HOUR)),)
             )

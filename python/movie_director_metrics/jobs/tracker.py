@@ -5,8 +5,13 @@ Where each number lives:
 
 * **Statistics** per (service), (service, model) and (service, workflow)
   come from engine series in a jobs engine of its own (a second
-  ``_core.Monitor`` with the monitor's tiers), so they have the engine's
-  tiers, percentiles (bin error ≤ 0.39 %), persistence and accuracy.
+  ``_core.Monitor``, tiers :data:`JOB_TIERS`), so they have the engine's
+  percentiles (bin error ≤ 0.39 %), persistence and accuracy.  Jobs take
+  seconds to minutes, so the tiers start at a minute: 1 h of minutes,
+  24 h of 10 minutes, 30 days of hours (a window is covered to its
+  tier's bucket: 1 h to the minute, 24 h to 10 minutes); that keeps a
+  label busy all day at ~10 KiB instead of the ~110 KiB a day of minutes
+  would cost.  Every tier is persisted.
   Each label has two series: *run* (latency = processing time, failures
   with their error type) and *wait* (latency = queue wait, recorded only
   when the start was reported — an unknown wait is never a 0).  Series
@@ -45,7 +50,7 @@ from ..errors import InvalidValueError, MetricsError
 from .job import Job, PeakVram, new_job
 from .rows import JobRow, QueuedJob
 
-__all__ = ["BY", "OTHER_LABEL", "JobStats", "JobTracker", "SeriesKey"]
+__all__ = ["BY", "JOB_TIERS", "OTHER_LABEL", "JobStats", "JobTracker", "SeriesKey"]
 
 log = logging.getLogger("movie_director_metrics.jobs")
 
@@ -54,6 +59,9 @@ By = Literal["service", "model", "workflow"]
 BY: tuple[By, ...] = ("service", "model", "workflow")
 #: The label of models / workflows past the per-service limit.
 OTHER_LABEL = "other"
+#: Tiers of the jobs engine (see the module doc); all of them persist.
+JOB_TIERS: tuple[tuple[int, int], ...] = ((60, 60), (600, 144), (3600, 720))
+
 #: Backend job ids remembered per source for linking (a job is seen by
 #: the other source within seconds; thousands of jobs later is not linked).
 LINK_IDS = 4096
@@ -110,8 +118,8 @@ class JobStats:
 class JobTracker:
     """Jobs of one monitor (see the module doc).
 
-    ``tiers``, ``manual_clock`` and ``start_time`` are the monitor engine's,
-    so windows and persistence line up.  Thread-safe: jobs may be created
+    ``manual_clock`` and ``start_time`` are the monitor engine's, so time
+    lines up; ``tiers`` defaults to :data:`JOB_TIERS`.  Thread-safe: jobs may be created
     and finished from any thread.
     """
 
@@ -146,7 +154,7 @@ class JobTracker:
                 f"engine's {_core.MAX_SERVICES_LIMIT}: lower max_services, max_models or max_workflows"
             )
         self.engine = _core.Monitor(
-            tiers=tiers,
+            tiers=JOB_TIERS if tiers is None else tiers,
             max_services=_core.MAX_SERVICES_LIMIT,
             manual_clock=manual_clock,
             start_time=start_time,
@@ -436,6 +444,11 @@ class JobTracker:
                 self.engine.service(wait).totals() if wait in self.keys else None,
             ))
         return out
+
+    @property
+    def resolutions(self) -> list[int]:
+        """Bucket lengths the history file keeps of the jobs engine: all."""
+        return [r for r, _ in self.engine.tiers]
 
     def memory_bytes(self) -> int:
         """Bytes of the jobs engine (the series); rows are extra."""
