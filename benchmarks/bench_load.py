@@ -92,7 +92,8 @@ def fill_hour_tier(m: Monitor, hours: int = 720) -> None:
     now_hour = int(m.now() // 3600) * 3600
     for name in m.services():
         svc = m.service(name)
-        sealed = [r[:7] for r in svc.stored_buckets(3600, 0) if not r[7]]
+        sealed = [(b.start_s, b.count, b.errors, b.sum_ms, b.min_ms, b.max_ms, b.blob)
+                  for b in svc.stored_buckets(3600, 0) if not b.partial]
         oldest = min(r[0] for r in sealed)
         rows = [(oldest - 3600 * (k + 1),) + sealed[k % len(sealed)][1:] for k in range(hours - 1 - (now_hour - oldest) // 3600)]
         svc.restore_buckets(3600, rows, svc.error_types())

@@ -165,7 +165,7 @@ def hour_tier_bytes(monitor: Monitor, resolution_s: int = HOUR) -> int:
     total = 0
     for name in monitor.services():
         rows = monitor.service(name).stored_buckets(resolution_s, 0)
-        total += ring_capacity(len(rows)) * BUCKET_SLOT_BYTES + sum(len(r[6]) for r in rows if r[6] is not None)
+        total += ring_capacity(len(rows)) * BUCKET_SLOT_BYTES + sum(len(b.blob) for b in rows if b.blob is not None)
     return total
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "Monitor",
     "Service",
     "ServiceStats",
+    "StoredBucket",
     "TDigest",
     "__version__",
     "parse_window",
@@ -28,10 +29,8 @@ __all__ = [
 
 __version__: str
 
-#: A stored bucket: (start epoch s, count, errors, sum ms, min ms, max ms,
-#: blob, partial, [(error id, n)]).
-_StoredRow: TypeAlias = tuple[int, int, int, float, float, float, bytes | None, bool, list[tuple[int, int]]]
-#: A bucket to restore: the first seven fields of a stored one.
+#: A bucket read back from a file, to restore: (start epoch s, count,
+#: errors, sum ms, min ms, max ms, blob).
 _RestoreRow: TypeAlias = tuple[int, int, int, float, float, float, bytes | None]
 #: Compression of ``TDigest()``: worst relative error ≤ 0.5 % at
 #: p50…p99.9 on lognormal, bimodal, Pareto(1.5) and sorted data (1e6
@@ -192,6 +191,35 @@ class ServiceStats:
         """All fields as plain Python values, in a stable order."""
 
 @final
+class StoredBucket:
+    """A sealed bucket of one tier, as ``Service.stored_buckets`` gives it
+    and ``Service.restore_buckets`` takes it back (frozen)."""
+
+    @property
+    def start_s(self) -> int:
+        """UTC epoch seconds the bucket starts at."""
+    @property
+    def count(self) -> int: ...
+    @property
+    def errors(self) -> int: ...
+    @property
+    def sum_ms(self) -> float: ...
+    @property
+    def min_ms(self) -> float:
+        """Meaningless (0) when ``count`` is 0."""
+    @property
+    def max_ms(self) -> float: ...
+    @property
+    def blob(self) -> bytes | None:
+        """The engine's compact bytes (digests, queue, gauges, health)."""
+    @property
+    def partial(self) -> bool:
+        """The bucket still being built (``include_building``)."""
+    @property
+    def error_counts(self) -> list[tuple[int, int]]:
+        """``(error id, count)`` pairs, in the ids storage asked for."""
+
+@final
 class Service:
     """Recording handle of one service.  Thread-safe and lock-free: call it
     from any thread; it never waits for a reader."""
@@ -241,21 +269,21 @@ class Service:
         since: int = 0,
         include_building: bool = False,
         error_ids: Sequence[int] | None = None,
-    ) -> list[_StoredRow]:
+    ) -> list[StoredBucket]:
         """Storage hook: sealed buckets of the tier with ``resolution_s``
         starting at or after ``since`` (UTC epoch seconds), oldest first, as
-        ``(start, count, errors, sum_ms, min_ms, max_ms, blob, partial,
-        [(error id, n)])``.  A bucket whose span has ended is included;
+        ``StoredBucket`` objects.  A bucket whose span has ended is included;
         with ``include_building`` so is the one still being built
         (``partial=True``), after sealing the second still open.
         ``error_ids[live id]`` renumbers error types to the ids storage
         knows them by (ids past the list become "other").
         ``InvalidValueError`` for a resolution the monitor has no tier of."""
     def restore_buckets(
-        self, resolution_s: int, rows: Sequence[_RestoreRow], error_types: Sequence[str]
+        self, resolution_s: int, rows: Sequence[StoredBucket | _RestoreRow], error_types: Sequence[str]
     ) -> dict[str, int]:
-        """Storage hook: puts stored buckets back (``rows`` as
-        ``stored_buckets`` gave them, without the last two fields).
+        """Storage hook: puts stored buckets back: ``StoredBucket`` objects
+        as ``stored_buckets`` gave them, or rows read back from a file
+        ``(start, count, errors, sum_ms, min_ms, max_ms, blob)``.
         ``error_types`` are the writer's names in id order; ids are
         renumbered if this service numbers them differently.  Buckets are
         checked first: malformed ones are counted as ``rejected``, ones

@@ -243,12 +243,6 @@ class _ServiceExport:
 # ---- reading history -----------------------------------------------------------
 
 
-def _restorable(row: Sequence[Any]) -> tuple[Any, ...]:
-    """A stored bucket as ``restore_buckets`` takes it (the engine ignores
-    an empty bucket's min/max, stored as NULL)."""
-    return tuple(row[:7])
-
-
 def _bucketed(
     monitor: Monitor,
     name: str,
@@ -262,7 +256,9 @@ def _bucketed(
     summary, and whether any history was found."""
     first = _first_bucket(rng.lo, res)
     ttl = monitor.health_ttl_s
-    rows: dict[int, tuple[Any, ...]] = {}
+    # Bucket start -> a live StoredBucket, or a row the file gave back (the
+    # SELECT of Storage.rows: the seven fields restore_buckets takes).
+    rows: dict[int, _core.StoredBucket | tuple[Any, ...]] = {}
     live_runs: list[tuple[int, int, bool]] = []
     disk_runs: list[tuple[int, int, bool]] = []
     names: list[str] = []
@@ -270,13 +266,13 @@ def _bucketed(
         svc = monitor.service(name)
         names = svc.error_types()
         if res in dict(monitor.tiers):
-            for r in svc.stored_buckets(res, first, True):
-                if first <= r[0] < rng.hi:
-                    rows[r[0]] = _restorable(r[:7])
+            for b in svc.stored_buckets(res, first, True):
+                if first <= b.start_s < rng.hi:
+                    rows[b.start_s] = b
         live_runs = svc.stored_health(rng.lo)
     if storage is not None:
         for r in storage.rows(name, res, first, rng.hi):
-            rows.setdefault(int(r[0]), _restorable(r))
+            rows.setdefault(int(r[0]), tuple(r))
         disk_runs = storage.health_runs(name, rng.lo - ttl)
         if not live:
             names = storage.error_types(name)

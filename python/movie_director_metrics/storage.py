@@ -425,13 +425,17 @@ class Storage:
                     rows = svc.stored_buckets(res, since, final, error_ids)
                     conn.executemany(
                         "INSERT OR REPLACE INTO buckets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [(sid, res, r[0], r[1], r[2], r[3], _opt(r[1], r[4]), _opt(r[1], r[5]), r[7], r[6]) for r in rows],
+                        [
+                            (sid, res, b.start_s, b.count, b.errors, b.sum_ms, _opt(b.count, b.min_ms),
+                             _opt(b.count, b.max_ms), b.partial, b.blob)
+                            for b in rows
+                        ],
                     )
                     conn.executemany(
                         "INSERT OR REPLACE INTO bucket_errors VALUES (?, ?, ?, ?, ?)",
-                        [(sid, res, r[0], tid, n) for r in rows for tid, n in r[8]],
+                        [(sid, res, b.start_s, tid, n) for b in rows for tid, n in b.error_counts],
                     )
-                    complete = [r[0] for r in rows if not r[7]]
+                    complete = [b.start_s for b in rows if not b.partial]
                     if complete:
                         marks[(name, res)] = max(complete)
                     written += len(rows)

@@ -4,6 +4,7 @@
 use pyo3::prelude::*;
 
 mod arrays;
+mod bucket;
 mod errors;
 mod monitor;
 mod service;
@@ -19,6 +20,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stats::PyServiceStats>()?;
     m.add_class::<stats::PyGaugeStats>()?;
     m.add_class::<tdigest::PyTDigest>()?;
+    m.add_class::<bucket::PyStoredBucket>()?;
     m.add_function(wrap_pyfunction!(
         service::_stress_record_from_rust_threads,
         m

@@ -9,13 +9,15 @@ use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
+use crate::bucket::PyStoredBucket;
 use crate::errors::IntoPyResult;
 use crate::stats::PyServiceStats;
 use crate::text::{utf8, Role};
 use crate::window::window_s;
 
 /// Records requests, queue depth, processing time, resources and health of
-/// one service.  Thread-safe; every method is lock-free.
+/// one service.  Thread-safe; the recording methods are lock-free (reads
+/// and the storage hooks take the service's history lock).
 #[pyclass(frozen, name = "Service", module = "movie_director_metrics._core")]
 pub struct PyService {
     pub(crate) service: Arc<Service>,
@@ -141,14 +143,14 @@ impl PyService {
     }
 
     #[pyo3(signature = (resolution_s, since=0, include_building=false, error_ids=None))]
-    fn stored_buckets<'py>(
+    fn stored_buckets(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         resolution_s: u32,
         since: i64,
         include_building: bool,
         error_ids: Option<Vec<u8>>,
-    ) -> PyResult<Vec<StoredRow<'py>>> {
+    ) -> PyResult<Vec<PyStoredBucket>> {
         let map = error_ids.map(|ids| error_id_map(&ids)).transpose().py()?;
         let svc = &self.service;
         let rows = py
@@ -156,19 +158,7 @@ impl PyService {
             .py()?;
         Ok(rows
             .into_iter()
-            .map(|b| {
-                (
-                    b.start_epoch_s,
-                    b.count,
-                    b.errors,
-                    b.sum_ms,
-                    b.min_ms,
-                    b.max_ms,
-                    b.blob.map(|x| PyBytes::new(py, &x)),
-                    b.partial,
-                    b.error_counts,
-                )
-            })
+            .map(|b| PyStoredBucket::new(py, b))
             .collect())
     }
 
@@ -176,25 +166,32 @@ impl PyService {
         &self,
         py: Python<'py>,
         resolution_s: u32,
-        rows: Vec<InRow<'py>>,
+        rows: Vec<Bound<'py, PyAny>>,
         error_types: Vec<String>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let rows: Vec<StoredBucket> = rows
-            .into_iter()
-            .map(
-                |(start, count, errors, sum_ms, min_ms, max_ms, blob)| StoredBucket {
-                    start_epoch_s: start,
-                    count,
-                    errors,
-                    sum_ms,
-                    min_ms,
-                    max_ms,
-                    blob: blob.map(|b| b.as_bytes().to_vec()),
-                    partial: false,
-                    error_counts: Vec::new(),
-                },
-            )
-            .collect();
+        // A bucket from stored_buckets, or a row read back from a file
+        // (the first seven fields: start, count, errors, sum, min, max, blob).
+        let rows = rows
+            .iter()
+            .map(|row| match row.cast::<PyStoredBucket>() {
+                Ok(b) => Ok(b.get().to_core(py)),
+                Err(_) => {
+                    let (start, count, errors, sum_ms, min_ms, max_ms, blob): InRow<'py> =
+                        row.extract()?;
+                    Ok(StoredBucket {
+                        start_epoch_s: start,
+                        count,
+                        errors,
+                        sum_ms,
+                        min_ms,
+                        max_ms,
+                        blob: blob.map(|b| b.as_bytes().to_vec()),
+                        partial: false,
+                        error_counts: Vec::new(),
+                    })
+                }
+            })
+            .collect::<PyResult<Vec<StoredBucket>>>()?;
         let svc = &self.service;
         let r = py
             .detach(|| svc.restore_buckets(resolution_s, rows, &error_types))
@@ -247,20 +244,8 @@ fn error_id_map(ids: &[u8]) -> Result<[u8; MAX_ERROR_TYPES + 1], MetricsError> {
     Ok(map)
 }
 
-/// A stored bucket as Python sees it: (start epoch s, count, errors,
-/// sum ms, min ms, max ms, blob, partial, [(error id, count)]).
-type StoredRow<'py> = (
-    i64,
-    u64,
-    u64,
-    f64,
-    f64,
-    f64,
-    Option<Bound<'py, PyBytes>>,
-    bool,
-    Vec<(u8, u64)>,
-);
-/// A bucket handed back for restoring (no partial flag).
+/// A bucket read back from a file, for restoring: start, count, errors,
+/// sum, min, max, blob.
 type InRow<'py> = (i64, u64, u64, f64, f64, f64, Option<Bound<'py, PyBytes>>);
 
 /// Test support: records `per_thread` latencies from each of `threads` Rust
