@@ -3,7 +3,10 @@ responses recorded from a real ComfyUI 0.3.64 (shared/fixtures/comfyui).
 
 Exact oracles come from the recordings themselves: processing times are
 the fixtures' ``execution_success/error/interrupted - execution_start``
-timestamps, queue depth their item counts, memory their byte counts.
+timestamps, queue depth their item counts, memory their byte counts.  Jobs
+are checked against prompts recorded with loader nodes in their graphs
+(tests/fixtures/recorded/comfyui/jobs/README.md): their models, errors and
+queue waits are read off those recordings by hand below.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from loopback import LoopbackServer, Reply, fixture, wait_until  # noqa: E402
 from movie_director_metrics import Monitor  # noqa: E402
 from movie_director_metrics.collectors import BackendConfig, ProbeError  # noqa: E402
 from movie_director_metrics.collectors import comfyui  # noqa: E402
-from movie_director_metrics.collectors.comfyui import HISTORY_ITEMS, ComfyUI  # noqa: E402
+from movie_director_metrics.collectors.comfyui import GRAPH_LABEL_PREFIX, HISTORY_ITEMS, ComfyUI  # noqa: E402
 from movie_director_metrics.collectors.scheduler import Collectors  # noqa: E402
+from movie_director_metrics.jobs import JobRow, QueuedJob  # noqa: E402
 
 
 def load(name: str) -> Any:
@@ -76,6 +80,42 @@ def history_of_load_run() -> list[tuple[str, dict[str, Any]]]:
 LOAD_RUN = history_of_load_run()
 
 
+def load_jobs(name: str) -> Any:
+    return json.loads(fixture("comfyui", "jobs", name))
+
+
+#: Six prompts with loader nodes, recorded finished (oldest first): 4 ran,
+#: 1 failed loading a checkpoint file that is not one, 1 was interrupted.
+LOADERS = load_jobs("history_loaders.json")
+LOADERS_QUEUE = load_jobs("queue_busy_loaders.json")  # the same six while queued: 1 running, 5 pending
+RECORDING = load_jobs("recording_summary.json")
+PROMPT_IDS = {p["label"]: p["prompt_id"] for p in RECORDING["prompts"]}
+WORKFLOW_ID = RECORDING["workflow_id"]  # extra_pnginfo.workflow.id of the "frontend" prompts
+
+
+def entry_of(label: str) -> dict[str, Any]:
+    return LOADERS[PROMPT_IDS[label]]
+
+
+def wait_ms(entry: dict[str, Any]) -> int:
+    return timestamps(entry)["execution_start"] - entry["prompt"][3]["create_time"]
+
+
+#: What each recorded prompt's job must say, read off its graph by hand:
+#: label -> (model, tags, ok, error).  Workflows are checked apart.
+EXPECTED_JOBS: dict[str, tuple[str | None, dict[str, str], bool, str | None]] = {
+    "frontend": ("sd_xl_base_1.0.safetensors", {"loras": "detail-tweaker-xl.safetensors, film-grain.safetensors"}, True, None),
+    "unet": ("flux1-dev.safetensors", {}, True, None),
+    # CheckpointLoaderSimple on a file that is no safetensors:
+    # exception_type "safetensors._safetensors_rust.SafetensorError".
+    "fake_checkpoint": ("mdm-fake-sd15.safetensors", {}, False, "SafetensorError"),
+    "interrupt": ("sd21-unclip-h.ckpt", {}, False, "interrupted"),
+    "refiner": ("sd_xl_base_1.0.safetensors", {"models": "sd_xl_base_1.0.safetensors, sd_xl_refiner_1.0.safetensors"}, True, None),
+    # ImageOnlyCheckpointLoader is node 40, DiffusersLoader node 41.
+    "svd": ("svd_xt.safetensors", {"models": "svd_xt.safetensors, stable-diffusion-v1-5"}, True, None),
+}
+
+
 class FakeComfy:
     """ComfyUI's routes answered with recorded payloads; its history, queue
     and stats can be changed while it runs.
@@ -118,21 +158,39 @@ class FakeComfy:
             items = items[-int(q["max_items"][0]):]
         return Reply(200, dict(items))
 
+    @staticmethod
+    def job_of(pid: str, e: dict[str, Any], detail: bool = False) -> dict[str, Any]:
+        """A history entry as an /api/jobs item: a transcription of
+        comfy_execution/jobs.py normalize_history_item (``detail``: with
+        include_outputs, as /api/jobs/{id} answers)."""
+        ts = timestamps(e)
+        ended = [k for k in ("execution_success", "execution_error", "execution_interrupted") if k in ts]
+        status = {"execution_success": "completed", "execution_error": "failed",
+                  "execution_interrupted": "cancelled"}[ended[0]]
+        _, _, graph, extra, _ = e["prompt"]
+        error = next((data for name, data in e["status"]["messages"] if name == "execution_error"), None)
+        job = {"id": pid, "status": status, "priority": e["prompt"][0], "create_time": extra.get("create_time"),
+               "execution_start_time": ts["execution_start"], "execution_end_time": ts[ended[0]],
+               "execution_error": error, "outputs_count": 0,
+               "workflow_id": extra.get("extra_pnginfo", {}).get("workflow", {}).get("id")}
+        job = {k: v for k, v in job.items() if v is not None}  # prune_dict
+        if detail:
+            job.update(outputs=e["outputs"], execution_status=e["status"], workflow={"prompt": graph, "extra_data": extra})
+        return job
+
     def _jobs(self, handler: BaseHTTPRequestHandler) -> Reply:
-        # Like comfy_execution/jobs.py normalize_history_item, newest first.
+        # Like comfy_execution/jobs.py get_all_jobs for finished jobs, newest first.
         q = parse_qs(urlsplit(handler.path).query)
-        jobs = []
-        for pid, e in reversed(self.history.items()):
-            ts = timestamps(e)
-            ended = [k for k in ("execution_success", "execution_error", "execution_interrupted") if k in ts]
-            status = {"execution_success": "completed", "execution_error": "failed",
-                      "execution_interrupted": "cancelled"}[ended[0]]
-            jobs.append({"id": pid, "status": status, "priority": e["prompt"][0],
-                         "execution_start_time": ts["execution_start"], "execution_end_time": ts[ended[0]],
-                         "outputs_count": 0})
+        jobs = [self.job_of(pid, e) for pid, e in reversed(self.history.items())]
         limit = int(q.get("limit", ["1000"])[0])
         return Reply(200, {"jobs": jobs[:limit], "pagination": {"offset": 0, "limit": limit, "total": len(jobs),
                                                               "has_more": len(jobs) > limit}})
+
+    def serve_job_details(self) -> None:
+        """``/api/jobs/{id}`` for every prompt now in history (404 for others,
+        as ComfyUI answers an unknown id)."""
+        for pid in list(self.history):
+            self.route(f"/api/jobs/{pid}", lambda h, pid=pid: Reply(200, self.job_of(pid, self.history[pid], True)))
 
     def paths(self) -> list[str]:
         """Paths this ComfyUI was asked for, with their query strings."""
@@ -183,6 +241,21 @@ def poll(b: ComfyUI) -> None:
         b.detect()
         b.detected = True
     b.collect()
+
+
+def listen(b: ComfyUI) -> tuple[list[JobRow], list[list[QueuedJob]]]:
+    """The job rows and queue reports ``b`` hands over (what the scheduler
+    wires to the monitor's job tracker)."""
+    rows: list[JobRow] = []
+    queues: list[list[QueuedJob]] = []
+    b.on_job = rows.append
+
+    def queued(service: str, jobs: list[QueuedJob]) -> None:
+        assert service == b.config.name
+        queues.append(jobs)
+
+    b.on_queue = queued
+    return rows, queues
 
 
 # ---- the fixtures themselves ---------------------------------------------------
@@ -426,6 +499,280 @@ def test_history_fallback_when_api_jobs_is_missing(comfy: FakeComfy, monitor: Mo
     poll(b)
     assert comfy.hits("/api/jobs") == 1
     assert monitor.stats("comfyui").errors == 0  # the 404 of a discovery call is not a failure
+
+
+# ---- jobs ------------------------------------------------------------------------------
+
+
+def check_job(row: JobRow, label: str) -> None:
+    """``row`` against the recording of prompt ``label``, to the millisecond."""
+    entry = entry_of(label)
+    model, tags, ok, error = EXPECTED_JOBS[label]
+    ts = timestamps(entry)
+    start = ts["execution_start"]
+    end = next(ts[e] for e in ("execution_success", "execution_error", "execution_interrupted") if e in ts)
+    assert (row.service, row.job_id, row.source) == ("comfyui", PROMPT_IDS[label], "backend")
+    assert (row.model, dict(row.tags), row.ok, row.error) == (model, tags, ok, error), label
+    assert row.processing_ms == end - start == run_ms(entry)
+    assert row.queue_wait_ms == wait_ms(entry) == start - entry["prompt"][3]["create_time"]
+    assert row.submitted_at * 1000 == pytest.approx(entry["prompt"][3]["create_time"], abs=1e-3)
+    assert row.started_at is not None and row.started_at * 1000 == pytest.approx(start, abs=1e-3)
+    assert row.finished_at * 1000 == pytest.approx(end, abs=1e-3)
+    assert row.total_ms == end - entry["prompt"][3]["create_time"]
+    row.check()
+
+
+def test_recorded_prompts_with_loaders() -> None:
+    # What the oracles below rest on, as ComfyUI recorded it.
+    assert [entry_of(label)["status"]["status_str"] for label in EXPECTED_JOBS] == [
+        "success", "success", "error", "error", "success", "success"]
+    assert list(LOADERS) == [PROMPT_IDS[label] for label in EXPECTED_JOBS]  # oldest first
+    err = entry_of("fake_checkpoint")["status"]["messages"][-1]
+    assert err[0] == "execution_error" and err[1]["node_type"] == "CheckpointLoaderSimple"
+    assert err[1]["exception_type"] == "safetensors._safetensors_rust.SafetensorError"
+    assert entry_of("interrupt")["status"]["messages"][-1][0] == "execution_interrupted"
+    assert [run_ms(entry_of(label)) for label in EXPECTED_JOBS] == [2935, 4466, 11, 892, 3975, 4467]
+    assert [wait_ms(entry_of(label)) for label in EXPECTED_JOBS] == [2, 3398, 7863, 7872, 8763, 12730]
+
+
+def test_finished_prompts_become_jobs(comfy: FakeComfy, monitor: Monitor) -> None:
+    b = backend(comfy, monitor)
+    rows, _ = listen(b)
+    # One prompt finished before monitoring began: processing time, no job.
+    comfy.history = dict(LOAD_RUN[:1])
+    comfy.queue_remaining = 6
+    comfy.queue = LOADERS_QUEUE
+    poll(b)
+    assert monitor.service("comfyui").totals()["processing_count"] == 1
+    assert rows == []
+    finish(comfy, *list(LOADERS.items())[:2])
+    poll(b)
+    finish(comfy, *list(LOADERS.items())[2:])
+    poll(b)
+    poll(b)
+
+    assert [r.job_id for r in rows] == list(LOADERS)  # each once, oldest first
+    for row, label in zip(rows, EXPECTED_JOBS):
+        check_job(row, label)
+    by = {label: row for label, row in zip(EXPECTED_JOBS, rows)}
+    # The frontend's workflow id where the client sent one; else the graph's
+    # node types, the same for the same graph whatever its settings.
+    assert by["frontend"].workflow == by["fake_checkpoint"].workflow == WORKFLOW_ID
+    assert by["refiner"].workflow != WORKFLOW_ID and by["refiner"].workflow is not None
+    for label in ("unet", "interrupt", "svd"):
+        label_ = by[label].workflow
+        assert label_ is not None and label_.startswith(GRAPH_LABEL_PREFIX) and len(label_) == len(GRAPH_LABEL_PREFIX) + 8
+    assert len({by[label].workflow for label in ("unet", "interrupt", "svd")}) == 3
+    # Jobs cost no request more on /history builds: the same reads as before.
+    reads = [p for p in comfy.paths() if not p.startswith(("/api/prompt", "/api/system_stats"))]
+    assert reads == ["/api/jobs?limit=1", "/api/queue", f"/api/history?max_items={HISTORY_ITEMS}",
+                     "/api/queue", "/api/history?max_items=3", "/api/history?max_items=5"]
+    assert b.executions == {"success": 5, "execution_error": 1, "interrupted": 1}
+
+
+def test_builds_without_create_time_leave_the_wait_unknown(comfy: FakeComfy, monitor: Monitor) -> None:
+    # The load run's prompts (ComfyUI 0.3.64 sets no create_time) and its
+    # recorded error and interrupt: no loader nodes, so no model.
+    b = backend(comfy, monitor)
+    rows, _ = listen(b)
+    comfy.queue_remaining = 6
+    poll(b)
+    finish(comfy, *LOAD_RUN, *ERRORED.items(), *INTERRUPTED.items())
+    poll(b)
+    assert [r.processing_ms for r in rows] == [1718, 1635, 1683, 1698, 46, 1003]
+    for row in rows:
+        assert row.queue_wait_ms is None  # unknown, never 0
+        assert row.submitted_at == row.started_at
+        assert row.total_ms == row.processing_ms
+        assert row.model is None and dict(row.tags) == {}
+    assert [(r.ok, r.error) for r in rows][-2:] == [(False, "IndexError"), (False, "interrupted")]
+    # The same node types with other settings (the interrupted prompt is the
+    # load run's graph too): one workflow label; the failing graph another.
+    assert len({r.workflow for r in (*rows[:4], rows[5])}) == 1
+    assert rows[4].workflow != rows[0].workflow
+
+
+def test_nobody_listening_costs_nothing_more(monitor: Monitor, shared: LoopbackServer) -> None:
+    fake = FakeComfy(shared, jobs=True)
+    try:
+        b = backend(fake, monitor)  # on_job is None: the scheduler gave no tracker
+        fake.queue_remaining = 2
+        poll(b)
+        finish(fake, *list(LOADERS.items())[:2])
+        fake.serve_job_details()
+        poll(b)
+        assert monitor.service("comfyui").totals()["processing_count"] == 2
+        assert not [p for p in fake.paths() if p.startswith("/api/jobs/")]
+    finally:
+        fake.close()
+
+
+def test_jobs_on_api_jobs_builds_read_each_new_job_once(monitor: Monitor, shared: LoopbackServer) -> None:
+    fake = FakeComfy(shared, jobs=True)
+    try:
+        b = backend(fake, monitor)
+        rows, _ = listen(b)
+        fake.history = dict(LOAD_RUN)  # finished before monitoring: no job, no detail read
+        fake.queue_remaining = 6
+        fake.queue = LOADERS_QUEUE
+        poll(b)
+        assert rows == []
+        finish(fake, *list(LOADERS.items())[:1])
+        fake.serve_job_details()
+        poll(b)
+        finish(fake, *list(LOADERS.items())[1:])
+        fake.serve_job_details()
+        poll(b)
+        poll(b)
+        assert fake.hits("/api/history") == 0
+        for row, label in zip(rows, EXPECTED_JOBS):
+            check_job(row, label)
+        assert len(rows) == 6
+        assert rows[0].workflow == WORKFLOW_ID
+        # One /api/jobs/{id} per job that finished, each once: the cost
+        # follows the jobs, not the history.
+        details = sorted(p for p in fake.paths() if p.startswith("/api/jobs/"))
+        assert details == sorted(f"/api/jobs/{pid}" for pid in LOADERS)
+    finally:
+        fake.close()
+
+
+def test_a_job_whose_details_fail_is_reported_without_its_model(monitor: Monitor, shared: LoopbackServer) -> None:
+    fake = FakeComfy(shared, jobs=True)
+    try:
+        b = backend(fake, monitor)
+        rows, _ = listen(b)
+        fake.queue_remaining = 2
+        poll(b)
+        (gone, e1), (broken, e2) = list(LOADERS.items())[:2]
+        finish(fake, (gone, e1), (broken, e2))
+        # The first left history between the list and its read (404: as
+        # ComfyUI answers an unknown id); the second fails.
+        fake.route(f"/api/jobs/{broken}", Reply(500, {"error": "boom"}))
+        b.probe()
+        with pytest.raises(ProbeError) as err:
+            b.collect()
+        assert err.value.error_type == "http_5xx"
+        assert [r.job_id for r in rows] == [gone, broken]
+        assert [(r.model, r.ok) for r in rows] == [(None, True), (None, True)]
+        # The list's workflow_id and timings still hold.
+        assert rows[0].workflow == WORKFLOW_ID and rows[1].workflow is None
+        assert [r.processing_ms for r in rows] == [run_ms(e1), run_ms(e2)]
+        assert [r.queue_wait_ms for r in rows] == [wait_ms(e1), wait_ms(e2)]
+        assert monitor.stats("comfyui").error_counts == {"http_5xx": 1}
+        poll(b)  # not read again: the job was reported
+        assert fake.hits(f"/api/jobs/{broken}") == 1 and len(rows) == 2
+    finally:
+        fake.close()
+
+
+def test_a_rejected_prompt_is_no_job(comfy: FakeComfy, monitor: Monitor) -> None:
+    # POST /prompt with a checkpoint ComfyUI does not have is refused before
+    # it is queued (recorded: 400, and /queue stayed empty): it never runs,
+    # never reaches history, and so is no job.
+    rejected = load_jobs("prompt_post_error_400_missing_model.json")
+    assert rejected["error"]["type"] == "prompt_outputs_failed_validation"
+    (node,) = rejected["node_errors"].values()
+    assert node["class_type"] == "CheckpointLoaderSimple"
+    assert node["errors"][0]["type"] == "value_not_in_list"
+    b = backend(comfy, monitor)
+    rows, queues = listen(b)
+    poll(b)
+    poll(b)
+    assert rows == [] and queues == [[]]
+    assert monitor.service("comfyui").totals()["processing_count"] == 0
+    assert comfy.hits("/api/queue") == 0
+
+
+def test_queue_is_reported_as_queued_jobs(comfy: FakeComfy, monitor: Monitor) -> None:
+    b = backend(comfy, monitor)
+    _, queues = listen(b)
+    running, pending = LOADERS_QUEUE["queue_running"], LOADERS_QUEUE["queue_pending"]
+    comfy.queue_remaining = load_jobs("prompt_get_busy_loaders.json")["exec_info"]["queue_remaining"]
+    assert comfy.queue_remaining == len(running) + len(pending) == 6
+    comfy.queue = LOADERS_QUEUE
+    before = time.time()
+    poll(b)
+    poll(b)  # the same count: /queue not read again, nothing new reported
+    assert comfy.hits("/api/queue") == 1
+    assert len(queues) == 1
+    jobs = queues[0]
+    assert [(j.job_id, j.state) for j in jobs] == [(item[1], "running") for item in running] + [
+        (item[1], "queued") for item in pending]
+    by = {j.job_id: j for j in jobs}
+    for label, (model, _, _, _) in EXPECTED_JOBS.items():
+        job = by[PROMPT_IDS[label]]
+        assert (job.service, job.model) == ("comfyui", model)
+        created = next(p["create_time"] for p in RECORDING["prompts"] if p["label"] == label)
+        assert job.submitted_at is not None and job.submitted_at * 1000 == pytest.approx(created, abs=1e-3)
+        assert job.started_at is None and job.progress_fraction is None  # /queue says neither
+        assert job.seen_at >= before
+    assert by[PROMPT_IDS["frontend"]].workflow == WORKFLOW_ID
+
+    # The running prompt finished: the count fell, /queue is read again; the
+    # prompts still waiting keep the time they were first seen.
+    first_seen = {j.job_id: j.seen_at for j in jobs}
+    rest = {"queue_running": [pending[0]], "queue_pending": pending[1:]}
+    comfy.queue, comfy.queue_remaining = rest, 5
+    poll(b)
+    assert [(j.job_id, j.state) for j in queues[-1]] == [(pending[0][1], "running")] + [
+        (item[1], "queued") for item in pending[1:]]
+    assert all(j.seen_at == first_seen[j.job_id] for j in queues[-1])
+
+    # Idle: reported once, without a /queue read.
+    comfy.queue_remaining = 0
+    poll(b)
+    poll(b)
+    assert queues[-1] == [] and len(queues) == 3
+    assert comfy.hits("/api/queue") == 2
+
+
+def test_labels_from_edited_graphs(comfy: FakeComfy, monitor: Monitor) -> None:
+    # A recorded queue item, edited: the checkpoint name wired from another
+    # node names nothing; a GGUF UNet (ComfyUI-GGUF custom node) is a base
+    # model; node ids order loaders as numbers ("9" before "10").
+    item = copy.deepcopy(LOADERS_QUEUE["queue_running"][0])
+    graph = item[2]
+    graph["10"]["inputs"]["ckpt_name"] = ["30", 0]
+    graph["9"] = {"class_type": "UnetLoaderGGUF", "inputs": {"unet_name": "flux1-dev-Q4_K_S.gguf"}}
+    graph["30"] = {"class_type": "PrimitiveString", "inputs": {"value": "sd_xl_base_1.0.safetensors"}}
+    item[3] = {}  # no workflow id, no create_time
+    b = backend(comfy, monitor)
+    _, queues = listen(b)
+    comfy.queue, comfy.queue_remaining = {"queue_running": [item], "queue_pending": []}, 1
+    poll(b)
+    (job,) = queues[-1]
+    assert job.model == "flux1-dev-Q4_K_S.gguf"
+    assert job.workflow is not None and job.workflow.startswith(GRAPH_LABEL_PREFIX)
+    assert job.submitted_at is None
+
+
+def test_jobs_reach_the_monitor_and_a_job_recorded_in_code_counts_once(monitor: Monitor, comfy: FakeComfy) -> None:
+    # Through the worker: the scheduler hands rows to monitor.jobs.  The
+    # user's code recorded the "frontend" prompt itself (same prompt id):
+    # it counts once, as the user's.
+    mine = monitor.jobs.job("comfyui", model="sdxl", workflow="shot-010")
+    mine.started(job_id=PROMPT_IDS["frontend"])
+    mine.finish()
+    comfy.queue_remaining = 6
+    comfy.queue = LOADERS_QUEUE
+    cfg = BackendConfig("comfyui", "comfyui", comfy.url, interval_s=0.05, connect_timeout_s=0.2, read_timeout_s=0.5)
+    with Collectors(monitor, [cfg]) as collectors:
+        wait_until(lambda: collectors.status()["comfyui"].state == "up", what="up")
+        # While queued: listed with the jobs the user's code runs.
+        wait_until(lambda: len(monitor.jobs.queued()) == 6, what="6 queued jobs")
+        assert {q.job_id for q in monitor.jobs.queued()} == set(PROMPT_IDS.values())
+        finish(comfy, *LOADERS.items())
+        wait_until(lambda: monitor.service("comfyui").totals()["processing_count"] == 6, what="6 prompts")
+        wait_until(lambda: len(monitor.jobs.recent()) == 6, what="6 jobs")
+        wait_until(lambda: monitor.jobs.queued() == [], what="queue emptied")
+    recent = monitor.jobs.recent()
+    assert monitor.jobs.linked == 1
+    assert sorted(r.job_id or "" for r in recent) == sorted(PROMPT_IDS.values())
+    assert sorted(r.source for r in recent) == ["backend"] * 5 + ["user"]
+    by_model = {s.label: s.count for s in monitor.jobs.stats("5m", by="model", service="comfyui")}
+    assert by_model["sd_xl_base_1.0.safetensors"] == 1  # the refiner prompt; "frontend" counted as the user's
+    assert by_model["sdxl"] == 1
 
 
 # ---- resources, version, capabilities ------------------------------------------------
