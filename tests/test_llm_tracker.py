@@ -493,8 +493,10 @@ def test_openmetrics_llm_families(mon: Monitor, llm: LlmTracker) -> None:
     assert got[key("mdm_llm_cost_usd_total", provider="ollama", model="llama3.1:8b")] == 0
     assert got[key("mdm_llm_active_models", provider="ollama")] == 2  # used + loaded, counted once
     assert got[key("mdm_llm_active_models", provider="openai")] == 2
-    # TTFT is the processing summary of the model's engine service.
-    assert got[key("mdm_processing_seconds_count", service="llm:openai/gpt-4o")] == 1
+    # TTFT is the processing time of the model's engine service, in its own family.
+    assert got[key("mdm_llm_ttft_seconds_count", service="llm:openai/gpt-4o")] == 1
+    assert got[key("mdm_llm_ttft_seconds_sum", service="llm:openai/gpt-4o")] == pytest.approx(0.2)
+    assert not [k for k in got if k[0].startswith("mdm_processing") and ("service", "llm:openai/gpt-4o") in k[1]]
     assert text.endswith("# EOF\n")
 
 

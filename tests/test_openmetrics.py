@@ -6,6 +6,8 @@ engine's own ``stats()`` and the counts recorded here are the value oracles.
 
 from __future__ import annotations
 
+import math
+
 import socket
 import threading
 import time
@@ -96,12 +98,14 @@ def test_strict_openmetrics_families_types_and_units(mon: Monitor) -> None:
     assert families == {
         "mdm_requests": ("counter", ""),
         "mdm_request_errors": ("counter", ""),
-        "mdm_request_latency_seconds": ("summary", "seconds"),
+        "mdm_request_latency_seconds": ("histogram", "seconds"),
+        "mdm_request_latency_quantile_seconds": ("gauge", "seconds"),
         "mdm_health_up": ("gauge", ""),
         "mdm_health_checks": ("counter", ""),
         "mdm_uptime_ratio": ("gauge", "ratio"),
         "mdm_queue_depth": ("gauge", ""),
-        "mdm_processing_seconds": ("summary", "seconds"),
+        "mdm_processing_seconds": ("histogram", "seconds"),
+        "mdm_processing_quantile_seconds": ("gauge", "seconds"),
         "mdm_vram_used_bytes": ("gauge", "bytes"),
         "mdm_vram_total_bytes": ("gauge", "bytes"),
         "mdm_cpu_usage_ratio": ("gauge", "ratio"),
@@ -109,7 +113,12 @@ def test_strict_openmetrics_families_types_and_units(mon: Monitor) -> None:
         "mdm_gpu_temp_celsius": ("gauge", "celsius"),
         "mdm_quantile_window_seconds": ("gauge", "seconds"),
     }
-    assert "NaN" not in text and "Inf" not in text
+    assert "NaN" not in text
+    # The only infinity is the histograms' last bucket bound.
+    assert {line.split("{")[0] for line in text.splitlines() if "Inf" in line} == {
+        "mdm_request_latency_seconds_bucket", "mdm_processing_seconds_bucket"
+    }
+    assert all('le="+Inf"' in line for line in text.splitlines() if "Inf" in line)
 
 
 def test_prometheus_text_format_has_same_values(mon: Monitor) -> None:
@@ -117,7 +126,7 @@ def test_prometheus_text_format_has_same_values(mon: Monitor) -> None:
     assert "# EOF" not in text and "# UNIT" not in text
     # 0.0.4 names the counter family by its sample name.
     assert "# TYPE mdm_requests_total counter" in text
-    assert "# TYPE mdm_request_latency_seconds summary" in text
+    assert "# TYPE mdm_request_latency_seconds histogram" in text
     assert samples(parse_text(text)) == om(render(mon))
 
 
@@ -158,39 +167,115 @@ def test_counters_equal_recorded_counts(mon: Monitor) -> None:
     assert not [k for k in got if k[0].startswith(optional) and ("service", "idle") in k[1]]
 
 
-def test_latency_summary_quantiles_are_stats_in_seconds(mon: Monitor) -> None:
+def test_latency_quantile_gauges_are_stats_in_seconds(mon: Monitor) -> None:
     got = om(render(mon))
     for name in ("comfyui", ODD):
         s = stats(mon, name)
         for q, ms in (("0.5", s.p50_ms), ("0.9", s.p90_ms), ("0.95", s.p95_ms), ("0.99", s.p99_ms)):
             assert ms is not None
-            assert got[key("mdm_request_latency_seconds", service=name, quantile=q)] == ms / 1e3
+            assert got[key("mdm_request_latency_quantile_seconds", service=name, quantile=q)] == ms / 1e3
     assert got[key("mdm_request_latency_seconds_count", service="comfyui")] == 10
     assert got[key("mdm_request_latency_seconds_sum", service="comfyui")] == pytest.approx(
         (120 + 180 + 240 + 300 + 900 + 1500 + 4000 + 30_000 + 29_000 + 50) / 1e3
     )
     # No data, no quantile: the idle service has only its zero count and sum.
-    assert key("mdm_request_latency_seconds", service="idle", quantile="0.5") not in got
+    assert key("mdm_request_latency_quantile_seconds", service="idle", quantile="0.5") not in got
     assert got[key("mdm_request_latency_seconds_count", service="idle")] == 0
+
+
+def test_latency_histogram_buckets_count_the_recorded_values(mon: Monitor) -> None:
+    from movie_director_metrics.openmetrics import HISTOGRAM_LE_MS
+
+    got = om(render(mon))
+    recorded = [120, 180, 240, 300, 900, 1500, 4000, 30_000, 29_000, 50]
+    for le_ms in HISTOGRAM_LE_MS:
+        # Buckets are the engine's half-open powers of two: a value exactly
+        # on a bound counts in the next bucket (none of these is on one).
+        want = sum(v < le_ms for v in recorded)
+        assert got[key("mdm_request_latency_seconds_bucket", service="comfyui", le=repr(le_ms / 1e3))] == want
+    assert got[key("mdm_request_latency_seconds_bucket", service="comfyui", le="+Inf")] == 10
+    buckets = [v for k, v in got.items() if k[0] == "mdm_request_latency_seconds_bucket" and ("service", "idle") in k[1]]
+    assert len(buckets) == len(HISTOGRAM_LE_MS) + 1 and set(buckets) == {0}
 
 
 def test_quantiles_follow_the_quantile_window(mon: Monitor) -> None:
     mon.advance(120)
     mon.service("comfyui").record(7.0)
     got = om(render(mon, quantile_window="1m"))
-    assert got[key("mdm_request_latency_seconds", service="comfyui", quantile="0.99")] == 7.0 / 1e3
+    assert got[key("mdm_request_latency_quantile_seconds", service="comfyui", quantile="0.99")] == 7.0 / 1e3
     assert got[key("mdm_quantile_window_seconds", window="1m")] == 60
     assert got[key("mdm_request_latency_seconds_count", service="comfyui")] == 11  # lifetime
 
 
-def test_processing_summary(mon: Monitor) -> None:
+def test_processing_histogram_and_quantiles(mon: Monitor) -> None:
     got = om(render(mon))
     s = stats(mon, "comfyui")
     assert s.processing_p50_ms is not None and s.processing_p95_ms is not None
-    assert got[key("mdm_processing_seconds", service="comfyui", quantile="0.5")] == s.processing_p50_ms / 1e3
-    assert got[key("mdm_processing_seconds", service="comfyui", quantile="0.95")] == s.processing_p95_ms / 1e3
+    q = "mdm_processing_quantile_seconds"
+    assert got[key(q, service="comfyui", quantile="0.5")] == s.processing_p50_ms / 1e3
+    assert got[key(q, service="comfyui", quantile="0.95")] == s.processing_p95_ms / 1e3
     assert got[key("mdm_processing_seconds_count", service="comfyui")] == 2
     assert got[key("mdm_processing_seconds_sum", service="comfyui")] == 4.0
+    assert got[key("mdm_processing_seconds_bucket", service="comfyui", le="+Inf")] == 2
+
+
+def _histogram_quantile(q: float, buckets: dict[float, float]) -> float:
+    """Prometheus's histogram_quantile over cumulative buckets (le -> count):
+    the rank's bucket, linear interpolation inside it (the first bucket
+    starts at 0)."""
+    bounds = sorted(buckets)
+    total = buckets[math.inf]
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le in bounds:
+        if buckets[le] >= rank:
+            if le == math.inf:
+                return prev_le
+            return prev_le + (le - prev_le) * (rank - prev_count) / (buckets[le] - prev_count)
+        prev_le, prev_count = le, buckets[le]
+    raise AssertionError("unreachable")
+
+
+def test_histogram_quantile_over_two_monitors_matches_the_merged_data() -> None:
+    """The point of histograms: Prometheus can add two instances' buckets
+    and take a quantile of the sum, within the bucket the true one is in."""
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    a_values = rng.lognormal(np.log(200.0), 0.5, 3000)
+    b_values = rng.lognormal(np.log(900.0), 0.3, 2000)
+    merged: dict[float, float] = {}
+    for values in (a_values, b_values):
+        m = Monitor(manual_clock=True, start_time=T0)
+        try:
+            m.service("comfyui").record_many(values)
+            m.advance(2)
+            for k, v in om(render(m)).items():
+                if k[0] == "mdm_request_latency_seconds_bucket":
+                    le = dict(k[1])["le"]
+                    bound = math.inf if le == "+Inf" else float(le)
+                    merged[bound] = merged.get(bound, 0.0) + v
+        finally:
+            m.close()
+    everything = np.concatenate([a_values, b_values]) / 1e3
+    for q in (0.5, 0.95, 0.99):
+        got = _histogram_quantile(q, merged)
+        true = float(np.quantile(everything, q))
+        # Same power-of-two bucket: [2^k, 2^(k+1)) s*1e-3.
+        lo = max(b for b in merged if b <= true) if any(b <= true for b in merged) else 0.0
+        hi = min(b for b in merged if b > true)
+        assert lo <= got <= hi, (q, got, true, lo, hi)
+        assert hi / max(lo, 1e-9) <= 2.0, "a bucket is at most a factor of two wide"
+
+
+def test_every_engine_gauge_has_its_own_family() -> None:
+    """Units stay per family: no catch-all family mixing bytes and ratios."""
+    from movie_director_metrics import GAUGES
+    from movie_director_metrics.openmetrics import RESOURCE_FAMILIES
+
+    assert set(RESOURCE_FAMILIES) == set(GAUGES)
+    units = {name: unit for name, unit, _, _ in RESOURCE_FAMILIES.values()}
+    assert all(name.endswith(unit) or (unit == "ratio" and name.endswith("_ratio")) for name, unit in units.items())
 
 
 def test_uptime_ratio_equals_stats_and_skips_uncovered_windows(mon: Monitor) -> None:

@@ -17,6 +17,7 @@ __all__ = [
     "MAX_SERVICES_LIMIT",
     "METRICS",
     "Monitor",
+    "OCTAVE_UPPER_MS",
     "Service",
     "ServiceStats",
     "StoredBucket",
@@ -40,6 +41,9 @@ DEFAULT_COMPRESSION: float
 GAUGES: list[str]
 #: Metric names ``Monitor.series`` and ``Monitor.compare`` accept.
 METRICS: list[str]
+#: Upper edge in ms of each entry of ``Service.totals()``'s
+#: ``latency_octaves``/``processing_octaves``: ``2**(j - 10)``.
+OCTAVE_UPPER_MS: list[float]
 #: Longest duration (latency, processing) a service accepts, in ms.
 MAX_DURATION_MS: float
 #: Longest service name, in characters.
@@ -260,7 +264,10 @@ class Service:
         """Lifetime counts since the service was created, for monotonic
         counters: ``count``, ``errors``, ``sum_ms``, ``error_counts``
         (``[(type, n)]``, most frequent first), ``processing_count``,
-        ``processing_sum_ms``, ``health_up``, ``health_down``."""
+        ``processing_sum_ms``, ``health_up``, ``health_down``, and
+        ``latency_octaves``/``processing_octaves``: counts per power of two
+        (entry ``j`` ends at ``OCTAVE_UPPER_MS[j]``), exact sums of the
+        engine's bins, for histograms."""
     def error_types(self) -> list[str]:
         """Error-type names in id order (the ids stored buckets use)."""
     def stored_buckets(

@@ -6,13 +6,21 @@ OpenMetrics 1.0 by default, Prometheus text 0.0.4 with ``openmetrics=False``.
 
 Where the numbers come from, and why:
 
-* Counters and summary ``_count``/``_sum`` use ``Service.totals()``, the
-  lifetime totals, because Prometheus needs monotonic counters to compute
-  ``rate()``; windowed counts would drop as the window slides.
-* Summary quantiles, gauges (queue, health, resources) and the uptime ratios
-  come from ``monitor.snapshot(window)``.  Quantiles are over
-  ``quantile_window`` (published as ``mdm_quantile_window_seconds``), since a
-  summary's quantiles cannot be aggregated or re-windowed by Prometheus.
+* Counters and histograms use ``Service.totals()``, the lifetime totals,
+  because Prometheus needs monotonic counters to compute ``rate()``;
+  windowed counts would drop as the window slides.
+* Request latency, processing time and LLM time to first token are
+  **histograms** with buckets at powers of two (:data:`HISTOGRAM_LE_MS`):
+  the engine keeps lifetime counts per power of two, and every one of its
+  fine bins lies inside one, so each bucket count is exact, and Prometheus
+  can aggregate them across instances (``sum by (le)``) and window them
+  (``rate``) before ``histogram_quantile``, which interpolates inside a
+  bucket (at most a factor of two wide).
+* The engine's own windowed percentiles (bin error ≤ 0.39 %) are published
+  too, as gauges with a ``quantile`` label (``..._quantile_seconds``) over
+  ``quantile_window`` (``mdm_quantile_window_seconds``); they cannot be
+  aggregated across instances.  Gauges (queue, health, resources) and the
+  uptime ratios come from ``monitor.snapshot(window)``.
 * Everything is in base units (seconds, bytes, ratios 0..1).  Missing data
   omits the sample rather than emitting NaN or a zero that looks real, and
   optional features a service never reported (health checks, processing)
@@ -32,9 +40,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol, Self
 from urllib.parse import urlsplit
 
+from . import _core
 from .errors import InvalidWindowError, MonitorClosedError
 
 __all__ = [
+    "HISTOGRAM_LE_MS",
+    "RESOURCE_FAMILIES",
     "CONTENT_TYPE_OPENMETRICS",
     "CONTENT_TYPE_TEXT",
     "MetricsServer",
@@ -111,7 +122,7 @@ _Labels = tuple[tuple[str, str], ...]
 
 # Engine gauge -> (family, unit, divisor to the base unit, help).  Percentages
 # become ratios because Prometheus conventions keep 0..1 in base units.
-_RESOURCES: dict[str, tuple[str, str, float, str]] = {
+RESOURCE_FAMILIES: dict[str, tuple[str, str, float, str]] = {
     "vram_used_bytes": ("mdm_vram_used_bytes", "bytes", 1.0, "GPU memory in use."),
     "vram_total_bytes": ("mdm_vram_total_bytes", "bytes", 1.0, "GPU memory installed."),
     "ram_used_bytes": ("mdm_ram_used_bytes", "bytes", 1.0, "System memory in use."),
@@ -123,6 +134,17 @@ _RESOURCES: dict[str, tuple[str, str, float, str]] = {
 }
 
 _LATENCY_QUANTILES = (("0.5", "p50_ms"), ("0.9", "p90_ms"), ("0.95", "p95_ms"), ("0.99", "p99_ms"))
+
+#: Upper bounds (``le``) of the duration histograms' buckets, in ms: every
+#: power of two from 1/8 ms to 2^24 ms (4.7 h), then ``+Inf``.  Durations
+#: below 1/8 ms fall in the first bucket; 28 buckets a series.
+HISTOGRAM_LE_MS: tuple[float, ...] = tuple(2.0**k for k in range(-3, 25))
+
+#: Upper edge in ms of each entry of ``totals()["latency_octaves"]``.
+_OCTAVE_UPPER_MS: tuple[float, ...] = tuple(_core.OCTAVE_UPPER_MS)
+
+#: Services whose processing time is an LLM's time to first token.
+_LLM_PREFIX = "llm:"
 _PROCESSING_QUANTILES = (("0.5", "processing_p50_ms"), ("0.95", "processing_p95_ms"))
 
 
@@ -131,7 +153,7 @@ class _Family:
     """One metric family; ``name`` is without the counter ``_total`` suffix."""
 
     name: str
-    kind: str  # "counter" | "gauge" | "summary"
+    kind: str  # "counter" | "gauge" | "summary" | "histogram"
     help: str
     unit: str = ""
     samples: list[tuple[str, _Labels, float]] = field(default_factory=list)
@@ -141,6 +163,21 @@ class _Family:
         if value is None or not math.isfinite(value):
             return
         self.samples.append((suffix, tuple(labels.items()), value))
+
+    def add_histogram(self, octaves: Sequence[int], count: int, sum_ms: float, **labels: str) -> None:
+        """A histogram of lifetime durations: cumulative buckets at
+        :data:`HISTOGRAM_LE_MS` from the engine's counts per power of two
+        (``totals()`` ``*_octaves``; entry ``j`` ends at ``OCTAVE_UPPER_MS[j]``),
+        then ``+Inf``, ``_count`` and ``_sum`` (seconds)."""
+        cumulative, j = 0, 0
+        for le in HISTOGRAM_LE_MS:
+            while j < len(octaves) and _OCTAVE_UPPER_MS[j] <= le:
+                cumulative += int(octaves[j])
+                j += 1
+            self.samples.append(("_bucket", (*labels.items(), ("le", repr(le / 1e3))), cumulative))
+        self.samples.append(("_bucket", (*labels.items(), ("le", "+Inf")), count))
+        self.samples.append(("_count", tuple(labels.items()), count))
+        self.samples.append(("_sum", tuple(labels.items()), sum_ms / 1e3))
 
     def expose(self, openmetrics: bool) -> Iterable[str]:
         # OpenMetrics names a counter family without `_total`; 0.0.4 tools
@@ -210,8 +247,12 @@ def render(
     requests = _Family("mdm_requests", "counter", "Requests handled, by outcome.")
     errors = _Family("mdm_request_errors", "counter", "Failed requests, by error type.")
     latency = _Family(
-        "mdm_request_latency_seconds", "summary",
-        "Request latency; quantiles over the quantile window, count and sum lifetime.", "seconds",
+        "mdm_request_latency_seconds", "histogram",
+        "Request latency, lifetime; buckets at powers of two.", "seconds",
+    )
+    latency_q = _Family(
+        "mdm_request_latency_quantile_seconds", "gauge",
+        "Request latency percentiles over the quantile window (the engine's digests).", "seconds",
     )
     up = _Family("mdm_health_up", "gauge", "Latest health check: 1 up, 0 down; absent when unknown.")
     checks = _Family("mdm_health_checks", "counter", "Health check results, by result.")
@@ -220,17 +261,26 @@ def render(
     )
     queue = _Family("mdm_queue_depth", "gauge", "Latest reported jobs in the queue, by state.")
     processing = _Family(
-        "mdm_processing_seconds", "summary",
-        "Time jobs spent executing; quantiles over the quantile window, count and sum lifetime.",
-        "seconds",
+        "mdm_processing_seconds", "histogram",
+        "Time jobs spent executing, lifetime; buckets at powers of two.", "seconds",
+    )
+    processing_q = _Family(
+        "mdm_processing_quantile_seconds", "gauge",
+        "Processing time percentiles over the quantile window.", "seconds",
+    )
+    ttft = _Family(
+        "mdm_llm_ttft_seconds", "histogram",
+        "LLM time to first token, lifetime, per llm: service; buckets at powers of two.", "seconds",
+    )
+    ttft_q = _Family(
+        "mdm_llm_ttft_quantile_seconds", "gauge",
+        "LLM time to first token percentiles over the quantile window.", "seconds",
     )
     resources = {
-        gauge: _Family(name, "gauge", help_, unit) for gauge, (name, unit, _, help_) in _RESOURCES.items()
+        gauge: _Family(name, "gauge", help_, unit) for gauge, (name, unit, _, help_) in RESOURCE_FAMILIES.items()
     }
-    # Gauges the engine adds later still show up, as reported, until named above.
-    other_resources = _Family("mdm_resource", "gauge", "Other resource gauges, as reported.")
     window_info = _Family(
-        "mdm_quantile_window_seconds", "gauge", "Window the summary quantiles cover.", "seconds"
+        "mdm_quantile_window_seconds", "gauge", "Window the quantile gauges cover.", "seconds"
     )
 
     for name in monitor.services():
@@ -243,9 +293,8 @@ def render(
 
         stats = now.get(name)  # None if the service appeared after the snapshot
         for q, attr in _LATENCY_QUANTILES:
-            latency.add(_seconds(getattr(stats, attr, None)), service=name, quantile=q)
-        latency.add(float(totals["sum_ms"]) / 1e3, "_sum", service=name)
-        latency.add(count, "_count", service=name)
+            latency_q.add(_seconds(getattr(stats, attr, None)), service=name, quantile=q)
+        latency.add_histogram(totals["latency_octaves"], count, float(totals["sum_ms"]), service=name)
 
         health_up, health_down = int(totals["health_up"]), int(totals["health_down"])
         if health_up + health_down:
@@ -257,10 +306,10 @@ def render(
 
         processed = int(totals["processing_count"])
         if processed:
+            hist, quantiles = (ttft, ttft_q) if name.startswith(_LLM_PREFIX) else (processing, processing_q)
             for q, attr in _PROCESSING_QUANTILES:
-                processing.add(_seconds(getattr(stats, attr, None)), service=name, quantile=q)
-            processing.add(float(totals["processing_sum_ms"]) / 1e3, "_sum", service=name)
-            processing.add(processed, "_count", service=name)
+                quantiles.add(_seconds(getattr(stats, attr, None)), service=name, quantile=q)
+            hist.add_histogram(totals["processing_octaves"], processed, float(totals["processing_sum_ms"]), service=name)
 
         if stats is None:
             continue
@@ -269,18 +318,16 @@ def render(
         queue.add(stats.queue_running, service=name, state="running")
         queue.add(stats.queue_pending, service=name, state="pending")
         for gauge, reading in stats.resources.items():
-            if gauge in _RESOURCES:
-                divisor = _RESOURCES[gauge][2]
-                resources[gauge].add(None if reading.last is None else reading.last / divisor, service=name)
-            else:
-                other_resources.add(reading.last, service=name, resource=gauge)
+            family = resources.get(gauge)
+            if family is not None:  # every engine gauge has one (tests/test_openmetrics.py)
+                family.add(None if reading.last is None else reading.last / RESOURCE_FAMILIES[gauge][2], service=name)
 
     if now:
         window_info.add(next(iter(now.values())).window_s, window=quantile_window)
 
     families = [
-        requests, errors, latency, up, checks, uptime_ratio, queue, processing,
-        *resources.values(), other_resources, window_info,
+        requests, errors, latency, latency_q, up, checks, uptime_ratio, queue, processing, processing_q,
+        ttft, ttft_q, *resources.values(), window_info,
     ]
     families.extend(_llm_families(getattr(monitor, "llm", None), quantile_window))
     existing_jobs = getattr(monitor, "existing_jobs", None)

@@ -109,6 +109,19 @@ pub struct AtomicBins {
 /// Octaves of a layout above bin 0.
 const OCTAVES: usize = (HIGH_EXP - LOW_EXP) as usize;
 
+/// Counts per power of two, the coarse histogram of lifetime totals
+/// (Prometheus histograms): entry 0 is bin 0 (below `2^LOW_EXP` ms), entry
+/// `j >= 1` the octave `[2^(LOW_EXP + j - 1), 2^(LOW_EXP + j))` ms.  Exact:
+/// every fine bin lies inside one octave, so the counts are sums of bins.
+pub type OctaveCounts = [u64; OCTAVE_COUNTS];
+/// Entries of [`OctaveCounts`].
+pub const OCTAVE_COUNTS: usize = OCTAVES + 1;
+
+/// Upper edge in ms of entry `j` of [`OctaveCounts`]: `2^(LOW_EXP + j)`.
+pub fn octave_upper_ms(j: usize) -> f64 {
+    2f64.powi(LOW_EXP + j as i32)
+}
+
 impl AtomicBins {
     pub fn new(layout: BinLayout) -> Self {
         AtomicBins {
@@ -303,6 +316,18 @@ impl SparseBins {
     pub fn heap_bytes(&self) -> usize {
         self.bins.capacity() * std::mem::size_of::<(u16, u64)>()
     }
+
+    /// Adds these counts into per-octave counts.
+    pub fn add_to_octaves(&self, out: &mut OctaveCounts) {
+        for &(bin, n) in &self.bins {
+            let j = if bin == 0 {
+                0
+            } else {
+                1 + ((bin as usize - 1) >> self.layout.sub_bits)
+            };
+            out[j] += n;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -361,6 +386,28 @@ mod tests {
         assert_eq!(pts.iter().map(|p| p.1).sum::<u64>(), 8);
         assert!(pts.windows(2).all(|w| w[0].0 < w[1].0));
         assert!(pts.iter().all(|p| (1.0..=300.0).contains(&p.0)));
+    }
+
+    #[test]
+    fn octave_counts_are_exact_sums_of_bins() {
+        for layout in [LATENCY_BINS, PROCESSING_BINS] {
+            let a = AtomicBins::new(layout);
+            let mut want: OctaveCounts = [0; OCTAVE_COUNTS];
+            let mut x = 1e-5;
+            while x < 1e9 {
+                a.add(x, 1);
+                // The octave by definition: the entry whose edges hold x.
+                let j = (0..OCTAVE_COUNTS)
+                    .find(|&j| x < octave_upper_ms(j))
+                    .unwrap();
+                assert!(j == 0 || x >= octave_upper_ms(j - 1));
+                want[j] += 1;
+                x *= 1.09;
+            }
+            let mut got: OctaveCounts = [0; OCTAVE_COUNTS];
+            a.collect(false).add_to_octaves(&mut got);
+            assert_eq!(got, want);
+        }
     }
 
     #[test]

@@ -354,3 +354,34 @@ fn newest_sealed_second_counts_in_windows_starting_before_the_middle_tier() {
         );
     }
 }
+
+#[test]
+fn lifetime_octave_counts_place_every_value_and_survive_sealing() {
+    use metrics_core::histogram::{octave_upper_ms, OCTAVE_COUNTS};
+    let m = manual();
+    let s = m.service("hist").unwrap();
+    let values = [0.0005, 0.75, 1.0, 1.5, 2.0, 250.0, 999.0, 1024.0, 3.6e6];
+    for (i, &v) in values.iter().enumerate() {
+        s.record(v, None).unwrap();
+        s.record_processing(v * 2.0).unwrap();
+        if i % 3 == 0 {
+            m.advance(1.0).unwrap(); // some sealed, some still open when read
+        }
+    }
+    let t = s.totals();
+    assert_eq!(t.latency_octaves.iter().sum::<u64>(), values.len() as u64);
+    assert_eq!(
+        t.processing_octaves.iter().sum::<u64>(),
+        values.len() as u64
+    );
+    for (j, &n) in t.latency_octaves.iter().enumerate() {
+        let lo = if j == 0 { 0.0 } else { octave_upper_ms(j - 1) };
+        let want = values
+            .iter()
+            .filter(|&&v| lo <= v && v < octave_upper_ms(j))
+            .count() as u64;
+        assert_eq!(n, want, "octave {j} [{lo}, {})", octave_upper_ms(j));
+    }
+    assert_eq!(OCTAVE_COUNTS, t.latency_octaves.len());
+    m.close();
+}

@@ -36,6 +36,12 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         metrics_core::config::MAX_SERVICES_LIMIT,
     )?;
     m.add("MAX_ERROR_TYPES", metrics_core::open_slot::MAX_ERROR_TYPES)?;
+    m.add(
+        "OCTAVE_UPPER_MS",
+        (0..metrics_core::histogram::OCTAVE_COUNTS)
+            .map(metrics_core::histogram::octave_upper_ms)
+            .collect::<Vec<_>>(),
+    )?;
     m.add("DEFAULT_COMPRESSION", metrics_core::DEFAULT_COMPRESSION)?;
     m.add("METRICS", metrics_core::Metric::names())?;
     m.add(

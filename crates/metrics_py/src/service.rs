@@ -135,6 +135,8 @@ impl PyService {
         d.set_item("processing_sum_ms", t.processing_sum_ms)?;
         d.set_item("health_up", t.health_up)?;
         d.set_item("health_down", t.health_down)?;
+        d.set_item("latency_octaves", t.latency_octaves.to_vec())?;
+        d.set_item("processing_octaves", t.processing_octaves.to_vec())?;
         Ok(d)
     }
 

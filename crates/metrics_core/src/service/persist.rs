@@ -7,6 +7,7 @@
 use super::{History, Service};
 use crate::agg::Agg;
 use crate::error::{MetricsError, Result};
+use crate::histogram::{OctaveCounts, OCTAVE_COUNTS};
 use crate::open_slot::{MAX_ERROR_TYPES, OTHER_ERROR};
 use crate::sealed::{self, check_blob, MAX_STORED_COUNT};
 use crate::service::MAX_DURATION_MS;
@@ -52,7 +53,7 @@ pub struct RestoreReport {
 
 /// Counts since the service was created (sealed seconds; the open ones are
 /// added when read), for monotonic counters such as Prometheus's.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Totals {
     pub count: u64,
     pub errors: u64,
@@ -63,6 +64,28 @@ pub struct Totals {
     pub processing_sum_ms: f64,
     pub health_up: u64,
     pub health_down: u64,
+    /// Latencies and processing times per power of two (see
+    /// [`OctaveCounts`]): cumulative histogram buckets at powers of two
+    /// are exact sums of them.
+    pub latency_octaves: OctaveCounts,
+    pub processing_octaves: OctaveCounts,
+}
+
+impl Default for Totals {
+    fn default() -> Self {
+        Totals {
+            count: 0,
+            errors: 0,
+            sum_ms: 0.0,
+            error_types: Vec::new(),
+            processing_count: 0,
+            processing_sum_ms: 0.0,
+            health_up: 0,
+            health_down: 0,
+            latency_octaves: [0; OCTAVE_COUNTS],
+            processing_octaves: [0; OCTAVE_COUNTS],
+        }
+    }
 }
 
 impl Totals {
@@ -77,11 +100,15 @@ impl Totals {
         self.processing_sum_ms += a.processing.sum_ms;
         self.health_up += a.health.up as u64;
         self.health_down += a.health.down as u64;
+        a.latency.bins.add_to_octaves(&mut self.latency_octaves);
+        a.processing
+            .bins
+            .add_to_octaves(&mut self.processing_octaves);
     }
 }
 
 /// Lifetime totals with error types by name.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NamedTotals {
     pub count: u64,
     pub errors: u64,
@@ -91,6 +118,8 @@ pub struct NamedTotals {
     pub processing_sum_ms: f64,
     pub health_up: u64,
     pub health_down: u64,
+    pub latency_octaves: OctaveCounts,
+    pub processing_octaves: OctaveCounts,
 }
 
 /// Scalars the engine could have written: latencies in [0, MAX_DURATION_MS]
@@ -366,6 +395,8 @@ impl Service {
             processing_sum_ms: t.processing_sum_ms,
             health_up: t.health_up,
             health_down: t.health_down,
+            latency_octaves: t.latency_octaves,
+            processing_octaves: t.processing_octaves,
         }
     }
 }
