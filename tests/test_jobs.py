@@ -534,3 +534,28 @@ def test_peak_vram_during_a_job_comes_from_the_backends_readings():
         assert m.jobs.recent()[0] is r, "the row is built once"
         m.jobs.job("a1111", model="x").finish()  # a service whose VRAM is never polled
         assert m.jobs.recent(1)[0].peak_vram_bytes is None
+
+
+def test_a_backend_going_down_withdraws_its_queued_jobs(monitor):
+    """The worker calls Backend.lost() on a failed probe: the queued jobs it
+    had reported leave the view (checked through the real scheduler against
+    a port nothing listens on)."""
+    import socket
+
+    from movie_director_metrics.collectors.config import BackendConfig
+    from movie_director_metrics.jobs import QueuedJob
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    monitor.jobs.set_backend_queue("gone", [QueuedJob("gone", "p1", "running", seen_at=T0)])
+    assert [q.job_id for q in monitor.jobs.queued()] == ["p1"]
+    collectors = monitor.start_collectors([BackendConfig(name="gone", kind="comfyui", url=f"http://127.0.0.1:{port}")])
+    try:
+        deadline = time.monotonic() + 10
+        while collectors.status()["gone"].state != "down" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert collectors.status()["gone"].state == "down"
+    finally:
+        collectors.stop()
+    assert monitor.jobs.queued() == []

@@ -140,6 +140,14 @@ class Backend(ABC):
         except Exception as e:  # a bad row must not fail the cycle
             log.warning("%s: a job could not be recorded: %s: %s", self.config.name, type(e).__name__, e)
 
+    def lost(self) -> None:
+        """The backend stopped answering (the worker calls this when a probe
+        fails): the jobs it reported as queued or running are no longer
+        known, so they are withdrawn.  Kinds that remember what they
+        reported override this to forget it too, so the first report after
+        the backend comes back is sent whatever it holds."""
+        self.report_queue([])
+
     def report_queue(self, jobs: list[QueuedJob]) -> None:
         """Reports the jobs waiting or running on the backend now (replacing
         the previous report).  Never raises, like :meth:`report_job`."""

@@ -596,6 +596,10 @@ class ComfyUI(Backend):
         if queue is not self._reported_queue:
             self._report_queue(queue)
 
+    def lost(self) -> None:
+        super().lost()
+        self._reported_queue = None  # report again once it answers
+
     def _report_queue(self, queue: _Queue) -> None:
         """Hands the prompts of ``queue`` to :meth:`report_queue` as queued
         jobs (nothing is built when nobody listens)."""

@@ -253,6 +253,7 @@ class _Worker:
     def _down(self, b: Backend, stop: threading.Event, error_type: str, message: str) -> None:
         # Detect again when it comes back: it may be another build or version.
         b.detected = False
+        b.lost()  # what it reported as queued is no longer known
         if not stop.is_set():
             self.service.health(False)
         with self.lock:
