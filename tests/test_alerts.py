@@ -8,6 +8,8 @@ flapping timeline.
 
 from __future__ import annotations
 
+import time
+
 import logging
 import threading
 from collections.abc import Iterable
@@ -622,7 +624,8 @@ def test_event_rows_restore_into_a_new_manager(mon: Monitor) -> None:
     am = AlertManager(mon, [rule])
     events = drive(mon, am, FLAPPING)
     rows = [e.as_row() for e in events]
-    assert rows[3] == (T0 + 60, "comfyui", "gpu-hot", "firing", 90.0, events[3].message)
+    assert rows[3] == (T0 + 60, "comfyui", "gpu-hot", "pending", "firing", 90.0, rule.threshold, "warning",
+                       "transition", events[3].message)
     assert events[3].message.startswith("pending -> firing: [warning] gpu-hot on comfyui: ")
 
     again = AlertManager(mon, [rule])
@@ -636,16 +639,56 @@ def test_event_rows_restore_into_a_new_manager(mon: Monitor) -> None:
 
 def test_restore_rows_from_elsewhere_and_of_unknown_rules(mon: Monitor) -> None:
     am = AlertManager(mon, [temp_rule()])
+    # Rows without a from-state, severity or kind (not written by us).
     kept = am.restore_events([
-        (T0 + 1, "comfyui", "old-rule", "firing", 3.0, "hand-written"),
-        (T0 + 2, "comfyui", "old-rule", "firing", 4.0, "hand-written"),
-        (T0 + 3, "comfyui", "old-rule", "bogus", None, ""),
+        (T0 + 1, "comfyui", "old-rule", None, "firing", 3.0, None, None, None, "hand-written"),
+        (T0 + 2, "comfyui", "old-rule", None, "firing", 4.0, None, None, None, "hand-written"),
+        (T0 + 3, "comfyui", "old-rule", None, "bogus", None, None, None, None, ""),
     ])
     assert kept == 2
     first, second = am.events()
     assert (first.from_state, first.kind, first.threshold, first.severity) == ("normal", "transition", None, "warning")
     assert (second.from_state, second.kind) == ("firing", "repeat")
     assert am.states() == []  # no such rule loaded: history only
+
+
+def test_events_of_a_version_3_history_file_are_migrated_from_their_message(tmp_path: Path) -> None:
+    """Files written before the event columns existed keep their events:
+    the migration reads from-state, severity and kind out of the message,
+    once, and the manager restores them from columns (no message parsing)."""
+    import sqlite3
+
+    from movie_director_metrics.storage import BLOB_FORMAT, MIGRATIONS
+
+    db = tmp_path / "v3.sqlite3"
+    conn = sqlite3.connect(db)
+    for script in MIGRATIONS[:3]:
+        conn.executescript(script)
+    conn.execute("PRAGMA user_version = 3")
+    conn.executemany("INSERT INTO meta VALUES (?, ?)", [("blob_format", BLOB_FORMAT), ("created_at", "0")])
+    now = time.time()
+    conn.executemany(
+        "INSERT INTO alert_events (at_s, target, rule, state, value, message) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (now - 30, "comfyui", "gpu-hot", "pending", 90.0, "normal -> pending: [critical] gpu-hot on comfyui: x"),
+            (now - 20, "comfyui", "gpu-hot", "firing", 91.0, "pending -> firing: [critical] gpu-hot on comfyui: y"),
+            (now - 10, "comfyui", "gpu-hot", "firing", 92.0, "firing -> firing (repeat): [critical] gpu-hot: z"),
+        ],
+    )
+    conn.commit()
+    conn.close()
+    with Monitor(storage=db) as m:
+        evs = m.alerts.events()
+        assert [(e.from_state, e.to_state, e.severity, e.kind) for e in evs] == [
+            ("normal", "pending", "critical", "transition"),
+            ("pending", "firing", "critical", "transition"),
+            ("firing", "firing", "critical", "repeat"),
+        ]
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert c.execute("SELECT from_state, severity, kind FROM alert_events ORDER BY at_s").fetchall() == [
+            ("normal", "critical", "transition"), ("pending", "critical", "transition"), ("firing", "critical", "repeat")
+        ]
 
 
 def test_events_since_is_exclusive_and_the_log_is_bounded(mon: Monitor) -> None:

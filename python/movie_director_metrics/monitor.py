@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 #: Serialises the lazy creation of Monitor.alerts and Monitor.llm.
 _CREATE_LOCK = threading.RLock()
 
-#: Columns of the alert_events table, in AlertEvent.as_row() order.
-ALERT_COLUMNS = ("at_s", "target", "rule", "state", "value", "message")
 #: How far back alert events and LLM rows are reloaded (the longest window).
 RELOAD_S = 30 * 86_400
 
@@ -227,7 +225,9 @@ class Monitor:
         (marks move only after the rows are committed)."""
         if self._alerts is not None:
             events = self._alerts.events(since=self._alert_mark)
-            st.append("alert_events", ALERT_COLUMNS, [e.as_row() for e in events])
+            from .alerts.manager import STORED_EVENT_COLUMNS
+
+            st.append("alert_events", STORED_EVENT_COLUMNS, [e.as_row() for e in events])
             if events:
                 self._alert_mark = events[-1].at
         if self._llm is not None:
@@ -387,7 +387,9 @@ class Monitor:
             with self.storage_session() as st:
                 if st is not None:
                     since = self._core.now() - RELOAD_S
-                    manager.restore_events(st.recent("alert_events", ALERT_COLUMNS, since))
+                    from .alerts.manager import STORED_EVENT_COLUMNS
+
+                    manager.restore_events(st.recent("alert_events", STORED_EVENT_COLUMNS, since))
             # Only events after the reloaded ones are written back.
             past = manager.events()
             self._alert_mark = past[-1].at if past else float("-inf")

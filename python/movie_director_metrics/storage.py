@@ -163,6 +163,22 @@ MIGRATIONS: tuple[str, ...] = (
         measure TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 4: alert events keep their from-state, severity, kind and threshold as
+    # columns (they were only in the message text).  Rows written before
+    # are filled from their message ("<from> -> <to>[ (repeat)]: [<severity>] ...").
+    """
+    ALTER TABLE alert_events ADD COLUMN from_state TEXT;
+    ALTER TABLE alert_events ADD COLUMN severity TEXT;
+    ALTER TABLE alert_events ADD COLUMN kind TEXT;
+    ALTER TABLE alert_events ADD COLUMN threshold REAL;
+    UPDATE alert_events SET
+        from_state = CASE WHEN instr(message, ' -> ') > 0
+                          THEN substr(message, 1, instr(message, ' -> ') - 1) END,
+        severity = CASE WHEN instr(message, ': [') > 0
+                        THEN substr(message, instr(message, ': [') + 3,
+                                    instr(substr(message, instr(message, ': [') + 3), ']') - 1) END,
+        kind = CASE WHEN instr(message, ' (repeat): ') > 0 THEN 'repeat' ELSE 'transition' END
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -19,10 +19,10 @@ from ..errors import ConfigError, InvalidWindowError
 from ..windows import window_seconds
 
 from .rules import (
-    MESSAGE_RE,
     AlertRule,
     MetricSource,
     SOURCE_PREFIXES,
+    SEVERITIES,
     STATES,
     Severity,
     Snapshots,
@@ -55,12 +55,20 @@ class AlertEvent:
     message: str
     kind: Literal["transition", "repeat"] = "transition"
 
-    def as_row(self) -> tuple[float, str, str, str, float | None, str]:
-        """``(at_s, target, rule, state, value, message)`` for the storage
-        table ``alert_events`` (``target`` maps to ``service_id``; ``state``
-        is ``to_state``).  The message starts ``"<from> -> <to>: [severity]"``
-        so :meth:`AlertManager.restore_events` can rebuild the event."""
-        return (self.at, self.target, self.rule, self.to_state, self.value, self.message)
+    def as_row(self) -> tuple[Any, ...]:
+        """The values of :data:`STORED_EVENT_COLUMNS`, for the history file's
+        ``alert_events`` table (``state`` is ``to_state``)."""
+        return (
+            self.at, self.target, self.rule, self.from_state, self.to_state, self.value, self.threshold,
+            self.severity, self.kind, self.message,
+        )
+
+
+#: Columns of the history file's ``alert_events`` table, in
+#: :meth:`AlertEvent.as_row` order.
+STORED_EVENT_COLUMNS: tuple[str, ...] = (
+    "at_s", "target", "rule", "from_state", "state", "value", "threshold", "severity", "kind", "message",
+)
 
 
 @dataclass(frozen=True)
@@ -481,38 +489,43 @@ class AlertManager:
     # ---- persistence ---------------------------------------------------------
 
     def restore_events(self, rows: Iterable[Sequence[Any]]) -> int:
-        """Puts stored events back: ``rows`` of ``(at_s, target, rule, state,
-        value, message)`` as :meth:`AlertEvent.as_row` gives them, in any
-        order.  Returns how many were kept (rows with an unknown state are
-        skipped).  No callbacks run.
+        """Puts stored events back: ``rows`` of :data:`STORED_EVENT_COLUMNS` as
+        :meth:`AlertEvent.as_row` gives them, in any order.  Returns how many
+        were kept (rows with an unknown state are skipped).  No callbacks run.
 
         Events join the history (oldest dropped past ``max_events``).  For
         each (rule, target) of a loaded rule that has not been evaluated
         yet, the latest event restores its state, so an alert firing before
         a restart is not notified again (repeats continue from its last
-        notification) and a resolve's cooldown still holds.
+        notification) and a resolve's cooldown still holds.  A row without a
+        from-state or severity (written by something else) chains from the
+        previous event of its (rule, target) and takes the rule's severity.
         """
         parsed: list[AlertEvent] = []
         with self._lock:
             rules = dict(self._rules)
         last: dict[tuple[str, str], State] = {}
         for row in sorted(rows, key=lambda r: float(r[0])):
-            at_s, target, rule_name, state_text, value, message = row
+            at_s, target, rule_name, from_text, state_text, value, threshold, severity_text, kind_text, message = row
             if state_text not in STATES:
                 continue
             state = cast(State, state_text)
             at, key, text = float(at_s), (str(rule_name), str(target)), str(message or "")
-            m = MESSAGE_RE.match(text)
             rule = rules.get(key[0])
-            if m is not None:
-                frm, severity = cast(State, m.group(1)), cast(Severity, m.group(4))
-            else:  # a row this module did not write: chain the states
-                frm, severity = last.get(key, "normal"), rule.severity if rule is not None else "warning"
-            kind: Literal["transition", "repeat"] = "repeat" if frm == state == "firing" else "transition"
-            resolving = state == "recovering" or (state == "normal" and frm in ("firing", "recovering"))
-            threshold = None if rule is None else (rule.recovery_threshold if resolving else rule.threshold)
+            frm = cast(State, from_text) if from_text in STATES else last.get(key, "normal")
+            severity = (
+                cast(Severity, severity_text) if severity_text in SEVERITIES
+                else rule.severity if rule is not None else "warning"
+            )
+            kind: Literal["transition", "repeat"] = (
+                "repeat" if kind_text == "repeat" or (kind_text is None and frm == state == "firing") else "transition"
+            )
+            if threshold is None and rule is not None:
+                resolving = state == "recovering" or (state == "normal" and frm in ("firing", "recovering"))
+                threshold = rule.recovery_threshold if resolving else rule.threshold
             reading = None if value is None else float(value)
-            parsed.append(AlertEvent(at, key[0], key[1], frm, state, reading, threshold, severity, text, kind))
+            parsed.append(AlertEvent(at, key[0], key[1], frm, state, reading,
+                                     None if threshold is None else float(threshold), severity, text, kind))
             last[key] = state
         with self._lock:
             merged = sorted([*parsed, *self._events], key=lambda e: e.at)

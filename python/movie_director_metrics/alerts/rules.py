@@ -60,14 +60,6 @@ SOURCE_PREFIXES: tuple[str, ...] = ("model",)
 MAX_DURATION_S = 30 * 86_400
 
 _DAILY_RE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
-#: The start of an event message: ``"<from> -> <to>[ (repeat)]: [<severity>] "``
-#: (the manager reads stored events back with it).
-MESSAGE_RE = re.compile(
-    r"^(normal|pending|firing|recovering) -> (normal|pending|firing|recovering)( \(repeat\))?: "
-    r"\[(info|warning|critical)\] "
-)
-
-
 class MetricSource(Protocol):
     """A value provider for prefixed targets (``"model:<name>"``): called as
     ``source(name, metric, window)``; returns the figure, or ``None`` when it
