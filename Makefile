@@ -11,17 +11,14 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "maturin>=1.7,<2" "numpy>=1.24" "pytest>=8" "pytest-benchmark>=4" "mypy>=1.10" \
-		"prometheus-client>=0.20" "jsonschema>=4" "pandas>=2" \
-		"psutil>=5.9" "nvidia-ml-py>=12" "openai>=1.40" "anthropic>=0.34" "rich>=13" "hypothesis>=6.100"
+	$(PY) -m pip install --quiet "maturin>=1.7,<2" $$($(PY) scripts/extras.py dependencies test)
 	touch $@
 
 venv: $(VENV)/.installed
 
 # The peers the benchmarks compare against (pyproject's `bench` extra).
-BENCH_PEERS := fastdigest pytdigest tdigest ddsketch hdrhistogram prometheus-client
 $(VENV)/.bench-installed: $(VENV)/.installed
-	$(PY) -m pip install --quiet $(BENCH_PEERS)
+	$(PY) -m pip install --quiet $$($(PY) scripts/extras.py bench)
 	touch $@
 
 bench-peers: $(VENV)/.bench-installed
