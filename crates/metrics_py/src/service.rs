@@ -276,8 +276,12 @@ pub fn _stress_record_from_rust_threads(
             })
             .collect();
         for h in handles {
-            h.join()
-                .map_err(|_| MetricsError::Clock("a stress thread panicked".into()))??;
+            match h.join() {
+                Ok(recorded) => recorded?,
+                // A panic is a bug, not a clock error: re-raise it as one
+                // (PyO3 turns it into a PanicException at the boundary).
+                Err(payload) => std::panic::resume_unwind(payload),
+            }
         }
         Ok::<(), MetricsError>(())
     })
