@@ -4,8 +4,8 @@ backends in View3D › Sidebar › "Movie Director".
 This module only registers.  The work lives in one module per concern:
 ``preferences`` (settings), ``properties`` (runtime UI state on the
 WindowManager), ``runtime`` (engine, collectors and the one persistent
-timer), ``view`` (what the panels show, no bpy), ``panels``, ``operators``,
-``charts`` and ``layout_helpers``.  The metrics engine is the bundled
+timer), ``view`` and ``jobs_view`` (what the panels show, no bpy),
+``panels``, ``operators``, ``charts`` and ``layout_helpers``.  The metrics engine is the bundled
 ``movie_director_metrics`` wheel (see blender_manifest.toml).
 """
 

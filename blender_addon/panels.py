@@ -1,8 +1,9 @@
 """The sidebar: View3D › Sidebar › "Movie Director".
 
-Connection Status (one row per backend) with a closed-by-default Health
-Monitoring child panel, which holds one collapsible section per service and
-the LLM, Alerts and Compare sub-panels.
+Connection Status (one row per backend) with two closed-by-default child
+panels: Health Monitoring, which holds one collapsible section per service
+and the LLM, Alerts and Compare sub-panels, and Jobs (running, recent and
+per-model/workflow jobs; its rows come ready-made from :mod:`jobs_view`).
 
 Each ``Panel.draw`` calls a module-level ``draw_*(layout, context)`` that
 only lays out the :mod:`view` the timer built: no engine call, no I/O, so a
@@ -24,9 +25,10 @@ from typing import Any
 import bpy
 from bpy.types import Panel, UIList
 
+from . import jobs_view as JV
 from . import properties, runtime
 from . import view as V
-from .layout_helpers import bar, is_wide, section, state_icon
+from .layout_helpers import HAS_PROGRESS, bar, is_wide, section, state_icon
 
 CATEGORY = runtime.SIDEBAR_CATEGORY
 
@@ -289,6 +291,113 @@ def draw_compare(layout: Any, context: Any) -> None:
         op.metric = ws.compare_metric
 
 
+# ---- Jobs ---------------------------------------------------------------------------
+
+#: Table columns: (header, the row's text).  The narrow table shows the
+#: sort column (p95 when sorting by count) next to the count.
+_JOB_COLUMNS = {
+    JV.SORT_P95: ("p95", lambda r: r.p95),
+    JV.SORT_WAIT_P95: ("wait p95", lambda r: r.wait_p95),
+    JV.SORT_SUCCESS: ("success", lambda r: r.success),
+}
+
+
+def draw_jobs(layout: Any, context: Any) -> None:
+    v = runtime.get().view
+    jobs = v.jobs
+    ws = properties.state(context)
+    wide = is_wide(context)
+    if ws is not None:
+        layout.row().prop(ws, "jobs_window", expand=True)
+    if jobs is None:
+        layout.label(text=v.message or "Starting the metrics engine…", icon="ERROR" if v.status == "error" else "TIME")
+        return
+    for note in (jobs.window_note, jobs.shared_note and f"Not shared with other add-ons: {jobs.shared_note}"):
+        if note:
+            layout.label(text=note, icon="INFO")
+    if not jobs.available:
+        layout.label(text=jobs.note, icon="INFO")
+        return
+    layout.label(text=jobs.totals, icon="GRAPH")
+    if jobs.note:
+        layout.label(text=jobs.note, icon="INFO")
+    _draw_running(layout.column(align=True), jobs)
+    _draw_recent(layout.column(align=True), jobs, wide)
+    _draw_job_table(layout, ws, jobs, wide)
+
+
+def _draw_running(col: Any, jobs: JV.JobsView) -> None:
+    col.label(text=f"Running and queued: {len(jobs.running) + jobs.running_more}", icon="PLAY")
+    if not jobs.running:
+        row = col.row()
+        row.active = False
+        row.label(text="none")
+    for r in jobs.running:
+        row = col.row(align=True)
+        split = row.split(factor=0.55, align=True)
+        split.label(text=f"{r.service} · {r.model}", icon="PLAY" if r.state == "running" else "TIME")
+        right = split.row(align=True)
+        right.label(text=r.elapsed)
+        if HAS_PROGRESS:
+            right.progress(text=r.progress_text, factor=r.factor, type="BAR")
+        else:
+            right.label(text=r.progress_text)
+    if jobs.running_more:
+        col.label(text=f"+{jobs.running_more} more")
+
+
+def _draw_recent(col: Any, jobs: JV.JobsView, wide: bool) -> None:
+    col.label(text="Last finished", icon="SORTTIME")
+    if not jobs.recent:
+        row = col.row()
+        row.active = False
+        row.label(text="none")
+    for r in jobs.recent:
+        row = col.row(align=True)
+        row.alert = not r.ok
+        split = row.split(factor=0.45, align=True)
+        split.label(text=f"{r.service} · {r.model}", icon="CHECKMARK" if r.ok else "ERROR")
+        right = split.row(align=True)
+        right.label(text=r.outcome)
+        right.label(text=r.processing)
+        if wide:
+            right.label(text=f"wait {r.queue_wait}")
+            line = col.row()
+            line.active = False
+            line.label(text="  ".join(t for t in (r.finished, r.tags, r.job_id) if t))
+
+
+def _draw_job_table(layout: Any, ws: Any, jobs: JV.JobsView, wide: bool) -> None:
+    if ws is not None:
+        layout.row().prop(ws, "jobs_by", expand=True)
+        row = layout.row(align=True)
+        row.prop(ws, "jobs_sort", text="")
+        row.prop(ws, "jobs_reverse", text="", icon="SORT_DESC" if ws.jobs_reverse else "SORT_ASC")
+    if not jobs.table:
+        return
+    col = layout.column(align=True)
+    if wide:
+        columns = list(_JOB_COLUMNS.values())
+    else:
+        columns = [_JOB_COLUMNS.get(jobs.sort, _JOB_COLUMNS[JV.SORT_P95])]
+    header = col.row(align=True).split(factor=0.4, align=True)
+    header.label(text=jobs.by)
+    cells = header.row(align=True)
+    cells.label(text="jobs")
+    for title, _ in columns:
+        cells.label(text=title)
+    for r in jobs.table:
+        split = col.row(align=True).split(factor=0.4, align=True)
+        split.label(text=r.name)
+        cells = split.row(align=True)
+        cells.alert = bool(r.failed)
+        cells.label(text=r.count_text if wide else str(r.count))
+        for _, text in columns:
+            cells.label(text=text(r))
+    if jobs.table_more:
+        col.label(text=f"+{jobs.table_more} more")
+
+
 # ---- panel classes -------------------------------------------------------------------
 
 
@@ -317,6 +426,16 @@ class VIEW3D_PT_mdm_health(_SidebarPanel):
 
     def draw(self, context):  # type: ignore[no-untyped-def]
         draw_health(self.layout, context)
+
+
+class VIEW3D_PT_mdm_jobs(_SidebarPanel):
+    bl_idname = "VIEW3D_PT_mdm_jobs"
+    bl_label = "Jobs"
+    bl_parent_id = "VIEW3D_PT_mdm_connection"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):  # type: ignore[no-untyped-def]
+        draw_jobs(self.layout, context)
 
 
 class VIEW3D_PT_mdm_llm(_SidebarPanel):
@@ -355,6 +474,7 @@ classes = (
     VIEW3D_PT_mdm_llm,
     VIEW3D_PT_mdm_alerts,
     VIEW3D_PT_mdm_compare,
+    VIEW3D_PT_mdm_jobs,
 )
 
 #: (panel class, draw function) for tests and benchmarks.
@@ -364,4 +484,5 @@ DRAWS = (
     (VIEW3D_PT_mdm_llm, draw_llm),
     (VIEW3D_PT_mdm_alerts, draw_alerts),
     (VIEW3D_PT_mdm_compare, draw_compare),
+    (VIEW3D_PT_mdm_jobs, draw_jobs),
 )

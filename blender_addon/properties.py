@@ -1,5 +1,6 @@
 """Runtime UI state on the WindowManager (``wm.movie_director``): the time
-range, the comparison table and its sorting.
+range, the comparison table and its sorting, the Jobs panel's range,
+grouping and sort column.
 
 WindowManager properties are runtime-only: they are not saved with the
 .blend and setting them from Python does not mark the file modified, so
@@ -13,7 +14,7 @@ import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 from bpy.types import PropertyGroup
 
-from . import runtime
+from . import jobs_view, runtime
 
 WINDOW_ITEMS = (
     ("5m", "5m", "Last 5 minutes"),
@@ -44,6 +45,20 @@ SORT_ITEMS = (
 )
 
 
+#: The Jobs table: grouped by model or workflow (``jobs_view.BY``) ...
+JOBS_BY_ITEMS = (
+    (jobs_view.BY_MODEL, "Model", "One row per model"),
+    (jobs_view.BY_WORKFLOW, "Workflow", "One row per workflow"),
+)
+#: ... and sorted by one column (``jobs_view.SORTS``: what needs attention first).
+JOBS_SORT_ITEMS = (
+    (jobs_view.SORT_COUNT, "Count", "Most jobs first"),
+    (jobs_view.SORT_P95, "p95 processing", "Slowest p95 processing time first"),
+    (jobs_view.SORT_WAIT_P95, "p95 queue wait", "Longest p95 queue wait first (labels without a reported start last)"),
+    (jobs_view.SORT_SUCCESS, "Success rate", "Lowest success rate first"),
+)
+
+
 def _refresh(self: Any, context: Any) -> None:
     runtime.refresh_now()
 
@@ -66,6 +81,10 @@ class MDM_WindowState(PropertyGroup):
     compare_reverse: BoolProperty(name="Reverse", default=False)  # type: ignore[valid-type]
     compare_rows: CollectionProperty(type=MDM_CompareRow)  # type: ignore[valid-type]
     compare_index: IntProperty(default=0)  # type: ignore[valid-type]
+    jobs_window: EnumProperty(name="Range", items=WINDOW_ITEMS, default="1h", update=_refresh)  # type: ignore[valid-type]
+    jobs_by: EnumProperty(name="Group by", items=JOBS_BY_ITEMS, default=jobs_view.BY_MODEL, update=_refresh)  # type: ignore[valid-type]
+    jobs_sort: EnumProperty(name="Sort", items=JOBS_SORT_ITEMS, default=jobs_view.SORT_COUNT, update=_refresh)  # type: ignore[valid-type]
+    jobs_reverse: BoolProperty(name="Reverse", description="Reverse the sort order", default=False, update=_refresh)  # type: ignore[valid-type]
 
 
 classes = (MDM_CompareRow, MDM_WindowState)

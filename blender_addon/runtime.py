@@ -12,8 +12,16 @@ Threads and what they may touch:
 Workers never touch ``bpy``: they get plain values (``BackendConfig``s,
 paths) and hand results back through one ``queue.SimpleQueue`` that
 :func:`tick` drains.  The tick itself does no file or network I/O: it reads
-one engine snapshot (plus a few in-memory series for sparklines), builds the
-:mod:`view` and tags the sidebar for redraw only when the view changed.
+one engine snapshot (plus a few in-memory series for sparklines and the
+job tracker's bounded reads), builds the :mod:`view` and tags the sidebar
+for redraw only when the view changed.
+
+The monitor is published to ``movie_director_metrics.shared()`` (the
+lifecycle worker does it right after opening it, at enable and after every
+reopen), so other add-ons and scripts in this Blender record into it
+without looking for it; :meth:`Runtime.shutdown` withdraws it first thing
+at disable, so their calls then drop (counted by ``shared()``, never
+raising) instead of reaching a monitor being torn down.
 
 While no 3D view shows the sidebar on the add-on's tab, the tick keeps the
 engine, collectors and alerts going but builds no view (the engine reads,
@@ -42,6 +50,7 @@ from typing import Any
 
 import bpy
 
+from . import jobs_view as JV
 from . import view as V
 from . import workers
 from .config import Config, default_storage_path, read_config
@@ -60,6 +69,11 @@ SIDEBAR_CATEGORY = "Movie Director"
 #: ``Region.active_panel_category`` of a sidebar that has not drawn its
 #: tabs yet (or has none): it may be showing our panels.
 _UNKNOWN_CATEGORIES = ("", "UNSUPPORTED")
+#: The Jobs table's statistics are read again when its range or grouping
+#: changes, when a job finished, and at least this often (the range rolls
+#: on); otherwise a tick reuses them (they are most of the panel's cost,
+#: see jobs_view.read_stats).  Running and recent jobs are read every tick.
+JOBS_STATS_EVERY_S = 10.0
 #: Seconds to wait for workers at unregister (collectors join within 3 s;
 #: a check is bounded by its connect + read timeouts).
 SHUTDOWN_TIMEOUT_S = 8.0
@@ -91,6 +105,11 @@ class Runtime:
     #: ``monitor.llm`` (an ``llm.LlmTracker``), None when not available.
     llm: Any = None
     llm_note: str = ""
+    #: ``monitor.jobs`` (a ``jobs.JobTracker``), None when not available.
+    jobs: Any = None
+    jobs_note: str = ""
+    #: Why the monitor is not published to ``shared()``, "" when it is.
+    publish_note: str = ""
     _alerts_key: Any = None
     ticks: int = 0
     redraws: int = 0
@@ -109,6 +128,8 @@ class Runtime:
     _lifecycle: threading.Thread | None = None
     _check_threads: list[threading.Thread] = field(default_factory=list)
     _compare_key: Any = None
+    #: (what they were read for, jobs_view.read_stats(...), monotonic time).
+    _jobs_stats: Any = None
     _last_logged: str = ""
     #: Bar smoothing between ticks (see smoothing.py).
     _smoother: BarSmoother = field(default_factory=BarSmoother)
@@ -137,8 +158,9 @@ class Runtime:
                     continue
                 self.monitor, self.collectors = monitor, collectors
                 if extras is not None:  # a newly opened monitor
-                    self.engine_alerts, self.llm = extras["alerts"], extras["llm"]
-                    self.alerts_note, self.llm_note = extras["alerts_note"], extras["llm_note"]
+                    self.engine_alerts, self.llm, self.jobs = extras["alerts"], extras["llm"], extras["jobs"]
+                    self.alerts_note, self.llm_note, self.jobs_note = extras["alerts_note"], extras["llm_note"], extras["jobs_note"]
+                    self.publish_note = extras.get("publish_note", "")
                     self._alerts_key = None
                 self.storage_note = note or self.storage_note
                 self.collector_note, self.error = cnote, error
@@ -168,11 +190,12 @@ class Runtime:
         old_m, old_c = self.monitor, self.collectors
         self.collectors = None
         if reopen:
-            self.monitor = None
+            self.monitor = self.jobs = self._jobs_stats = None
         self.applied = cfg
+        gen = self._gen
         self._lifecycle = threading.Thread(
             target=workers.lifecycle_job,
-            args=(self._results, self._gen, old_m, old_c, reopen, cfg),
+            args=(self._results, gen, old_m, old_c, reopen, cfg, lambda: gen == self._gen and not self.stopped),
             name="mdm-lifecycle",
             daemon=True,
         )
@@ -332,7 +355,39 @@ class Runtime:
             services=tuple(services),
             llm=llm,
             alerts=V.build_alerts(self.alerts, now, format_metric, self.alerts_note),
+            jobs=self._build_jobs(ws),
         )
+
+    def _build_jobs(self, ws: Any) -> JV.JobsView:
+        """The Jobs panel: running, recent and the per-model/workflow table
+        over the panel's own range (bounded reads of ``monitor.jobs``)."""
+        window, note = self.effective_window(ws.jobs_window if ws is not None else "1h")
+        by = ws.jobs_by if ws is not None else JV.BY_MODEL
+        sort = ws.jobs_sort if ws is not None else JV.SORT_COUNT
+        reverse = bool(ws.jobs_reverse) if ws is not None else False
+        v = JV.build_jobs(self.jobs, window, by, sort, reverse, self.jobs_note, self.publish_note, self._job_stats(window, by))
+        return dataclasses.replace(v, window_note=note) if note else v
+
+    def _job_stats(self, window: str, by: str) -> JV.Stats | None:
+        """The table's statistics: read again only when they may differ
+        (see JOBS_STATS_EVERY_S); None lets build_jobs read them itself
+        (and say what failed)."""
+        tracker = self.jobs
+        if tracker is None:
+            return None
+        try:
+            newest = tracker.recent(limit=1)
+            key = (tracker, window, by, newest[0] if newest else None)
+            now = time.monotonic()
+            cached = self._jobs_stats
+            if cached is not None and cached[0] == key and now - cached[2] < JOBS_STATS_EVERY_S:
+                return cached[1]
+            stats = JV.read_stats(tracker, window, by)
+        except Exception:
+            self._jobs_stats = None
+            return None
+        self._jobs_stats = (key, stats, now)
+        return stats
 
     def _smooth(self, s: V.ServiceView) -> V.ServiceView:
         """``s`` with its bars' lengths smoothed (texts and levels as they are)."""
@@ -446,16 +501,22 @@ class Runtime:
         return not self.threads()
 
     def shutdown(self) -> None:
-        """Stops every worker and closes the engine (its history flushed).
-        Leaves no thread of ours running unless one ignores its timeout."""
+        """Withdraws the monitor from ``shared()``, stops every worker and
+        closes the engine (its history flushed).  Leaves no thread of ours
+        running unless one ignores its timeout."""
         self.stopped = True
         self._gen += 1
+        if self.monitor is not None and hasattr(self.monitor, "unpublish"):
+            # First: other add-ons' calls drop from now on instead of
+            # reaching a monitor whose collectors and file are going.
+            self.monitor.unpublish()
         self._cancel_refresh()
         self.wait_idle(SHUTDOWN_TIMEOUT_S)
         workers.stop_collectors(self.collectors)
         if self.monitor is not None:
             self.monitor.close()
-        self.monitor = self.collectors = self.alerts = self.engine_alerts = self.llm = None
+        self.monitor = self.collectors = self.alerts = self.engine_alerts = self.llm = self.jobs = None
+        self._jobs_stats = None
         self._drain()  # a late "opened" is closed by _drain (gen mismatch)
         self.view = V.EMPTY
 

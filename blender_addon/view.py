@@ -21,7 +21,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # a type only: jobs_view builds on this module's formatting
+    from .jobs_view import JobsView
 
 # Threshold levels: fraction of the threshold used (green < 50 %, yellow
 # < 80 %, red beyond).
@@ -245,6 +248,8 @@ class DashboardView:
     services: tuple[ServiceView, ...] = ()
     llm: LlmView = field(default_factory=lambda: LlmView(False, "LLM tracking not available"))
     alerts: AlertsView = field(default_factory=lambda: AlertsView(False, "Alerts not available"))
+    #: The Jobs panel (:mod:`jobs_view`); None until the engine runs.
+    jobs: JobsView | None = None
 
 
 EMPTY = DashboardView()

@@ -1,6 +1,7 @@
 """What runs on worker threads: opening/closing the engine (its history
-file is I/O), starting/stopping collectors (``stop`` joins threads) and
-"Test connection" probes.
+file is I/O), publishing it to ``movie_director_metrics.shared()``,
+starting/stopping collectors (``stop`` joins threads) and "Test
+connection" probes.
 
 Nothing here imports or touches ``bpy``: workers get plain values
 (:class:`config.Config`, ``BackendConfig``) and hand results back through
@@ -12,6 +13,7 @@ from __future__ import annotations
 import queue
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,12 +56,13 @@ def stop_collectors(c: Any) -> None:
 
 
 def engine_extras(monitor: Any) -> dict[str, Any]:
-    """The monitor's alert manager and LLM tracker (``monitor.alerts``,
-    ``monitor.llm``: created on first use, reloading their history from
-    storage, so touched here on the worker, never in the tick).  A part
-    this engine build lacks or that fails is None, with the reason."""
+    """The monitor's alert manager, LLM tracker and job tracker
+    (``monitor.alerts``, ``monitor.llm``, ``monitor.jobs``: created on
+    first use, reloading their history from storage, so touched here on
+    the worker, never in the tick).  A part this engine build lacks or
+    that fails is None, with the reason."""
     out: dict[str, Any] = {}
-    for name in ("alerts", "llm"):
+    for name in ("alerts", "llm", "jobs"):
         try:
             out[name] = getattr(monitor, name, None)
             out[f"{name}_note"] = "" if out[name] is not None else "not in this engine build"
@@ -69,7 +72,42 @@ def engine_extras(monitor: Any) -> dict[str, Any]:
     return out
 
 
-def lifecycle_job(out: queue.SimpleQueue[Any], gen: int, old_monitor: Any, old_collectors: Any, reopen: bool, cfg: Config) -> None:
+def publish(monitor: Any, is_current: Callable[[], bool]) -> str:
+    """Makes ``monitor`` the one ``movie_director_metrics.shared()``
+    records into (other add-ons and scripts in this Blender), unless the
+    runtime moved on meanwhile (disabled, or a newer reopen): a monitor
+    nobody will show is never published.  Returns why it was not
+    published, "" when it was."""
+    if not hasattr(monitor, "publish"):
+        return "shared() is not in this engine build"
+    if not is_current():
+        return "superseded"
+    try:
+        monitor.publish()
+    except Exception as e:  # shown in the Jobs panel; recording elsewhere just drops
+        return f"{type(e).__name__}: {e}"
+    if not is_current():  # disabled while publishing: withdraw at once
+        monitor.unpublish()
+        return "superseded"
+    return ""
+
+
+def lifecycle_job(
+    out: queue.SimpleQueue[Any],
+    gen: int,
+    old_monitor: Any,
+    old_collectors: Any,
+    reopen: bool,
+    cfg: Config,
+    is_current: Callable[[], bool] = lambda: True,
+) -> None:
+    """Brings engine and collectors in line with ``cfg``.  A reopen closes
+    the old monitor first (which withdraws it from ``shared()`` and flushes
+    its history, jobs included), then opens and publishes the new one, so
+    what the history file kept is counted again by the new monitor; jobs
+    still running stay with ``shared()`` and finish into the new one.
+    Between the two, ``shared()`` has no monitor and counts what it drops
+    (``dropped["no_monitor"]``): the time to flush and reopen the file."""
     monitor, note, collectors, cnote, error, extras = old_monitor, "", None, "", "", None
     try:
         stop_collectors(old_collectors)
@@ -79,6 +117,7 @@ def lifecycle_job(out: queue.SimpleQueue[Any], gen: int, old_monitor: Any, old_c
             monitor = None
             monitor, note = open_monitor(cfg)
             extras = engine_extras(monitor)
+            extras["publish_note"] = publish(monitor, is_current)
         collectors, cnote = start_collectors(monitor, cfg)
     except Exception as e:  # shown in the panel; the worker never raises out
         error = f"{type(e).__name__}: {e}"

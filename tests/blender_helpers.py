@@ -17,6 +17,13 @@ the data's properties, operator ids and their properties against the
 registered operators, list types against registered UILists, progress
 factors against 0…1.
 
+Jobs from another add-on (issue 16): the test-only add-on in
+``tests/blender_recorder_addon/`` is enabled in the same process and
+records 200 jobs through ``movie_director_metrics.shared()``; the
+preferences reopen the monitor halfway; the extension is disabled and the
+same calls must drop, counted, without raising (:func:`jobs_acceptance`,
+:func:`jobs_after_disable`).
+
 After the functional run: the layout-stability frames (the Connection and
 Health panels draw the same structure while values change magnitude and a
 backend goes down), then the leak check (the add-on enabled and disabled
@@ -405,6 +412,11 @@ def run(zip_path: Path, work: Path, rep: Report, leak_n: int = 0) -> None:
     check("lifecycle_idle", rt.wait_idle(20.0), rt.threads())
     rt_mod.tick()
     check("engine_running", rt.monitor is not None and not rt.error, rt.error or rt.monitor)
+    import movie_director_metrics as mdm_engine
+
+    handle = mdm_engine.shared()
+    check("published_on_enable", rt.monitor is not None and handle.monitor is rt.monitor and not rt.publish_note,
+          (handle.monitor, rt.monitor, rt.publish_note))
     check("storage_in_use", rt.monitor is not None and rt.monitor.storage_path == storage, getattr(rt.monitor, "storage_path", None))
     default = rt_mod.default_storage_path(create=False)
     check("default_storage_under_extension_dir", "extensions" in default.parts and ADDON_ID in default.parts, default)
@@ -662,6 +674,7 @@ def run(zip_path: Path, work: Path, rep: Report, leak_n: int = 0) -> None:
     rt.wait_idle(15.0)
     rt_mod.tick()
     check("storage_off_reopens", rt.monitor is not None and rt.monitor.storage_path is None, rt.view.storage_text)
+    check("published_after_reopen", handle.monitor is rt.monitor, (handle.monitor, rt.monitor))
     ws.window = "30d"
     check("window_30d_needs_storage", rt.view.window == "24h" and "storage" in rt.view.window_note, rt.view.window_note)
     ws.window = "5m"
@@ -669,6 +682,9 @@ def run(zip_path: Path, work: Path, rep: Report, leak_n: int = 0) -> None:
     prefs.use_storage = True
     rt.wait_idle(15.0)
     rt_mod.tick()
+
+    # ---- jobs from another add-on through movie_director_metrics.shared()
+    recorder, old_jobs = jobs_acceptance(rep, bpy, mod, rt, prefs)
 
     after = data_fingerprint(bpy)
     diff = {k: (fingerprint_before.get(k), v) for k, v in after.items() if fingerprint_before.get(k) != v}
@@ -685,6 +701,9 @@ def run(zip_path: Path, work: Path, rep: Report, leak_n: int = 0) -> None:
     bpy.ops.preferences.addon_disable(module=MODULE)
     rep.data["timings"]["disable_s"] = time.perf_counter() - t0
     _check_clean(rep, bpy, mod, tick_fn, threads_before, handlers_before, "disable")
+    if recorder is not None:
+        jobs_after_disable(rep, bpy, recorder, old_jobs)
+    del old_jobs
 
     # ---- enable again (symmetry), then disable again
     bpy.ops.preferences.addon_enable(module=MODULE)
@@ -702,8 +721,12 @@ def run(zip_path: Path, work: Path, rep: Report, leak_n: int = 0) -> None:
         ok and rt2.monitor is not None and rt2.monitor.storage_path == mod2.runtime.default_storage_path(create=False),
         (ok, rt2.monitor, rt2.error, rt2.view.status, len(prefs.backends)),
     )
+    check("reenable_published", rt2.monitor is not None and handle.monitor is rt2.monitor, (handle.monitor, rt2.monitor))
     bpy.ops.preferences.addon_disable(module=MODULE)
     _check_clean(rep, bpy, mod2, mod2.runtime.tick, threads_before, handlers_before, "redisable")
+    if recorder is not None:
+        bpy.ops.preferences.addon_disable(module=RECORDER)
+        check("recorder_disabled", RECORDER not in bpy.context.preferences.addons, "")
 
     try:
         if leak_n > 0:
@@ -774,6 +797,236 @@ def api_surface(rep: Report, bpy: Any, installed: Path) -> None:
         except (AttributeError, KeyError, ImportError) as e:
             missing.append(f"{what}: {type(e).__name__}: {e}")
     check("apis_exist", not missing, missing or "all present")
+
+
+# ---- jobs from another add-on -----------------------------------------------------------
+
+#: The test-only add-on (tests/blender_recorder_addon/) that records jobs
+#: through ``movie_director_metrics.shared()``, as another add-on would.
+RECORDER = "blender_recorder_addon"
+N_JOBS = 200
+#: The recorder's service: no demo backend has it (their collectors record
+#: the jobs they see on the simulated ComfyUI under its own name).
+JOB_SERVICE = "storyboard"
+JOB_MODELS = ("sdxl", "flux-dev", "sd15")
+JOB_WORKFLOWS = ("txt2img", "img2img")
+
+
+def _shot(i: int) -> str:
+    return f"shot-{i:03d}"
+
+
+def _job_fails(i: int) -> bool:
+    return i % 10 == 0  # 20 of 200, "oom"
+
+
+def _job_started(i: int) -> bool:
+    return i % 5 != 4  # the others never report a start: queue wait unknown
+
+
+def enable_recorder(rep: Report, bpy: Any) -> Any:
+    """Copies the recorder into the user scripts' add-ons and enables it
+    (a legacy add-on: its own module, next to the extension)."""
+    import shutil
+
+    src = Path(__file__).with_name(RECORDER)
+    dest = Path(bpy.utils.user_resource("SCRIPTS", path="addons", create=True)) / RECORDER
+    shutil.copytree(src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    try:
+        bpy.ops.preferences.addon_enable(module=RECORDER)
+    except Exception as e:
+        rep.check("recorder_enabled", False, f"{type(e).__name__}: {e}")
+        return None
+    rec = sys.modules.get(RECORDER)
+    rep.check("recorder_enabled", rec is not None and RECORDER in bpy.context.preferences.addons, dest)
+    return rec
+
+
+def settle(rt: Any, rt_mod: Any, timeout_s: float = 20.0) -> bool:
+    """Ticks until the preferences are applied: a tick starts no lifecycle
+    worker (one starts only when none runs, so edits made while one ran
+    are applied by a later tick)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not rt.wait_idle(max(0.1, deadline - time.monotonic())):
+            return False
+        gen = rt._gen
+        rt_mod.tick()  # no worker runs: this tick applies whatever is left
+        if rt._gen == gen:
+            return True
+    return False
+
+
+def jobs_acceptance(rep: Report, bpy: Any, mod: Any, rt: Any, prefs: Any) -> tuple[Any, Any]:
+    """Another add-on records ``N_JOBS`` jobs (distinct shot tags) of
+    service ``JOB_SERVICE`` through ``shared()`` while the extension runs;
+    half finish, then a preference change reopens the monitor (same history
+    file), then the other half finish.  Running, recent and the per-model
+    table show them; after the reopen all of them are counted, nothing was
+    dropped, nothing raised.  The demo backends' collectors (which record
+    the jobs they see on the simulated ComfyUI) are paused meanwhile, so
+    the lists hold the recorder's jobs only.  Returns (the recorder module,
+    the monitor's job tracker) for the after-disable check."""
+    import movie_director_metrics as mdm
+
+    check = rep.check
+    rt_mod = mod.runtime
+    jv = mod.jobs_view
+    h = mdm.shared()
+    ws = bpy.context.window_manager.movie_director
+    rec = enable_recorder(rep, bpy)
+    if rec is None:
+        return None, None
+    paused = [b for b in prefs.backends if b.enabled]
+    for b in paused:
+        b.enabled = False
+    check("jobs_collectors_paused", settle(rt, rt_mod), [b.name for b in paused])
+    ops = bpy.ops.mdm_recorder
+    dropped0 = dict(h.dropped)
+    mon0 = rt.monitor
+    check("jobs_tracker_from_worker", rt.jobs is not None and rt.jobs is mon0.existing_jobs() and h.monitor is mon0,
+          (rt.jobs, rt.jobs_note, h.monitor, mon0))
+    results: list[Any] = []
+    for i in range(N_JOBS):
+        results.append(ops.submit(shot=_shot(i), service=JOB_SERVICE, model=JOB_MODELS[i % 3], workflow=JOB_WORKFLOWS[i % 2],
+                                  started=_job_started(i)))
+        if _job_started(i) and i % 4 == 0:
+            results.append(ops.progress(shot=_shot(i), fraction=0.25))
+    half = N_JOBS // 2
+
+    def finish(i: int) -> None:
+        results.append(ops.finish(shot=_shot(i), ok=not _job_fails(i), error="oom" if _job_fails(i) else ""))
+
+    def ours(table: Any) -> dict[str, int]:
+        return {r.label: r.count for r in table if r.service == JOB_SERVICE}
+
+    def want_counts(n: int) -> dict[str, tuple[int, int]]:
+        return {m: (sum(1 for i in range(n) if i % 3 == k), sum(1 for i in range(n) if i % 3 == k and _job_fails(i)))
+                for k, m in enumerate(JOB_MODELS)}
+
+    for i in range(half):
+        finish(i)
+    rt_mod.tick()
+    v = rt.view.jobs
+    running = [] if v is None else [(r.service, r.model, r.state) for r in v.running]
+    want_running = [(JOB_SERVICE, JOB_MODELS[i % 3], "running" if _job_started(i) else "queued") for i in range(half, half + jv.MAX_RUNNING)]
+    check("jobs_view_running", v is not None and running == want_running and v.running_more == N_JOBS - half - jv.MAX_RUNNING,
+          (running, None if v is None else v.running_more))
+    recent = [] if v is None else [(r.tags, r.outcome, r.queue_wait) for r in v.recent]
+    want_recent = [
+        (f"shot={_shot(i)}", "oom" if _job_fails(i) else "ok", "n/a" if not _job_started(i) else None)
+        for i in range(half - 1, half - 1 - jv.MAX_RECENT, -1)
+    ]
+    check("jobs_view_recent",
+          len(recent) == len(want_recent) and all(g[:2] == w[:2] and (w[2] is None) == (g[2] != "n/a") for g, w in zip(recent, want_recent)),
+          recent)
+    table = {} if v is None else ours(v.table)
+    check("jobs_table_first_half", table == {m: c for m, (c, _) in want_counts(half).items()}, table)
+
+    # a preference change that reopens the monitor (same history file):
+    # the finished half comes back from the file, the running half
+    # finishes into the new monitor
+    gen = rt._gen
+    prefs.retention_minute_days = prefs.retention_minute_days + 1.0  # its update ticks: the reopen starts
+    reopening = rt._gen == gen + 1
+    idle = settle(rt, rt_mod)
+    mon1 = rt.monitor
+    check("jobs_reopen_republished",
+          reopening and idle and mon1 is not None and mon1 is not mon0 and h.monitor is mon1 and rt.jobs is mon1.existing_jobs(),
+          (reopening, gen, rt._gen, idle, mon0 is mon1, h.monitor is mon1, rt.error, rt.view.status, rt.view.message))
+    v = rt.view.jobs
+    check("jobs_running_survive_reopen", v is not None and len(v.running) + v.running_more == N_JOBS - half,
+          None if v is None else (len(v.running), v.running_more))
+    for i in range(half, N_JOBS):
+        finish(i)
+    rt_mod.tick()
+    v = rt.view.jobs
+    ok_ops = all(r == {"FINISHED"} for r in results)
+    raised = [e for e in rec.log if e["raised"]]
+    check("jobs_recorder_never_raised", ok_ops and not raised and len(rec.log) == len(results), raised[:5] or f"{len(results)} calls")
+    window = ws.jobs_window
+    counts = {s.label: (s.count, s.failed) for s in mon1.jobs.stats(window, by="model", service=JOB_SERVICE)}
+    check("jobs_all_counted_after_reopen", counts == want_counts(N_JOBS), (window, counts, want_counts(N_JOBS)))
+    per_service = mon1.jobs.stats(window, by="service")
+    totals = f"{sum(s.count for s in per_service)} jobs, {sum(s.failed for s in per_service)} failed ({window})"
+    table = {} if v is None else ours(v.table)
+    check("jobs_table_all", v is not None and table == {m: c for m, (c, _) in want_counts(N_JOBS).items()} and v.totals == totals,
+          (table, None if v is None else v.totals, totals))
+    shots = {r.tags.get("shot") for r in mon1.jobs.recent(service=JOB_SERVICE)}
+    check("jobs_200_distinct_shots", shots == {_shot(i) for i in range(N_JOBS)}, len(shots))
+    check("jobs_view_after", v is not None and not v.running and v.recent[0].tags == f"shot={_shot(N_JOBS - 1)}",
+          None if v is None else (v.running, v.recent[:1]))
+    # the table's statistics are read again only when something finished
+    # (or the range, the grouping or JOBS_STATS_EVERY_S says so)
+    cached = rt._jobs_stats
+    rt_mod.tick()
+    reused = cached is not None and rt._jobs_stats is cached
+    ops.submit(shot="shot-extra", service=JOB_SERVICE, model=JOB_MODELS[0])
+    ops.finish(shot="shot-extra")
+    rt_mod.tick()
+    sdxl = ours(rt.view.jobs.table).get(JOB_MODELS[0]) if rt.view.jobs else None
+    reread = rt._jobs_stats is not cached and sdxl == want_counts(N_JOBS)[JOB_MODELS[0]][0] + 1
+    check("jobs_stats_read_only_when_changed", reused and reread, (reused, reread, sdxl))
+    dropped = {k: n - dropped0.get(k, 0) for k, n in h.dropped.items() if n != dropped0.get(k, 0)}
+    check("jobs_none_dropped", not dropped and not mon1.jobs.faults, (dropped, dict(mon1.jobs.faults)))
+    check("jobs_no_service_limit", "service_limit" not in h.dropped and "service_limit" not in mon1.jobs.faults
+          and "ServiceLimit" not in rt.error + rt._last_logged, (dict(h.dropped), dict(mon1.jobs.faults), rt.error))
+
+    # grouping and sorting through the panel's properties
+    def our_order() -> list[str]:
+        return [r.label for r in rt.view.jobs.table if r.service == JOB_SERVICE] if rt.view.jobs else []
+
+    ws.jobs_by = "workflow"
+    wf = our_order()
+    ws.jobs_sort = "success"  # lowest success rate first
+    by_success = our_order()
+    rates = {s.label: s.success_rate for s in mon1.jobs.stats(window, by="workflow", service=JOB_SERVICE)}
+    ws.jobs_reverse = True
+    reversed_ = our_order()
+    check("jobs_group_and_sort", sorted(wf) == sorted(JOB_WORKFLOWS) and by_success == sorted(rates, key=lambda k: rates[k])
+          and reversed_ == by_success[::-1], (wf, by_success, reversed_, rates))
+    ws.jobs_by, ws.jobs_sort, ws.jobs_reverse = "model", "count", False
+
+    rep.data["info"]["jobs_totals"] = rt.view.jobs.totals if rt.view.jobs else ""
+    for width, label in ((250, "jobs_narrow"), (500, "jobs_wide")):
+        try:
+            lay = RecordingLayout()
+            mod.panels.draw_jobs(lay, draw_context(width))
+            rep.data["draws"][label] = lay.log
+            check(f"draw_{label}", True, len(lay.log))
+        except Exception as e:
+            check(f"draw_{label}", False, f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+    # one job left running across the disable (finished after it)
+    ops.submit(shot="shot-late", service=JOB_SERVICE, model=JOB_MODELS[0])
+    for b in paused:
+        b.enabled = True
+    check("jobs_collectors_resumed", settle(rt, rt_mod), [b.name for b in paused])
+    return rec, mon1.jobs
+
+
+def jobs_after_disable(rep: Report, bpy: Any, rec: Any, old_jobs: Any) -> None:
+    """The extension is off: the recorder's calls neither raise nor record
+    (``shared()`` counts them as ``no_monitor``), and the old monitor's
+    jobs do not change."""
+    import movie_director_metrics as mdm
+
+    check = rep.check
+    h = mdm.shared()
+    ops = bpy.ops.mdm_recorder
+    before = h.dropped["no_monitor"]
+    newest = [r.tags.get("shot") for r in old_jobs.recent(limit=1)]
+    n_log = len(rec.log)
+    results = [ops.finish(shot="shot-late")]
+    for i in range(10):
+        results.append(ops.submit(shot=f"off-{i}", model="sdxl"))
+        results.append(ops.finish(shot=f"off-{i}", ok=False, error="oom"))
+    results.append(ops.request(service=JOB_SERVICE, latency_ms=120.0))
+    raised = [e for e in rec.log[n_log:] if e["raised"]]
+    grew = h.dropped["no_monitor"] - before
+    check("jobs_off_no_raise", all(r == {"FINISHED"} for r in results) and not raised, raised or results[:3])
+    check("jobs_off_dropped", h.monitor is None and grew == 12, f"no_monitor +{grew} (want 12: 11 finishes and a request)")
+    check("jobs_off_old_monitor_unchanged", [r.tags.get("shot") for r in old_jobs.recent(limit=1)] == newest == ["shot-extra"]
+          and not old_jobs.active(), (newest, old_jobs.active()))
 
 
 # ---- layout stability ------------------------------------------------------------------
@@ -1155,10 +1408,13 @@ def _check_clean(rep: Report, bpy: Any, mod: Any, tick_fn: Any, threads_before: 
         n: len(getattr(bpy.app.handlers, n)) for n in dir(bpy.app.handlers) if isinstance(getattr(bpy.app.handlers, n), list)
     }
     check(f"{tag}_no_handlers", handlers == handlers_before, {k: (handlers_before.get(k), v) for k, v in handlers.items() if handlers_before.get(k) != v})
-    left = [n for n in ("VIEW3D_PT_mdm_connection", "VIEW3D_PT_mdm_health", "MDM_UL_compare") if hasattr(bpy.types, n)]
+    left = [n for n in ("VIEW3D_PT_mdm_connection", "VIEW3D_PT_mdm_health", "VIEW3D_PT_mdm_jobs", "MDM_UL_compare") if hasattr(bpy.types, n)]
     check(f"{tag}_classes_gone", not left and not hasattr(bpy.types.WindowManager, "movie_director"), left)
     check(f"{tag}_charts_freed", mod.charts.is_clear(), "")
     check(f"{tag}_runtime_gone", mod.runtime._runtime is None, "")
+    engine = sys.modules.get("movie_director_metrics")
+    published = engine.shared().monitor if engine is not None else None
+    check(f"{tag}_unpublished", published is None, published)
 
 
 def main() -> int:

@@ -11,7 +11,9 @@ Blender runs in its own venvs, one per Blender line the add-on supports
 Each is created here when missing and its CPython is found (~370-400 MB
 download each); a line whose CPython is not on this machine is skipped,
 with the reason.  ``$MDM_BPY_PYTHON`` names one interpreter to use instead
-of both.  ``tests/blender_helpers.py`` runs once per interpreter:
+of both; ``$MDM_ADDON_ZIP`` names a built extension zip to test instead
+of dist/'s (which is rebuilt when a source is newer).
+``tests/blender_helpers.py`` runs once per interpreter:
 it installs the built zip through ``bpy.ops.extensions.package_install_files``
 into a throw-away user directory, enables it, starts demo backends on
 loopback, calls the timer tick directly (timers never fire without a
@@ -36,8 +38,10 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import types
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -50,13 +54,22 @@ DRIVER = Path(__file__).with_name("blender_helpers.py")
 # ---- pure parts first: these run without bpy ---------------------------------------------
 
 
+_PURE_PACKAGE = "mdm_addon_pure"
+
+
+def _load_pure(name: str) -> Any:
+    """A module of the add-on that needs no bpy (``view``, ``jobs_view``),
+    imported inside a stand-in package so its relative imports resolve
+    without running the add-on's ``__init__`` (which imports bpy)."""
+    if _PURE_PACKAGE not in sys.modules:
+        pkg = types.ModuleType(_PURE_PACKAGE)
+        pkg.__path__ = [str(ADDON)]
+        sys.modules[_PURE_PACKAGE] = pkg
+    return importlib.import_module(f"{_PURE_PACKAGE}.{name}")
+
+
 def _load_view() -> Any:
-    spec = importlib.util.spec_from_file_location("mdm_addon_view", ADDON / "view.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(mod)
-    return mod
+    return _load_pure("view")
 
 
 def test_view_levels_and_formatting() -> None:
@@ -81,6 +94,96 @@ def test_view_levels_and_formatting() -> None:
     assert not v.build_alerts(None, 0.0).available
 
 
+def _job_stats(service: str, label: str, count: int, p95: float | None, wait_p95: float | None, success: float | None) -> Any:
+    """A stand-in for ``jobs.JobStats`` with the fields the view reads."""
+    return SimpleNamespace(
+        service=service, label=label, count=count, failed=round(count * (1 - (success or 0))),
+        processing_p95_ms=p95, queue_wait_p95_ms=wait_p95, success_rate=success,
+    )
+
+
+def test_jobs_view_sorts_each_column_with_what_needs_attention_first() -> None:
+    jv = _load_pure("jobs_view")
+    stats = [
+        _job_stats("comfyui", "sdxl", 50, 9000.0, 120.0, 0.98),
+        _job_stats("comfyui", "flux", 10, 30000.0, None, 0.5),
+        _job_stats("comfyui", "sd15", 80, 2000.0, 900.0, 1.0),
+        _job_stats("a1111", "sdxl", 10, None, 40.0, None),  # no processing figure, no success rate
+    ]
+
+    def order(sort: str, reverse: bool = False) -> list[tuple[str, str]]:
+        return [(s.service, s.label) for s in jv.sort_stats(stats, sort, reverse)]
+
+    assert order("count") == [("comfyui", "sd15"), ("comfyui", "sdxl"), ("a1111", "sdxl"), ("comfyui", "flux")]  # tie: by service
+    assert order("count", True) == [("a1111", "sdxl"), ("comfyui", "flux"), ("comfyui", "sdxl"), ("comfyui", "sd15")]
+    assert order("p95") == [("comfyui", "flux"), ("comfyui", "sdxl"), ("comfyui", "sd15"), ("a1111", "sdxl")]  # slowest first, n/a last
+    assert order("p95", True) == [("comfyui", "sd15"), ("comfyui", "sdxl"), ("comfyui", "flux"), ("a1111", "sdxl")]  # n/a stays last
+    assert order("wait_p95") == [("comfyui", "sd15"), ("comfyui", "sdxl"), ("a1111", "sdxl"), ("comfyui", "flux")]
+    assert order("success") == [("comfyui", "flux"), ("comfyui", "sdxl"), ("comfyui", "sd15"), ("a1111", "sdxl")]  # worst first
+    with pytest.raises(ValueError, match="sort='latency'"):
+        jv.sort_stats(stats, "latency")
+    rows, more = jv.table_rows(stats, "count", False, limit=3)
+    assert more == 1 and [r.name for r in rows] == ["comfyui · sd15", "comfyui · sdxl", "a1111 · sdxl"]  # two services: named with theirs
+    assert (rows[0].count_text, rows[0].p95, rows[0].wait_p95, rows[0].success) == ("80", "2,000.0 ms", "900.0 ms", "100.0 %")
+    assert (rows[2].p95, rows[2].success) == ("n/a", "n/a")
+    rows, _ = jv.table_rows(stats[:3], "success", False)
+    assert [r.name for r in rows] == ["flux", "sdxl", "sd15"] and rows[0].count_text == "10 (5 failed)"
+
+
+def test_jobs_view_of_a_real_tracker_is_bounded_and_says_n_a() -> None:
+    """Built from a real ``monitor.jobs``: running jobs oldest first (at
+    most 10, the rest counted), the last 10 finished newest first with
+    their outcome and "n/a" for a queue wait never reported, the table per
+    model or workflow (at most 20 rows, the rest counted)."""
+    import movie_director_metrics as mdm
+
+    jv = _load_pure("jobs_view")
+    assert jv.build_jobs(None, why_not="not in this engine build").note == "Jobs not available: not in this engine build"
+    with mdm.Monitor(manual_clock=True, start_time=1_800_000_000.0) as m:
+        empty = jv.build_jobs(m.jobs)
+        assert empty.available and empty.note.startswith("No jobs yet") and empty.totals == "0 jobs, 0 failed (1h)"
+        for i in range(24):  # 24 models: the table keeps 20
+            with m.jobs.job("comfyui", model=f"model-{i:02d}", workflow="wf-a" if i % 2 else "wf-b", tags={"shot": f"{i:03d}"}) as job:
+                if i % 3:
+                    job.started()
+                if i % 4 == 0:
+                    job.finish(ok=False, error="oom")  # the with block then records nothing more
+        running = [m.jobs.job("comfyui", model="sdxl", tags={"shot": f"r{i}"}) for i in range(13)]
+        running[1].started()
+        running[2].progress(0.426)
+        v = jv.build_jobs(m.jobs, "1h", "model", "count")
+        assert v.available and v.note == "" and v.totals == "24 jobs, 6 failed (1h)"
+        assert [r.state for r in v.running[:3]] == ["queued", "running", "running"] and len(v.running) == 10 and v.running_more == 3
+        assert [r.progress_text for r in v.running[:3]] == ["queued", "running", "42 %"] and v.running[2].factor == pytest.approx(0.426)
+        assert v.running[0].elapsed == "0 s" and v.running[0].model == "sdxl"
+        assert [r.tags for r in v.recent] == [f"shot={i:03d}" for i in range(23, 13, -1)]
+        by_shot = {r.tags: r for r in v.recent}
+        assert by_shot["shot=020"].outcome == "oom" and not by_shot["shot=020"].ok and by_shot["shot=021"].outcome == "ok"
+        assert by_shot["shot=021"].queue_wait == "n/a" and by_shot["shot=022"].queue_wait.endswith(" ms")  # 21 never started
+        assert all(re.fullmatch(r"[\d,]+\.\d ms", r.processing) for r in v.recent)
+        assert len(v.table) == 20 and v.table_more == 4 and all(r.count == 1 for r in v.table)
+        assert [r.name for r in v.table] == sorted(r.name for r in v.table)  # ties: by label, the same every tick
+        wf = jv.build_jobs(m.jobs, "1h", "workflow", "success")
+        assert [(r.label, r.count, r.failed) for r in wf.table] == [("wf-b", 12, 6), ("wf-a", 12, 0)]
+        for job in running:
+            job.finish()
+        assert jv.build_jobs(m.jobs, "1h").running == ()
+        assert jv.build_jobs(m.jobs, "1h") == jv.build_jobs(m.jobs, "1h")  # equal views: no redraw
+    with pytest.raises(ValueError, match="by='shot'"):
+        jv.build_jobs(None, by="shot")
+
+
+def test_jobs_view_reports_a_failing_tracker() -> None:
+    jv = _load_pure("jobs_view")
+
+    class Broken:
+        def active(self) -> list[Any]:
+            raise RuntimeError("engine closed")
+
+    v = jv.build_jobs(Broken(), shared_note="superseded")
+    assert not v.available and v.note == "Jobs: RuntimeError: engine closed" and v.shared_note == "superseded"
+
+
 def test_manifest() -> None:
     m = tomllib.loads((ADDON / "blender_manifest.toml").read_text(encoding="utf-8"))
     assert m["schema_version"] == "1.0.0" and m["type"] == "add-on"
@@ -99,7 +202,7 @@ def test_relative_imports_only() -> None:
     for py in ADDON.glob("*.py"):
         text = py.read_text(encoding="utf-8")
         assert not re.search(r"^\s*(from|import)\s+blender_addon\b", text, re.M), py.name
-    for pure in ("view.py", "workers.py", "smoothing.py"):  # what the panels show; worker threads; bar smoothing
+    for pure in ("view.py", "jobs_view.py", "workers.py", "smoothing.py"):  # what the panels show; worker threads; bar smoothing
         assert not re.search(r"^\s*(import bpy|from bpy)", (ADDON / pure).read_text(encoding="utf-8"), re.M), pure
     init = (ADDON / "__init__.py").read_text(encoding="utf-8")
     assert re.findall(r"^def (\w+)", init, re.M) == ["register", "unregister"]
@@ -175,6 +278,13 @@ def _newest_source_mtime() -> float:
 
 
 def _addon_zip() -> Path:
+    """The extension zip: ``$MDM_ADDON_ZIP`` when set (a zip built
+    beforehand, e.g. ``scripts/build_addon.py --wheel W --out-dir D``, used
+    as is), else dist/'s, rebuilt when a source is newer."""
+    given = os.environ.get("MDM_ADDON_ZIP")
+    if given:
+        assert Path(given).is_file(), f"$MDM_ADDON_ZIP={given}: no such file"
+        return Path(given)
     m = tomllib.loads((ADDON / "blender_manifest.toml").read_text(encoding="utf-8"))
     z = ROOT / "dist" / f"{m['id']}-{m['version']}.zip"
     if z.is_file() and z.stat().st_mtime >= _newest_source_mtime():
@@ -212,6 +322,7 @@ def report(bpy_python: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     data = json.loads(out.read_text(encoding="utf-8"))
     print(f"\n---- Blender {data['info'].get('blender')} ({bpy_python}) ----\n{r.stdout}")
     data["_stdout"] = r.stdout
+    data["_stderr"] = r.stderr
     data["_returncode"] = r.returncode
     return data
 
@@ -351,6 +462,63 @@ def test_preferences_changes(report: dict[str, Any]) -> None:
         _checks(report, "alert_pending", "alert_snooze")
 
 
+def test_jobs_from_another_addon_through_shared(report: dict[str, Any]) -> None:
+    """Issue 16: a second add-on in the same Blender records 200 jobs (200
+    shot tags) through ``movie_director_metrics.shared()``; the extension
+    publishes its monitor at enable and after every reopen, and withdraws
+    it at disable.  Running, recent and the per-model table show the jobs;
+    a preference change that reopens the monitor halfway loses none; after
+    disable the same calls neither raise nor record."""
+    _checks(
+        report,
+        "published_on_enable",
+        "published_after_reopen",
+        "recorder_enabled",
+        "jobs_collectors_paused",
+        "jobs_tracker_from_worker",
+        "jobs_view_running",
+        "jobs_view_recent",
+        "jobs_table_first_half",
+        "jobs_reopen_republished",
+        "jobs_running_survive_reopen",
+        "jobs_recorder_never_raised",
+        "jobs_all_counted_after_reopen",
+        "jobs_table_all",
+        "jobs_200_distinct_shots",
+        "jobs_view_after",
+        "jobs_none_dropped",
+        "jobs_no_service_limit",
+        "jobs_group_and_sort",
+        "jobs_stats_read_only_when_changed",
+        "jobs_collectors_resumed",
+        "jobs_off_no_raise",
+        "jobs_off_dropped",
+        "jobs_off_old_monitor_unchanged",
+        "recorder_disabled",
+    )
+    for stream in ("_stdout", "_stderr"):
+        assert "ServiceLimitError" not in report[stream], stream
+
+
+def test_jobs_panel_draws(report: dict[str, Any]) -> None:
+    _checks(report, "draw_jobs_narrow", "draw_jobs_wide")
+    narrow, wide = report["draws"]["jobs_narrow"], report["draws"]["jobs_wide"]
+    t = _texts(narrow)
+    totals = report["info"]["jobs_totals"]
+    assert re.fullmatch(r"\d+ jobs, \d+ failed \(1h\)", totals) and totals in t and "Running and queued: 0" in t
+    assert sum(x.startswith("storyboard · ") for x in t) >= 10  # the last 10 finished (and the table's rows)
+    assert "ok" in t and any("shot=shot-199" in x for x in _texts(wide))  # wide: when, tags and id under each
+    assert "67 (7 failed)" in _texts(wide) and "67 (7 failed)" not in t  # failures in the wide table's count column
+    assert any(x.startswith("wait ") for x in _texts(wide)) and not any(x.startswith("wait ") for x in t)
+    props = {e["property"] for e in narrow if e["fn"] == "prop"}
+    assert props == {"jobs_window", "jobs_by", "jobs_sort", "jobs_reverse"}
+    after_sort = next(i for i, e in enumerate(narrow) if e.get("property") == "jobs_reverse")
+    names = [e["text"] for e in narrow[after_sort:] if e["fn"] == "label" and e.get("text")]
+    ours = [x.removeprefix("storyboard · ") for x in names if x.removeprefix("storyboard · ") in ("sdxl", "flux-dev", "sd15")]
+    assert ours == ["sdxl", "flux-dev", "sd15"]  # the table, busiest first: 68, 67, 66 (the demo backends' jobs aside)
+    assert "VIEW3D_PT_mdm_jobs" in report["draws"]["narrow"]  # drawn with the others
+
+
 def test_blend_not_modified(report: dict[str, Any]) -> None:
     _checks(report, "no_undo_operators", "blend_data_untouched")
 
@@ -366,8 +534,9 @@ def test_disable_leaves_nothing_and_reenables(report: dict[str, Any]) -> None:
             f"{tag}_classes_gone",
             f"{tag}_charts_freed",
             f"{tag}_runtime_gone",
+            f"{tag}_unpublished",
         )
-    _checks(report, "reenable_timer", "reenable_runs")
+    _checks(report, "reenable_timer", "reenable_runs", "reenable_published")
 
 
 def test_costs_were_measured(report: dict[str, Any]) -> None:
