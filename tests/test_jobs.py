@@ -34,11 +34,14 @@ def handle():
     assert h.monitor is None, "a previous test left a monitor published"
     h.dropped.clear()
     h.strict = False
+    h.replayed = 0
     yield h
     h.strict = False
     if h.monitor is not None:
         h.unpublish(h.monitor)
     h.dropped.clear()
+    h.replayed = 0
+    h.clear_held()
 
 
 def row(service="comfyui", model="sdxl", workflow="wf", processing_ms=1000.0, wait_ms=None, ok=True, error=None, **kw):
@@ -559,3 +562,32 @@ def test_a_backend_going_down_withdraws_its_queued_jobs(monitor):
     finally:
         collectors.stop()
     assert monitor.jobs.queued() == []
+
+
+def test_a_job_finishing_during_a_reopen_goes_to_the_next_monitor(handle):
+    a = mdm.Monitor()
+    a.publish()
+    job = handle.job("comfyui", model="sdxl")
+    a.close()  # the host reopens its monitor...
+    job.finish()  # ...and a job finishes on another thread meanwhile
+    assert handle.dropped["no_monitor"] == 1
+    b = mdm.Monitor()
+    try:
+        b.publish()
+        assert handle.replayed == 1
+        assert b.jobs.stats("5m", by="model")[0].count == 1
+    finally:
+        b.close()
+    # Held no longer than HOLD_S: a monitor published later gets nothing.
+    handle.HOLD_S = 0.0  # type: ignore[misc]  # this handle only, for the test
+    try:
+        handle.job("comfyui", model="sdxl").finish()
+        time.sleep(0.01)
+        c = mdm.Monitor()
+        try:
+            c.publish()
+            assert handle.replayed == 1 and c.jobs.stats("5m", by="service") == []
+        finally:
+            c.close()
+    finally:
+        del handle.HOLD_S

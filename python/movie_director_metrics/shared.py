@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -67,6 +68,13 @@ class SharedHandle:
 
     #: Unfinished jobs the handle lists (older ones leave the list, counted).
     MAX_ACTIVE = 1024
+    #: Jobs that finish while no monitor is published are held this many
+    #: seconds (at most MAX_HELD of them) and recorded into the next
+    #: monitor published within that time: a reopen loses none.  They are
+    #: counted as dropped ("no_monitor") when they finish, and in
+    #: ``replayed`` when a monitor takes them.
+    HOLD_S = 5.0
+    MAX_HELD = 1024
 
     def __init__(self) -> None:
         self._monitor: Monitor | None = None
@@ -76,6 +84,9 @@ class SharedHandle:
         self._lock = threading.Lock()
         self._services: dict[str, SharedService] = {}
         self._active: dict[int, Job] = {}
+        self._held: deque[tuple[float, Job]] = deque(maxlen=self.MAX_HELD)
+        #: Held jobs recorded into a monitor published soon after they finished.
+        self.replayed = 0
         #: Calls that recorded nothing, by reason (``no_monitor``,
         #: ``invalid_value``, ``service_limit``, ``closed``, ...).
         self.dropped: Counter[str] = Counter()
@@ -95,6 +106,12 @@ class SharedHandle:
         tracker = monitor.jobs
         with self._lock:
             previous, self._monitor, self._tracker = self._monitor, monitor, tracker
+            held, now = list(self._held), time.monotonic()
+            self._held.clear()
+        for at, job in held:
+            if now - at <= self.HOLD_S:
+                tracker.job_finished(job)
+                self.replayed += 1
         if previous is not None and previous is not monitor:
             old = previous.existing_jobs()
             if old is not None:
@@ -112,6 +129,10 @@ class SharedHandle:
         tracker = monitor.existing_jobs()
         if tracker is not None:
             tracker.include_active(None)
+
+    def clear_held(self) -> None:
+        """Forgets the finished jobs held for the next monitor (tests)."""
+        self._held.clear()
 
     def active_jobs(self) -> list[Job]:
         """Unfinished jobs made through the handle, oldest first."""
@@ -191,6 +212,9 @@ class SharedHandle:
         tracker = self._tracker
         if tracker is None:
             self.drop("no_monitor", f"job of {job.service!r} finished with no monitor published")
+            # Held briefly: a host reopening its monitor (a preference
+            # change) publishes the new one within a second or two.
+            self._held.append((time.monotonic(), job))
             return
         try:
             tracker.job_finished(job)
