@@ -84,7 +84,10 @@ def test_check_verdicts_and_exit_code(tmp_path: Path, sim: Simulator, capsys: py
     lines = {line.split()[1]: line for line in out.splitlines() if line[:1].isupper() and len(line.split()) > 1}
     assert lines["comfy"].startswith("UP") and "version 0.3.64" in lines["comfy"]
     assert lines["llm"].startswith("UP")
-    assert lines["forge"].startswith("DOWN") and "connection_refused" in lines["forge"]
+    # The cause, then a line with what to do about it.
+    assert lines["forge"].startswith("DOWN") and "refused: GET /internal/ping: connection refused" in lines["forge"]
+    after = out.splitlines()[out.splitlines().index(lines["forge"]) + 1]
+    assert after.strip().startswith("fix: nothing listens at 127.0.0.1:") and "7860" in after
     assert lines["cloud"].startswith("BLOCKED") and "--allow-remote" in lines["cloud"]
     assert lines["old"].startswith("DISABLED")
     # What the LLM server cannot report is listed, with why.

@@ -282,14 +282,19 @@ def test_a1111_api_auth_wrong_credentials(mon: Monitor, monkeypatch: pytest.Monk
 
 
 def test_a1111_without_api_flag(mon: Monitor) -> None:
+    """A webui started without --api answers its ping but 404s every
+    /sdapi route: detection fails, so the backend is not shown as up (the
+    worker marks it down with the cause api_disabled, tests/test_diagnosis.py)."""
     routes = {k: v for k, v in a1111_routes().items() if not k[1].startswith("/sdapi/")}
     with LoopbackServer(routes) as srv:
         b = make(A1111, srv.url, mon)
-        caps = b.detect()
-        b.collect()
+        with pytest.raises(ProbeError, match="started without --api") as e:
+            b.detect()
+    assert (e.value.error_type, e.value.status) == ("http_4xx", 404)
+    caps = b.capabilities
     assert caps.missing["resources"] == "GET /sdapi/v1/memory: HTTP 404: the webui was started without --api"
-    assert "running reported as 0" in caps.available["queue"]
-    assert errors(mon) == {}  # a 404 at detection is an answer, not a failure
+    assert not b.detected
+    assert errors(mon) == {}  # the 404s at detection are answers, not failed requests
 
 
 def test_a1111_collect_reads_the_rest_when_one_endpoint_fails(mon: Monitor) -> None:

@@ -7,6 +7,7 @@
     movie-director-metrics export PATH [--format csv|json] [--window 24h | --start T [--end T]]
     movie-director-metrics serve [--host 127.0.0.1] [--port 9464] [--demo] [--config PATH]
     movie-director-metrics jobs [--window 24h] [--by model|workflow|service] [--service S] [--json]
+    movie-director-metrics --version
 
 ``watch`` and ``serve`` poll the configured backends (``backends.toml``,
 else the standard local ports) with the collectors and keep history in
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from .collectors.config import BackendConfig, default_config_path, load_config
 from .errors import ConfigError, InvalidWindowError, MetricsError, StorageError, StorageLockedError
-from ._core import ServiceStats
+from ._core import ServiceStats, __version__
 from .monitor import Monitor, StorageArg
 from .net import is_loopback
 from .storage import default_path
@@ -150,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(ComfyUI, A1111/Forge, Ollama, OpenAI-compatible servers).",
         epilog="Exit codes: 0 ok, 1 a backend is not up or an operation failed, 2 bad usage or config.",
     )
+    # The one version: the Cargo workspace's, compiled into _core (pyproject takes it from Cargo too).
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     w = sub.add_parser("watch", help="live dashboard of the configured backends", description=(
@@ -482,7 +485,7 @@ def _print_check(results: Sequence[BackendStatus], source: str, out: TextIO) -> 
                 detail += f"  version {r.version}"
         elif r.state == "down":
             # First line only: a collector bug's message carries a traceback.
-            detail = f"{r.last_error_type or 'error'}: {(r.last_error or 'no answer').splitlines()[0]}"
+            detail = f"{r.cause or r.last_error_type or 'error'}: {(r.last_error or 'no answer').splitlines()[0]}"
         elif r.state == "blocked":
             detail = f"{r.url} is not on this machine: not contacted (--allow-remote allows it)"
         elif r.state == "disabled":
@@ -490,6 +493,8 @@ def _print_check(results: Sequence[BackendStatus], source: str, out: TextIO) -> 
         else:
             detail = (r.last_error or "no answer yet").splitlines()[0]
         print(f"{head}  {detail}".rstrip(), file=out)
+        if r.state != "up" and r.hint:
+            print(f"{'':10}fix: {r.hint}", file=out)
         if r.state in ("up", "down") and r.missing:
             # Signals this backend cannot report, grouped by the reason.
             by_reason: dict[str, list[str]] = {}

@@ -198,8 +198,11 @@ def _success(st: ServiceStats | None) -> Text | str:
 
 
 def _last_error(status: BackendStatus | None, st: ServiceStats | None) -> Text | str:
-    """The current failure while a backend is down or blocked (why), else
+    """Why a backend is down or blocked (its cause and what to do), else
     the latest failure type inside the window."""
+    if status is not None and status.state in ("down", "blocked") and status.cause is not None:
+        text = f"{status.cause}: {status.hint}" if status.hint else status.cause
+        return Text(text, style="red" if status.state == "down" else "yellow")
     if status is not None and status.state in ("down", "blocked") and (status.last_error_type or status.last_error):
         return Text(status.last_error_type or status.last_error or "", style="red" if status.state == "down" else "yellow")
     if st is not None and st.last_error:

@@ -286,6 +286,11 @@ class A1111(Backend):
             self._loaded(checkpoint)
         else:
             caps.lack("models", f"GET {OPTIONS}: {why_options or 'no sd_model_checkpoint in the reply'}")
+        if why_progress == NO_API and why_options == NO_API:
+            # The webui runs (it answers the ping) but every /sdapi route
+            # 404s: started without --api, none of its API can be used.  A
+            # failed detection, so the backend is not shown as up.
+            raise ProbeError("http_4xx", f"GET {OPTIONS}: {NO_API}", 0.0, 404)
         self.detected = True
         return caps
 

@@ -76,6 +76,22 @@ class BackendConfig:
     def host(self) -> str:
         return urlsplit(self.url).hostname or ""
 
+    @property
+    def port(self) -> int:
+        """The URL's port, or its scheme's default."""
+        parts = urlsplit(self.url)
+        try:
+            explicit = parts.port
+        except ValueError:
+            explicit = None
+        return explicit if explicit is not None else (443 if parts.scheme == "https" else 80)
+
+    @property
+    def root_url(self) -> str:
+        """``scheme://host:port`` without the URL's path."""
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc}"
+
     def api_key(self) -> str | None:
         """The key from the environment variable the config names, if set
         (surrounding whitespace, such as the newline a key file ends with,

@@ -45,6 +45,11 @@ TRANSIENT_ERRORS = frozenset({"timeout", "connection_reset", "connection_refused
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
+class _ConnectTimeout(Exception):
+    """No connection within the connect timeout (told apart from a read
+    timeout, which has another remedy)."""
+
+
 class ProbeError(Exception):
     """A failed request: ``error_type`` is one of :data:`ERROR_TYPES`,
     ``latency_ms`` how long it took to fail, ``status`` the HTTP status if
@@ -53,13 +58,23 @@ class ProbeError(Exception):
     error text; None for every other failure."""
 
     def __init__(
-        self, error_type: str, message: str, latency_ms: float, status: int | None = None, *, body: bytes | None = None
+        self,
+        error_type: str,
+        message: str,
+        latency_ms: float,
+        status: int | None = None,
+        *,
+        body: bytes | None = None,
+        phase: str | None = None,
     ) -> None:
         super().__init__(message)
         self.error_type = error_type
         self.latency_ms = latency_ms
         self.status = status
         self.body = body
+        #: For a timeout: "connect" (no connection within the connect
+        #: timeout) or "read" (connected, no reply within the read timeout).
+        self.phase = phase
 
 
 @dataclass(frozen=True)
@@ -221,9 +236,18 @@ class HttpClient:
         except ProbeError:
             self.close()
             raise
+        except _ConnectTimeout:
+            self.close()
+            raise ProbeError(
+                "timeout", f"{method} {path}: no connection within {self.connect_timeout_s:g} s (connect_timeout_s)",
+                elapsed(), phase="connect",
+            ) from None
         except (TimeoutError, socket.timeout) as e:
             self.close()
-            raise ProbeError("timeout", f"{method} {path}: timed out ({e})", elapsed()) from None
+            raise ProbeError(
+                "timeout", f"{method} {path}: no reply within {self.read_timeout_s:g} s (read_timeout_s; {e})",
+                elapsed(), phase="read",
+            ) from None
         except ConnectionRefusedError:
             self.close()
             raise ProbeError("connection_refused", f"{method} {path}: connection refused", elapsed()) from None
@@ -320,7 +344,10 @@ class HttpClient:
         return out
 
     def _connect(self) -> socket.socket:
-        sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout_s)
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout_s)
+        except (TimeoutError, socket.timeout):
+            raise _ConnectTimeout() from None
         try:
             if self.scheme == "https":
                 sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)

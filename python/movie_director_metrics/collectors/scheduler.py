@@ -38,7 +38,8 @@ from ..jobs.rows import JobRow, QueuedJob
 from ..net import is_loopback
 from .base import SIGNALS, Backend, Capabilities
 from .config import BackendConfig
-from .http import ProbeError
+from .diagnosis import Diagnosis, diagnose, sniff_kind
+from .http import TRANSIENT_ERRORS, HttpClient, ProbeError
 from .kinds import backend_class
 
 __all__ = ["BACKOFF_CAP_S", "BackendStatus", "Collectors", "backoff_delay_s", "check_once"]
@@ -72,6 +73,10 @@ class BackendStatus:
     models: tuple[str, ...] = ()
     #: Kind-specific state worth showing (progress, partial offload, KV cache).
     detail: dict[str, str] = field(default_factory=dict)
+    #: Why it is not up: a cause from ``diagnosis.CAUSES`` (None while up
+    #: or not contacted yet), and the one-line hint of what to do.
+    cause: str | None = None
+    hint: str | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -159,6 +164,10 @@ def _jobs_hooks(monitor: Any) -> _JobHooks | None:
     return _JobHooks(finished, queued)
 
 
+#: Failures that may mean another kind of server answers on the port.
+_SNIFF_ON = frozenset({"http_4xx", "bad_json", "unexpected_status"})
+
+
 def _all_missing(reason: str) -> dict[str, str]:
     return {s: reason for s in SIGNALS}
 
@@ -194,10 +203,20 @@ class _Worker:
         self.version: str | None = None
         self.models: tuple[str, ...] = ()
         self.detail: dict[str, str] = {}
+        self.diagnosis: Diagnosis | None = None
+        #: The kind sniff_kind found on the port during this failure streak
+        #: (sniffed once per streak; None: not yet, or nothing recognisable).
+        self._sniffed: tuple[str | None] | None = None
         if not config.enabled:
             self.state, self.missing = "disabled", _all_missing(_DISABLED_REASON)
+            self.diagnosis = Diagnosis("disabled", "set enabled = true in the backends file to poll it")
         elif not allow_remote and not is_loopback(config.host):
             self.state, self.missing = "blocked", _all_missing(_BLOCKED_REASON)
+            self.diagnosis = Diagnosis(
+                "blocked",
+                f"{config.host} is another machine: turn on Online Access (Blender) or pass --allow-remote / "
+                "allow_remote=True",
+            )
         else:
             try:
                 self.backend = backend_class(config.kind)(config, service)
@@ -235,7 +254,7 @@ class _Worker:
             latency = _clean_latency(b.probe())
         except ProbeError as e:
             # call() already recorded the failed request with its error type.
-            self._down(b, stop, e.error_type, f"{e}")
+            self._down(b, stop, e.error_type, f"{e}", e)
             return False
         except Exception as e:  # a kind broke its contract: still just "down"
             self.service.record(min((time.perf_counter() - t0) * 1e3, _core.MAX_DURATION_MS), ok=False, error=COLLECTOR_ERROR)
@@ -248,18 +267,48 @@ class _Worker:
             self.state = "up"
             self.failures = 0
             self.last_latency_ms = latency
+            self.diagnosis, self._sniffed = None, None
         return True
 
-    def _down(self, b: Backend, stop: threading.Event, error_type: str, message: str) -> None:
+    def _down(
+        self, b: Backend, stop: threading.Event, error_type: str, message: str, error: ProbeError | None = None
+    ) -> None:
         # Detect again when it comes back: it may be another build or version.
         b.detected = False
         b.lost()  # what it reported as queued is no longer known
         if not stop.is_set():
             self.service.health(False)
+        found = None
+        if error is not None and error.error_type in _SNIFF_ON and not stop.is_set():
+            if self._sniffed is None:  # once per streak of failures
+                self._sniffed = (sniff_kind(self._sniff_get),)
+            found = self._sniffed[0]
+        if error is None:
+            diagnosis = Diagnosis("collector_error", f"{message.splitlines()[0]}: please report this")
+        else:
+            c = self.config
+            diagnosis = diagnose(c.kind, c.host, c.port, error, api_key_env=c.api_key_env, found=found, redact=b.redact)
         with self.lock:
             self.state = "down"
             self.failures += 1
             self.last_error_type, self.last_error = error_type, message
+            self.diagnosis = diagnosis
+
+    def _sniff_get(self, path: str) -> tuple[int, bytes]:
+        """One GET at the server's root for :func:`sniff_kind` (a client of
+        its own: the backend's may have a path prefix)."""
+        c = self.config
+        client = HttpClient(
+            c.root_url,
+            connect_timeout_s=c.connect_timeout_s,
+            read_timeout_s=c.read_timeout_s,
+            keep_alive=False,
+        )
+        try:
+            resp = client.request("GET", path, ok_statuses=tuple(range(100, 600)))
+            return resp.status, resp.body
+        finally:
+            client.close()
 
     def _guarded(self, b: Backend, step: str, stop: threading.Event) -> bool:
         """Runs ``b.detect()`` or ``b.collect()``; a failure is kept as the
@@ -273,6 +322,11 @@ class _Worker:
                 b.collect()
             return True
         except ProbeError as e:
+            if step == "detect" and e.error_type not in TRANSIENT_ERRORS:
+                # Answers the probe, but its API cannot be used (A1111
+                # without --api, a refused key): not up.
+                self._down(b, stop, e.error_type, f"{step}: {e}", e)
+                return False
             error_type, message = e.error_type, f"{step}: {e}"
         except Exception as e:
             error_type = COLLECTOR_ERROR
@@ -351,6 +405,8 @@ class _Worker:
                 version=self.version,
                 models=self.models,
                 detail=dict(self.detail),
+                cause=None if self.diagnosis is None else self.diagnosis.cause,
+                hint=None if self.diagnosis is None else self.diagnosis.hint,
             )
 
 
