@@ -70,6 +70,11 @@ class RunningJob:
     factor: float
     #: On the bar: "40 %", or the state while the progress is unknown.
     progress_text: str
+    #: When it should be done: "done in 20 s–35 s", "ETA n/a" without
+    #: enough history (never a made-up number).
+    eta: str = ""
+    #: Why it looks stuck ("" when it does not): drawn in red.
+    stuck: str = ""
 
 
 @dataclass(frozen=True)
@@ -140,9 +145,23 @@ def tags_text(tags: Any, limit: int = 2) -> str:
     return text + (f" +{len(items) - limit}" if len(items) > limit else "")
 
 
-def running_job(job: Any) -> RunningJob:
-    """``job``: a ``jobs.Job`` not finished (state, progress_fraction,
-    elapsed_s())."""
+def eta_text(outlook: Any) -> str:
+    """A job's ETA: "done in 20 s–35 s" (p50–p90), for a queued one "starts
+    in …"; "ETA n/a" without enough history."""
+    eta = getattr(outlook, "eta", None)
+    if eta is None:
+        return "ETA n/a"
+    if outlook.job.state == "running":
+        lo, hi = eta.finish_in_s
+        return f"done in {fmt_duration(lo)}–{fmt_duration(hi)}"
+    lo, hi = eta.start_in_s
+    return f"starts in {fmt_duration(lo)}–{fmt_duration(hi)}"
+
+
+def running_job(job: Any, outlook: Any = None) -> RunningJob:
+    """``job``: a ``jobs.Job`` (or a collector's ``QueuedJob``) not
+    finished (state, progress_fraction, elapsed_s()); ``outlook``: its
+    ``JobOutlook`` (ETA, stuck), when known."""
     frac = job.progress_fraction
     has = frac is not None and math.isfinite(frac)
     return RunningJob(
@@ -152,6 +171,8 @@ def running_job(job: Any) -> RunningJob:
         elapsed=fmt_duration(job.elapsed_s()),
         factor=max(0.0, min(1.0, float(frac))) if has else 0.0,
         progress_text=f"{math.floor(100 * frac)} %" if has else job.state,
+        eta=eta_text(outlook) if outlook is not None else "",
+        stuck=(getattr(outlook, "stuck", None) or "") if outlook is not None else "",
     )
 
 
@@ -247,12 +268,16 @@ def build_jobs(
     if tracker is None:
         return unavailable(f"Jobs not available: {why_not}" if why_not else "Jobs not available")
     try:
-        active = tracker.active()
+        # Every unfinished job (the code's and the collectors') with its ETA,
+        # stuck ones first; a tracker without an outlook lists its own.
+        outlooks = tracker.outlook() if hasattr(tracker, "outlook") else [None for _ in tracker.active()]
+        active = tracker.active() if not outlooks or outlooks[0] is None else [o.job for o in outlooks]
         recent = tracker.recent(limit=MAX_RECENT)
         by_label, per_service = read_stats(tracker, window, by) if stats is None else stats
     except Exception as e:  # the tracker's own error, shown as is
         return unavailable(f"Jobs: {type(e).__name__}: {e}")
-    running = tuple(running_job(j) for j in active[:MAX_RUNNING])
+    pairs = sorted(zip(active, outlooks), key=lambda p: not (p[1] is not None and p[1].stuck))
+    running = tuple(running_job(j, o) for j, o in pairs[:MAX_RUNNING])
     table, more = table_rows(by_label, sort, reverse)
     count = sum(s.count for s in per_service)
     failed = sum(s.failed for s in per_service)

@@ -115,10 +115,14 @@ def _detail_line(b: V.BackendRow) -> tuple[str, str, bool, bool]:
 
 
 def _check_line(b: V.BackendRow) -> tuple[str, str, bool, bool]:
-    """The second: the last "Test connection" (or that one runs), else a
-    greyed "not tested"."""
+    """The second: what to do while it is not up (the diagnosis's hint; a
+    "Test connection" of a down backend finds the same cause), else the
+    last "Test connection" (or that one runs), else a greyed "not tested".
+    Always one line, so the panel's layout never moves."""
     if b.check_running:
         return "Testing…", "TIME", False, True
+    if b.hint:
+        return f"fix: {b.hint}", "QUESTION", False, True
     if b.check_text:
         return f"Test: {b.check_text}", "CHECKMARK" if b.check_text.startswith("up") else "CANCEL", False, True
     return "not tested", "FILE_REFRESH", False, False
@@ -334,10 +338,11 @@ def _draw_running(col: Any, jobs: JV.JobsView) -> None:
         row.label(text="none")
     for r in jobs.running:
         row = col.row(align=True)
+        row.alert = bool(r.stuck)  # red: it looks stuck
         split = row.split(factor=0.55, align=True)
-        split.label(text=f"{r.service} · {r.model}", icon="PLAY" if r.state == "running" else "TIME")
+        split.label(text=f"{r.service} · {r.model}", icon="ERROR" if r.stuck else "PLAY" if r.state == "running" else "TIME")
         right = split.row(align=True)
-        right.label(text=r.elapsed)
+        right.label(text=f"{r.elapsed} · {r.stuck or r.eta}" if (r.stuck or r.eta) else r.elapsed)
         if HAS_PROGRESS:
             right.progress(text=r.progress_text, factor=r.factor, type="BAR")
         else:

@@ -170,6 +170,10 @@ class BackendRow:
     #: Result of the last "Test connection", e.g. "up, 12 ms (3 s ago)".
     check_text: str = ""
     check_running: bool = False
+    #: Why it is not up (a cause of the collectors' diagnosis, e.g.
+    #: "refused", "wrong_kind") and what to do about it; "" while up.
+    cause: str = ""
+    hint: str = ""
 
 
 @dataclass(frozen=True)
@@ -397,12 +401,20 @@ def build_backend_row(
     if stats is not None and stats.last_error_at:
         err = err or (stats.last_error or "")
         err_age = fmt_age(now - stats.last_error_at)
+    cause = (getattr(status, "cause", None) or "") if state != "up" else ""
+    hint = (getattr(status, "hint", None) or "") if cause else ""
+    if cause and err:
+        err = f"{cause}: {err}"
     check_text = ""
     if check is not None:
         cs, at = check
         lat_c = getattr(cs, "last_latency_ms", None)
         bits = [cs.state] + ([fmt_ms(lat_c)] if lat_c is not None else [])
-        if getattr(cs, "last_error", None):
+        check_cause = getattr(cs, "cause", None)
+        if check_cause and cs.state != "up":
+            bits.append(check_cause)
+            hint = hint or (getattr(cs, "hint", None) or "")
+        elif getattr(cs, "last_error", None):
             bits.append(cs.last_error)
         check_text = f"{', '.join(bits)} ({fmt_age(now - at)})"
     return BackendRow(
@@ -417,6 +429,8 @@ def build_backend_row(
         version=getattr(status, "version", None) or "",
         check_text=check_text,
         check_running=check_running,
+        cause=cause,
+        hint=hint,
     )
 
 

@@ -173,6 +173,34 @@ def test_jobs_view_of_a_real_tracker_is_bounded_and_says_n_a() -> None:
         jv.build_jobs(None, by="shot")
 
 
+def test_jobs_view_shows_eta_and_puts_stuck_jobs_first() -> None:
+    import time
+
+    import movie_director_metrics as mdm
+    from movie_director_metrics.jobs import JobRow, QueuedJob, StuckRule
+
+    jv = _load_pure("jobs_view")
+    with mdm.Monitor() as m:
+        now = time.time()
+        for i in range(10):  # 10 s jobs of sdxl: enough history for an ETA
+            m.jobs.record(JobRow(service="comfyui", model="sdxl", workflow=None, job_id=f"h{i}", tags={}, source="backend",
+                                 submitted_at=now - 20, started_at=None, finished_at=now - 10, queue_wait_ms=None,
+                                 processing_ms=10_000.0 + i, ok=True, error=None))
+        m.jobs.stuck_rule = StuckRule(factor=3.0, floor_s=1.0, stall_s=600.0)
+        m.jobs.set_backend_queue("comfyui", [
+            QueuedJob("comfyui", "q1", "queued", model="sdxl", seen_at=now),
+            QueuedJob("comfyui", "r", "running", model="sdxl", seen_at=now - 45.0),  # 45 s > 3 x p95
+            QueuedJob("comfyui", "q2", "queued", model="never-seen", seen_at=now),
+        ])
+        v = jv.build_jobs(m.jobs, "1h")
+        assert v.running[0].stuck.startswith("running 45 s, over 3x its p95")
+        assert v.running[1].eta.startswith("starts in ") and v.running[2].eta.startswith("starts in ")
+        m.jobs.set_backend_queue("comfyui", [QueuedJob("comfyui", "x", "queued", model="sdxl", seen_at=now)])
+        with mdm.Monitor() as fresh:
+            fresh.jobs.set_backend_queue("c", [QueuedJob("c", "x", "queued", model="m", seen_at=now)])
+            assert jv.build_jobs(fresh.jobs, "1h").running[0].eta == "ETA n/a"  # no history: no made-up number
+
+
 def test_jobs_view_reports_a_failing_tracker() -> None:
     jv = _load_pure("jobs_view")
 
@@ -391,6 +419,9 @@ def test_panels_draw(report: dict[str, Any]) -> None:
     assert names["cloud-llm"] == "INTERNET_OFFLINE"  # blocked, with its reason below
     assert any("Online Access is off" in t for t in _texts(conn))
     assert any("connection refused" in t and "ago" in t for t in _texts(conn))  # last error with its age
+    # The cause leads the error, and a line says what to do about it.
+    assert any(t.startswith("refused: ") for t in _texts(conn))
+    assert any(t.startswith("fix: nothing listens at ") for t in _texts(conn))
     tests = [e for e in conn if e["fn"] == "operator" and e["operator"] == "movie_director.test_connection"]
     assert {t["props"]["backend"] for t in tests} >= {"render-farm", "cloud-llm", ""}
 

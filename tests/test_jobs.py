@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -515,14 +516,15 @@ def test_watch_frame_lists_running_and_queued_jobs(monitor):
     for i in range(6):
         t.set_backend_queue("a1111", [QueuedJob("a1111", f"q{k}", "queued", model="dream", seen_at=time.time())
                                       for k in range(6)])
-    console = Console(width=120, record=True)
-    console.print(dashboard.render(monitor.snapshot("5m"), {}, {}, width=120, window="5m", jobs=t.queued()))
+    console = Console(width=160, record=True)
+    console.print(dashboard.render(monitor.snapshot("5m"), {}, {}, width=160, window="5m", jobs=t.outlook()))
     out = console.export_text()
     assert "jobs: 1 running, 6 queued" in out
     lines = out.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("jobs:"))
     assert "running" in lines[first + 1] and "comfyui" in lines[first + 1] and "40 %" in lines[first + 1]
     assert "… 2 more" in out
+    assert "ETA n/a" in out, "no history yet: no made-up number"
 
 
 def test_peak_vram_during_a_job_comes_from_the_backends_readings():
@@ -591,3 +593,117 @@ def test_a_job_finishing_during_a_reopen_goes_to_the_next_monitor(handle):
             c.close()
     finally:
         del handle.HOLD_S
+
+
+# ---- outlook: ETA and stuck jobs ------------------------------------------------------
+
+
+def test_eta_from_the_queue_and_the_models_percentiles() -> None:
+    """A scripted queue of 20 prompts on a backend that runs one job at a
+    time, after 40 recorded runs of each model: each ETA against the start
+    the job then really gets, its run times drawn from the same
+    distributions.  The p50 error is printed (stated in the closing note)."""
+    from movie_director_metrics.jobs import QueuedJob
+
+    rng = np.random.default_rng(3)
+    sigma = 0.25
+    medians = {"sdxl": 20.0, "flux": 60.0}
+    with mdm.Monitor() as m:
+        t = m.jobs
+        for model, med in medians.items():
+            for sec in rng.lognormal(np.log(med), sigma, 40):
+                t.record(row(model=model, processing_ms=float(sec) * 1e3, at=time.time()))
+        now = time.time()
+        models = [("flux", "sdxl")[k % 3 == 0] for k in range(20)]
+        queue = [QueuedJob("comfyui", "r", "running", model="sdxl", seen_at=now - 5.0)]
+        queue += [QueuedJob("comfyui", f"q{k}", "queued", model=mo, seen_at=now) for k, mo in enumerate(models)]
+        queue.append(QueuedJob("comfyui", "odd", "queued", model="never-seen", seen_at=now))
+        t.set_backend_queue("comfyui", queue)
+        out = {o.job.job_id: o for o in t.outlook()}
+        assert [out[q.job_id].position for q in queue] == list(range(len(queue)))
+        assert out["r"].eta is not None and out["r"].eta.start_in_s == (0.0, 0.0)
+        assert out["odd"].eta is not None and out["odd"].eta.basis == "service", "an unknown model: the service's"
+        # What really happens: the running job ends after a fresh draw (it ran 5 s already),
+        # then each job runs for a fresh draw of its model's distribution.
+        clock = max(0.0, float(rng.lognormal(np.log(medians["sdxl"]), sigma)) - 5.0)
+        errors, inside = [], 0
+        for k, model in enumerate(models):
+            eta = out[f"q{k}"].eta
+            assert eta is not None and eta.basis == "model"
+            assert eta.start_in_s[0] <= eta.start_in_s[1] and eta.finish_in_s[0] > eta.start_in_s[0]
+            errors.append(abs(eta.start_in_s[0] - clock) / clock)
+            inside += clock <= eta.start_in_s[1]
+            clock += float(rng.lognormal(np.log(medians[model]), sigma))
+        med_err = float(np.median(errors))
+        print(f"\nETA of {len(errors)} queued prompts against their scripted starts: p50 relative error "
+              f"{100 * med_err:.1f} % (worst {100 * max(errors):.1f} %); {inside} of {len(errors)} started "
+              "before their p90 ETA")
+        assert med_err < 0.15, errors
+        assert inside >= len(errors) // 2
+
+
+def test_no_eta_without_enough_history() -> None:
+    from movie_director_metrics.jobs import QueuedJob
+
+    with mdm.Monitor() as m:
+        for _ in range(4):  # fewer than MIN_JOBS
+            m.jobs.record(row(model="sdxl", at=time.time()))
+        m.jobs.set_backend_queue("comfyui", [QueuedJob("comfyui", "q", "queued", model="sdxl", seen_at=time.time())])
+        (o,) = m.jobs.outlook()
+        assert o.eta is None and o.stuck is None
+
+
+def test_a_job_that_never_finishes_is_flagged_stuck_with_an_alert_event() -> None:
+    """A loopback ComfyUI that accepts a prompt and never finishes it: the
+    collector reports it running; past 3x the p95 (floor lowered for the
+    test) it is stuck, and alerts.evaluate() raises job_stuck."""
+    from movie_director_metrics.collectors.config import BackendConfig
+    from movie_director_metrics.jobs import StuckRule
+    from loopback import LoopbackServer, Reply
+
+    graph = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl.safetensors"}}}
+    busy = {"exec_info": {"queue_remaining": 1}}
+    queue = {"queue_running": [[0, "never-done", graph, {}, ["1"]]], "queue_pending": []}
+    routes = {
+        ("GET", "/api/prompt"): Reply(200, busy),
+        ("GET", "/api/queue"): Reply(200, queue),
+        ("GET", "/api/history"): Reply(200, {}),
+        ("GET", "/api/system_stats"): Reply(404, {}),
+        ("GET", "/api/jobs"): Reply(404, {}),
+    }
+    with mdm.Monitor() as m, LoopbackServer(routes) as srv:
+        for _ in range(10):
+            m.jobs.record(row(service="comfy", model="sdxl.safetensors", processing_ms=100.0, at=time.time()))
+        m.jobs.stuck_rule = StuckRule(factor=3.0, floor_s=0.5, stall_s=60.0)
+        events: list[Any] = []
+        m.alerts.on_event(events.append)
+        collectors = m.start_collectors([BackendConfig(name="comfy", kind="comfyui", url=srv.url, interval_s=0.2)])
+        try:
+            deadline = time.monotonic() + 10
+            while not events and time.monotonic() < deadline:
+                m.alerts.evaluate()
+                time.sleep(0.1)
+        finally:
+            collectors.stop()
+        (ev,) = [e for e in events if e.rule == "job_stuck"]
+        assert (ev.target, ev.to_state, ev.severity) == ("comfy", "firing", "warning")
+        assert "never-done" in ev.message and "over 3x its p95" in ev.message
+        (o,) = [o for o in m.jobs.outlook() if o.stuck]
+        assert o.job.job_id == "never-done"
+        # The queue empties (the backend went down): resolved.
+        m.jobs.set_backend_queue("comfy", [])
+        m.alerts.evaluate()
+        assert [e.to_state for e in events if e.rule == "job_stuck"] == ["firing", "normal"]
+
+
+def test_no_progress_for_too_long_is_stuck(monitor) -> None:
+    from movie_director_metrics.jobs import StuckRule
+
+    t = monitor.jobs
+    t.stuck_rule = StuckRule(stall_s=0.05)
+    job = t.job("comfyui", model="m").progress(0.2)
+    time.sleep(0.1)
+    (o,) = t.outlook()
+    assert o.stuck is not None and o.stuck.startswith("no progress for")
+    job.progress(0.3)
+    assert t.outlook()[0].stuck is None

@@ -433,7 +433,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     return dashboard.render(
                         snap, statuses, _series(monitor, names),
                         width=console.width, window=args.window, title=title, note=note, alerts=lines, state=layout,
-                        jobs=tracker.queued() if tracker is not None else (),
+                        jobs=tracker.outlook() if tracker is not None else (),
                     )
 
                 with _sigterm_as_interrupt():

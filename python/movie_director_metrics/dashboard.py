@@ -37,7 +37,6 @@ import datetime as _dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from rich import box
 from rich.cells import cell_len
@@ -47,6 +46,7 @@ from rich.text import Text
 
 from ._core import ServiceStats
 from .collectors.scheduler import BackendStatus
+from .jobs.outlook import JobOutlook
 
 __all__ = [
     "BLOCKS",
@@ -55,7 +55,6 @@ __all__ = [
     "NOT_AVAILABLE",
     "RESERVED",
     "DashboardState",
-    "UnfinishedJob",
     "render",
     "sparkline",
 ]
@@ -248,21 +247,6 @@ class _Column:
         return max([cell_len(self.header), self.floor, *(c.cell_len for c in self.cells)])
 
 
-class UnfinishedJob(Protocol):
-    """What the dashboard shows of a job still queued or running (a
-    ``jobs.Job`` or a ``jobs.QueuedJob``)."""
-
-    @property
-    def service(self) -> str: ...
-    @property
-    def model(self) -> str | None: ...
-    @property
-    def state(self) -> str: ...
-    @property
-    def progress_fraction(self) -> float | None: ...
-    def elapsed_s(self) -> float: ...
-
-
 #: Jobs listed under the table at most (the rest are counted).
 JOB_LINES = 5
 
@@ -271,18 +255,34 @@ def _elapsed(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)}m {seconds % 60:02.0f}s"
 
 
-def _job_lines(jobs: Sequence[UnfinishedJob]) -> list[Text]:
-    """A summary line and one line per job, running ones first."""
-    if not jobs:
+def _eta(o: JobOutlook) -> str:
+    eta = o.eta
+    if eta is None:
+        return "ETA n/a"
+    lo, hi = eta.finish_in_s
+    if o.job.state == "running":
+        return f"done in {_elapsed(lo)}–{_elapsed(hi)}"
+    return f"starts in {_elapsed(eta.start_in_s[0])}–{_elapsed(eta.start_in_s[1])}, done in {_elapsed(lo)}–{_elapsed(hi)}"
+
+
+def _job_lines(outlooks: Sequence[JobOutlook]) -> list[Text]:
+    """A summary line and one line per job, stuck and running ones first,
+    each with its ETA (or why it looks stuck, in red)."""
+    if not outlooks:
         return []
-    ordered = sorted(jobs, key=lambda j: (j.state != "running", -j.elapsed_s()))
-    running = sum(1 for j in jobs if j.state == "running")
-    lines = [Text(f"jobs: {running} running, {len(jobs) - running} queued", style="bold")]
-    for j in ordered[:JOB_LINES]:
+    ordered = sorted(outlooks, key=lambda o: (o.stuck is None, o.job.state != "running", o.position))
+    running = sum(1 for o in outlooks if o.job.state == "running")
+    stuck = sum(1 for o in outlooks if o.stuck is not None)
+    head = f"jobs: {running} running, {len(outlooks) - running} queued" + (f", {stuck} stuck" if stuck else "")
+    lines = [Text(head, style="bold red" if stuck else "bold")]
+    for o in ordered[:JOB_LINES]:
+        j = o.job
         progress = f"  {100 * j.progress_fraction:3.0f} %" if j.progress_fraction is not None else ""
-        lines.append(Text(f"  {j.state:<8} {j.service}  {j.model or NO_DATA}  {_elapsed(j.elapsed_s())}{progress}"))
-    if len(jobs) > JOB_LINES:
-        lines.append(Text(f"  … {len(jobs) - JOB_LINES} more", style="dim"))
+        tail = f"STUCK: {o.stuck}" if o.stuck else _eta(o)
+        lines.append(Text(f"  {j.state:<8} {j.service}  {j.model or NO_DATA}  {_elapsed(j.elapsed_s())}{progress}  {tail}",
+                          style="red" if o.stuck else ""))
+    if len(outlooks) > JOB_LINES:
+        lines.append(Text(f"  … {len(outlooks) - JOB_LINES} more", style="dim"))
     return lines
 
 
@@ -308,7 +308,7 @@ def render(
     title: str = "movie-director-metrics",
     note: str | None = None,
     state: DashboardState | None = None,
-    jobs: Sequence[UnfinishedJob] = (),
+    jobs: Sequence[JobOutlook] = (),
 ) -> RenderableType:
     """One dashboard frame, laid out for a console ``width`` columns wide.
 
@@ -321,8 +321,9 @@ def render(
     table when there are any; ``note``: an extra dim line under the table
     (e.g. a storage warning); ``state``: a :class:`DashboardState` kept
     across the frames of a live view (stable rows and column widths);
-    ``jobs``: jobs not finished yet (``JobTracker.queued()``), listed under
-    the table, running first, at most :data:`JOB_LINES`.
+    ``jobs``: the outlook of the jobs not finished yet
+    (``JobTracker.outlook()``), listed under the table with their ETA,
+    stuck and running ones first, at most :data:`JOB_LINES`.
 
     Rows: the statuses' order (the config's), then services only the
     snapshot knows (e.g. reloaded history of a backend no longer

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 #: Serialises the lazy creation of Monitor.alerts and Monitor.llm.
 _CREATE_LOCK = threading.RLock()
 
+#: The built-in alert rule of jobs that look stuck (see jobs.outlook).
+STUCK_RULE = "job_stuck"
+
 #: How far back alert events and LLM rows are reloaded (the longest window).
 RELOAD_S = 30 * 86_400
 
@@ -83,6 +86,29 @@ class _EngineView:
 
     def now(self) -> float:
         return self._core.now()
+
+    def stuck_job_events(self, at: float) -> list[Any]:
+        """``job_stuck`` alert events for jobs that became stuck (firing) or
+        stopped being stuck (resolved) since the last pass."""
+        owner = self._owner()
+        jobs = owner.existing_jobs() if owner is not None else None
+        if jobs is None:
+            return []
+        from .alerts.manager import AlertEvent
+        from .alerts.rules import State
+
+        events = []
+        for o, stuck in jobs.stuck_changes():
+            job = o.job
+            what = f"job {job.job_id or '?'}" + (f" ({job.model})" if job.model else "")
+            frm: State = "normal" if stuck else "firing"
+            to: State = "firing" if stuck else "normal"
+            why = o.stuck if stuck else "no longer stuck"
+            events.append(AlertEvent(
+                at, STUCK_RULE, job.service, frm, to, o.job.elapsed_s(), None, "warning",
+                f"{frm} -> {to}: [warning] {STUCK_RULE} on {job.service}: {what}: {why}",
+            ))
+        return events
 
     def model_figure(self, name: str, metric: str, window: str | float) -> float | None:
         """``Monitor._model_figure`` while the monitor lives; None after."""
@@ -384,6 +410,7 @@ class Monitor:
 
             view = _EngineView(self)
             manager = AlertManager(view, sources={"model": view.model_figure})
+            manager.add_check(view.stuck_job_events)
             with self.storage_session() as st:
                 if st is not None:
                     since = self._core.now() - RELOAD_S

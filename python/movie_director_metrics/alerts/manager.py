@@ -222,6 +222,8 @@ class AlertManager:
         self._outbox: deque[AlertEvent] = deque()
         self._callbacks: list[Callable[[AlertEvent], object]] = []
         self._failing: set[tuple[str, str]] = set()  # sources that raised, logged once each
+        # Built-in checks run by each evaluate(): now -> events (stuck jobs).
+        self._checks: list[Callable[[float], list[AlertEvent]]] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         for rule in rules:
@@ -366,6 +368,11 @@ class AlertManager:
                 st = snaps[rule.window_s].get(rule.target)
                 readings.append((rule, rule.target, None if st is None else rule._read(st)))
         events: list[AlertEvent] = []
+        for check in list(self._checks):
+            try:
+                events.extend(check(at))
+            except Exception:
+                logger.exception("built-in alert check %r failed", check)
         with self._lock:
             for rule, target, value in readings:
                 if self._rules.get(rule.name) is not rule:
@@ -381,6 +388,12 @@ class AlertManager:
             self._outbox.extend(events)
         self._dispatch()
         return events
+
+    def add_check(self, check: Callable[[float], list[AlertEvent]]) -> None:
+        """A built-in check that :meth:`evaluate` runs each pass: it is
+        given the pass's time and returns events (e.g. ``job_stuck``), kept
+        and dispatched like a rule's."""
+        self._checks.append(check)
 
     def _dispatch(self) -> None:
         """Runs callbacks for queued events, in order, in at most one thread.

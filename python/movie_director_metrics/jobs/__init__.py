@@ -1,11 +1,15 @@
 """Jobs: generation requests from submission to result (see ``tracker``)."""
 
 from .job import Job, JobSink
+from .outlook import Eta, JobOutlook, StuckRule
 from .rows import JOB_COLUMNS, STORED_COLUMNS, JobRow, QueuedJob
 from .tracker import BY, OTHER_LABEL, JobStats, JobTracker, SeriesKey
 
 __all__ = [
     "BY",
+    "Eta",
+    "JobOutlook",
+    "StuckRule",
     "JOB_COLUMNS",
     "OTHER_LABEL",
     "STORED_COLUMNS",

@@ -70,6 +70,7 @@ class Job:
         "_t_start",
         "_t_end",
         "_row",
+        "_progress_at",
     )
     # Slot types (set in __init__; a chained None store leaves them untyped).
     _t_start: float | None
@@ -97,6 +98,7 @@ class Job:
         self._t0 = _perf()
         # One chained store: this constructor is on the recording path.
         self._t_start = self._t_end = self.progress_fraction = self.ok = self.error = self._row = None
+        self._progress_at: float | None = None
         self._sink = sink
 
     @property
@@ -125,6 +127,13 @@ class Job:
     def elapsed_s(self) -> float:
         """Seconds since submission (until the result once finished)."""
         return (self._t_end if self._t_end is not None else time.perf_counter()) - self._t0
+
+    def progress_stalled_s(self) -> float | None:
+        """Seconds since the reported progress last moved; None when the
+        job reports none (or is finished)."""
+        if self._progress_at is None or self._t_end is not None:
+            return None
+        return _perf() - self._progress_at
 
     @property
     def queue_wait_ms(self) -> float | None:
@@ -196,6 +205,8 @@ class Job:
         if not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 <= fraction <= 1):
             self._sink.job_fault("invalid_value", f"progress({fraction!r}): expected a number from 0 to 1")
             return self
+        if self.progress_fraction != float(fraction) or self._progress_at is None:
+            self._progress_at = _perf()
         self.progress_fraction = float(fraction)
         if self._t_start is None:
             self._t_start = _perf()  # progress means it runs

@@ -48,6 +48,7 @@ from .. import _core
 from .._core import record_each
 from ..errors import InvalidValueError, MetricsError
 from .job import Job, PeakVram, new_job
+from .outlook import MIN_JOBS, JobOutlook, StuckRule, outlook
 from .rows import JobRow, QueuedJob
 
 __all__ = ["BY", "JOB_TIERS", "OTHER_LABEL", "JobStats", "JobTracker", "SeriesKey"]
@@ -102,6 +103,7 @@ class JobStats:
     success_rate: float | None
     processing_avg_ms: float | None
     processing_p50_ms: float | None
+    processing_p90_ms: float | None
     processing_p95_ms: float | None
     processing_p99_ms: float | None
     queue_wait_count: int
@@ -174,6 +176,9 @@ class JobTracker:
         self._max_active = max_active
         self._extra_active: Callable[[], list[Job]] | None = None
         self._queued: dict[str, tuple[QueuedJob, ...]] = {}
+        #: When a running job counts as stuck (see :mod:`.outlook`).
+        self.stuck_rule = StuckRule()
+        self._stuck: dict[int, JobOutlook] = {}
         # Finished jobs are kept as they came (a Job or a JobRow); a Job
         # becomes a row only when read, off the recording path.
         self._unsaved: deque[Job | JobRow] = deque(maxlen=max_rows)
@@ -408,6 +413,7 @@ class JobTracker:
                     success_rate=run.success_rate,
                     processing_avg_ms=run.avg_ms,
                     processing_p50_ms=run.p50_ms,
+                    processing_p90_ms=run.p90_ms,
                     processing_p95_ms=run.p95_ms,
                     processing_p99_ms=run.p99_ms,
                     queue_wait_count=wait.count if has_wait and wait else 0,
@@ -420,6 +426,35 @@ class JobTracker:
             )
         out.sort(key=lambda s: (-s.count, s.service, s.label))
         return out
+
+    def outlook(self, window: str | float = "24h", rule: StuckRule | None = None) -> list[JobOutlook]:
+        """Every unfinished job (:meth:`queued` order) with its position,
+        ETA and whether it looks stuck (see :mod:`.outlook`), from the
+        processing percentiles over ``window``."""
+        table: dict[tuple[str, str | None], tuple[float, float, float]] = {}
+        for by in ("model", "service"):
+            for st in self.stats(window, by=by):
+                p50, p90, p95 = st.processing_p50_ms, st.processing_p90_ms, st.processing_p95_ms
+                if st.count >= MIN_JOBS and p50 is not None and p90 is not None and p95 is not None:
+                    table[(st.service, st.label if by == "model" else None)] = (p50 / 1e3, p90 / 1e3, p95 / 1e3)
+
+        def stalled(job: Any) -> float | None:
+            return job.progress_stalled_s() if isinstance(job, Job) else None
+
+        return outlook(self.queued(), lambda service, model: table.get((service, model)),
+                       rule or self.stuck_rule, stalled)
+
+    def stuck_changes(self, window: str | float = "24h") -> list[tuple[JobOutlook, bool]]:
+        """Jobs that became stuck (``True``) or stopped being stuck —
+        finished, or moving again (``False``) — since the last call; the
+        alert manager turns them into ``job_stuck`` events."""
+        now_stuck = {id(o.job): o for o in self.outlook(window) if o.stuck is not None}
+        with self._lock:
+            before = self._stuck
+            self._stuck = now_stuck
+        changes = [(o, True) for k, o in now_stuck.items() if k not in before]
+        changes += [(o, False) for k, o in before.items() if k not in now_stuck]
+        return changes
 
     def recent(self, limit: int | None = None, service: str | None = None) -> list[JobRow]:
         """The last finished jobs, newest first."""
