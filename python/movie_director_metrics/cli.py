@@ -7,6 +7,7 @@
     movie-director-metrics export PATH [--format csv|json] [--window 24h | --start T [--end T]]
     movie-director-metrics serve [--host 127.0.0.1] [--port 9464] [--demo] [--config PATH]
     movie-director-metrics jobs [--window 24h] [--by model|workflow|service] [--service S] [--json]
+    movie-director-metrics action BACKEND ACTION [TARGET] [--yes] [--config PATH] [--allow-remote]
     movie-director-metrics --version
 
 ``watch`` and ``serve`` poll the configured backends (``backends.toml``,
@@ -206,6 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--json", action="store_true", help="machine-readable output")
     _add_storage(j, recording=False)
     j.set_defaults(func=cmd_jobs)
+
+    a = sub.add_parser("action", help="interrupt, delete a pending job, free memory, unload a model", description=(
+        "Sends one action to a configured backend after asking to confirm, and prints the server's "
+        "answer.  ComfyUI: interrupt [PROMPT_ID], delete PROMPT_ID, free.  A1111/Forge: interrupt, skip.  "
+        "Ollama: unload MODEL.  Exit code 0 when the server accepted it."))
+    a.add_argument("backend", metavar="BACKEND", help="the backend's name in the config")
+    a.add_argument("action", metavar="ACTION", help="interrupt, delete, free, skip or unload (what the kind has)")
+    a.add_argument("target", metavar="TARGET", nargs="?", help="a prompt id (ComfyUI) or a model (Ollama unload)")
+    a.add_argument("--yes", action="store_true", help="do not ask to confirm")
+    _add_config(a)
+    a.set_defaults(func=cmd_action)
 
     s = sub.add_parser("serve", help="serve Prometheus /metrics of the configured backends", description=(
         "Polls the configured backends and serves their metrics at /metrics (OpenMetrics or "
@@ -698,6 +710,43 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     else:
         _print_jobs(stats, recent, args.by, args.window, sys.stdout)
     return EXIT_OK
+
+
+# --- action ------------------------------------------------------------------------------
+
+
+def cmd_action(args: argparse.Namespace) -> int:
+    from .collectors.actions import ACTIONS, run_action
+
+    try:
+        configs = {c.name: c for c in load_config(args.config)}
+    except ConfigError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    cfg = configs.get(args.backend)
+    if cfg is None:
+        _err(f"no backend named {args.backend!r}: the config has {', '.join(configs) or 'none'}")
+        return EXIT_USAGE
+    act = ACTIONS.get(cfg.kind, {}).get(args.action)
+    if act is None:
+        _err(f"{args.action!r}: a {cfg.kind} backend has these actions: {', '.join(ACTIONS.get(cfg.kind, {})) or 'none'}")
+        return EXIT_USAGE
+    what = f"{act.title} on {cfg.name} ({cfg.url})" + (f" for {args.target}" if args.target else "")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            _err(f"{what}: {act.confirm}; pass --yes to confirm without a terminal")
+            return EXIT_USAGE
+        answer = input(f"{what}: {act.confirm}. Go ahead? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing sent")
+            return EXIT_FAIL
+    try:
+        result = run_action(cfg, args.action, args.target, allow_remote=args.allow_remote)
+    except ValueError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    print(f"{'ok' if result.ok else 'failed'}: {what}: {result.message}")
+    return EXIT_OK if result.ok else EXIT_FAIL
 
 
 # --- serve -------------------------------------------------------------------------------
