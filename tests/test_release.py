@@ -178,7 +178,7 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
         ("manylinux_2_17_x86_64.manylinux2014_x86_64", {"linux-x64"}),
     ],
 )
-def test_wheel_tags_map_to_blender_platforms(tag: str, platforms: set[str]) -> None:
+def test_wheel_tags_map_to_addon_platforms(tag: str, platforms: set[str]) -> None:
     assert build_dist_addon.blender_platforms(f"movie_director_metrics-{VERSION}-cp311-abi3-{tag}.whl") == platforms
 
 
