@@ -404,3 +404,68 @@ def test_is_loopback_has_one_home() -> None:
         "movie_director_metrics.collectors.scheduler",
         "movie_director_metrics.llm.prices",
     } <= users
+
+
+# ---- no import cycles -------------------------------------------------------------------
+
+
+def _runtime_imports(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """Every import that can run (module level and inside functions), not
+    the ones under ``if TYPE_CHECKING:`` (types only, never executed)."""
+    out: list[ast.Import | ast.ImportFrom] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            out.append(node)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return out
+
+
+def test_the_package_has_no_import_cycles() -> None:
+    """The modules of the package import each other without a cycle (at
+    import time or lazily inside functions); TYPE_CHECKING imports are
+    annotations only.  The extension ``_core`` is a leaf."""
+    root = ROOT / "python" / "movie_director_metrics"
+    modules: dict[str, Path] = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for node in _runtime_imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                graph[name] |= {a.name for a in node.names if a.name in modules}
+                continue
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else [])) if node.level else (node.module or "")
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                if sub in modules:
+                    graph[name].add(sub)
+                elif sub != "movie_director_metrics._core" and target in modules:
+                    graph[name].add(target)
+    # A package importing its own submodules (its __init__) is the normal
+    # direction; a cycle is a path back to where it started.
+    cycles: list[list[str]] = []
+
+    def walk(node: str, path: list[str], seen: set[str]) -> None:
+        for nxt in sorted(graph[node]):
+            if nxt == path[0]:
+                cycles.append([*path, nxt])
+            elif nxt not in seen and nxt > path[0]:  # report each cycle once, from its smallest name
+                seen.add(nxt)
+                walk(nxt, [*path, nxt], seen)
+
+    for start in sorted(graph):
+        walk(start, [start], {start})
+    assert len(modules) > 40
+    assert cycles == [], "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles[:10])
