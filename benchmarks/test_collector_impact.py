@@ -8,7 +8,6 @@ throughput loss, each over alternating off/on phases."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 import subprocess

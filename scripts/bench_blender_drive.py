@@ -52,7 +52,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import addon_utils
 import bpy

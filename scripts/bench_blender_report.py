@@ -130,7 +130,9 @@ def table(summary: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     ]
     for s in summary:
         t = s["targets"]
-        mark = lambda k: "met" if t[k]["met"] else "missed"  # noqa: E731
+
+        def mark(k: str, t: dict[str, Any] = t) -> str:
+            return "met" if t[k]["met"] else "missed"
         lines += [
             f"## scenario {s['scenario']}: {s['backends']} backends, {s['rounds']} rounds x (on + off) x {s['phase_s']:g} s playback"
             + ("" if s["valid_setup"] else f"   ** off-phase playback below {MIN_FPS:g} fps: not the reference setup **"),

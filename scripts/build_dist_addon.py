@@ -116,7 +116,7 @@ def stage(dest: Path, by_platform: dict[str, Path]) -> None:
     platforms = [p for p in PLATFORMS if p in by_platform]
     for key, values in (("platforms", platforms), ("wheels", [f"./wheels/{w.name}" for w in wheels])):
         line = f"{key} = [" + ", ".join(f'"{v}"' for v in values) + "]"
-        text, n = re.subn(rf"(?m)^{key}\s*=\s*\[[^\]]*\]", lambda _m: line, text)
+        text, n = re.subn(rf"(?m)^{key}\s*=\s*\[[^\]]*\]", lambda _m, line=line: line, text)
         if n != 1:
             raise BuildError(f"{MANIFEST}: expected exactly one `{key} = [...]` line, found {n}")
     (dest / "blender_manifest.toml").write_text(text, encoding="utf-8")

@@ -48,7 +48,7 @@ MAX_RANK_ERR = 0.002  # 0.2 percentage points of rank (bimodal p90 only)
 # --------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_datasets(n: int, seed: int = SEED) -> dict[str, np.ndarray]:
     """The four data sets of ``shared/bench/peers.py`` with ``n`` values each.
 

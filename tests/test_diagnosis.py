@@ -11,8 +11,6 @@ says which.
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from pathlib import Path
 
 import pytest

@@ -108,7 +108,7 @@ def toml_scalars() -> st.SearchStrategy[Any]:
         st.integers(min_value=-(10**40), max_value=10**40),
         st.floats(),
         st.booleans(),
-        st.datetimes(timezones=st.none() | st.just(_dt.timezone.utc)),
+        st.datetimes(timezones=st.none() | st.just(_dt.UTC)),
         st.dates(),
         st.times(),
     )

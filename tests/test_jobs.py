@@ -458,7 +458,7 @@ def test_backend_queue_lists_jobs_not_recorded_from_code(monitor):
         QueuedJob("comfyui", "p2", "queued", model="flux", submitted_at=T0, seen_at=T0 + 5),
     ])
     listed = t.queued()
-    assert [getattr(j, "job_id") for j in listed] == ["p1", "p2"]
+    assert [j.job_id for j in listed] == ["p1", "p2"]
     assert listed[0] is mine, "a job seen both ways is listed once, as the code's"
     assert listed[1].elapsed_s(now=T0 + 12) == 12.0
     t.set_backend_queue("comfyui", [])
@@ -513,9 +513,8 @@ def test_watch_frame_lists_running_and_queued_jobs(monitor):
 
     t = monitor.jobs
     t.job("comfyui", model="sdxl").progress(0.4)
-    for i in range(6):
-        t.set_backend_queue("a1111", [QueuedJob("a1111", f"q{k}", "queued", model="dream", seen_at=time.time())
-                                      for k in range(6)])
+    t.set_backend_queue("a1111", [QueuedJob("a1111", f"q{k}", "queued", model="dream", seen_at=time.time())
+                                  for k in range(6)])
     console = Console(width=160, record=True)
     console.print(dashboard.render(monitor.snapshot("5m"), {}, {}, width=160, window="5m", jobs=t.outlook()))
     out = console.export_text()

@@ -160,8 +160,8 @@ def test_price_history_by_start_date(tmp_path: Path) -> None:
     assert t.cost("acme", "acme-1", u, at="2024-12-31") is None  # before any price
     assert t.cost("acme", "acme-1", u, at="2025-01-01") == approx(2e-03)
     assert t.cost("acme", "acme-1", u, at=dt.date(2025, 6, 14)) == approx(2e-03)
-    assert t.cost("acme", "acme-1", u, at=dt.datetime(2025, 6, 15, 0, 0, tzinfo=dt.timezone.utc)) == approx(1e-03)
-    june_15_utc = dt.datetime(2025, 6, 15, tzinfo=dt.timezone.utc).timestamp()
+    assert t.cost("acme", "acme-1", u, at=dt.datetime(2025, 6, 15, 0, 0, tzinfo=dt.UTC)) == approx(1e-03)
+    june_15_utc = dt.datetime(2025, 6, 15, tzinfo=dt.UTC).timestamp()
     assert t.cost("acme", "acme-1", u, at=june_15_utc - 1) == approx(2e-03)  # epoch seconds, UTC day
     assert t.cost("acme", "acme-1", u, at=june_15_utc) == approx(1e-03)
 

@@ -50,7 +50,7 @@ def test_start_end_report_covered_span(mon: Monitor) -> None:
 def test_rpm_and_peak_minute(mon: Monitor) -> None:
     s = mon.service("a")
     mon.advance(60)  # start of a minute boundary: T0 + 60
-    for minute, n in enumerate([10, 40, 20]):
+    for n in [10, 40, 20]:
         for _ in range(n):
             s.record(5.0)
         mon.advance(60)

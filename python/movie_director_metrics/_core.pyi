@@ -5,7 +5,7 @@ from typing import Any, final, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from typing_extensions import Self
+from typing import Self
 
 __all__ = [
     "DEFAULT_COMPRESSION",

@@ -120,7 +120,7 @@ def parse_time(text: str) -> float:
             f"{text!r} is not a time: expected epoch seconds or ISO 8601 such as 2025-06-01T12:00Z"
         ) from None
     if t.tzinfo is None:
-        t = t.replace(tzinfo=_dt.timezone.utc)
+        t = t.replace(tzinfo=_dt.UTC)
     return t.timestamp()
 
 
@@ -664,7 +664,7 @@ def _print_jobs(stats: Sequence[Any], recent: Sequence[Any], by: str, window: st
             ("finished (UTC)", "service", "model", "workflow", "wait", "processing", "outcome"),
             [
                 (
-                    _dt.datetime.fromtimestamp(r.finished_at, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+                    _dt.datetime.fromtimestamp(r.finished_at, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S"),
                     r.service,
                     r.model or "",
                     r.workflow or "",

@@ -488,7 +488,7 @@ def _json_document(
     st = monitor.storage
     return {
         "schema_version": SCHEMA_VERSION,
-        "generated_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "generated_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "generator": f"movie_director_metrics {_core.__version__}",
         "window": {
             "start": iso_utc(rng.lo),

@@ -39,7 +39,7 @@ def epoch_arg(name: str, v: object) -> float:
 
 
 def iso_utc(epoch_s: float) -> str:
-    return _dt.datetime.fromtimestamp(epoch_s, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.fromtimestamp(epoch_s, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def resolve_range(

@@ -213,7 +213,7 @@ def default_path() -> Path:
 
 
 def _utc_stamp() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 class _OwnerLock:
@@ -243,7 +243,7 @@ class _OwnerLock:
         f.truncate()
         f.write(
             f"process {os.getpid()} on {socket.gethostname()} "
-            f"(since {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')})"
+            f"(since {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')})"
         )
         f.flush()
         self._file = f

@@ -478,7 +478,7 @@ class AlertManager:
             raise InvalidValueError(f"format={format!r} is not supported: expected 'csv' or 'json'")
         rows = [
             {
-                "at": _dt.datetime.fromtimestamp(e.at, _dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+                "at": _dt.datetime.fromtimestamp(e.at, _dt.UTC).isoformat().replace("+00:00", "Z"),
                 "at_epoch_s": e.at, "rule": e.rule, "target": e.target, "from_state": e.from_state,
                 "to_state": e.to_state, "kind": e.kind, "value": e.value, "threshold": e.threshold,
                 "severity": e.severity, "message": e.message,

@@ -12,7 +12,6 @@ import re
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from .. import _core
@@ -143,7 +142,7 @@ def _finite_number(v: object) -> bool:
 def fmt_epoch(t: float) -> str:
     """``t`` (epoch s) as ``"YYYY-MM-DD HH:MM:SSZ"`` for messages."""
     try:
-        return _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        return _dt.datetime.fromtimestamp(t, _dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     except (OverflowError, OSError, ValueError):  # past year 9999 (a "forever" snooze)
         return f"epoch {t:g} s"
 

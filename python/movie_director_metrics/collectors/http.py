@@ -242,7 +242,7 @@ class HttpClient:
                 "timeout", f"{method} {path}: no connection within {self.connect_timeout_s:g} s (connect_timeout_s)",
                 elapsed(), phase="connect",
             ) from None
-        except (TimeoutError, socket.timeout) as e:
+        except TimeoutError as e:
             self.close()
             raise ProbeError(
                 "timeout", f"{method} {path}: no reply within {self.read_timeout_s:g} s (read_timeout_s; {e})",
@@ -346,7 +346,7 @@ class HttpClient:
     def _connect(self) -> socket.socket:
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout_s)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise _ConnectTimeout() from None
         try:
             if self.scheme == "https":

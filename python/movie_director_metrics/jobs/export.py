@@ -95,7 +95,7 @@ def export_jobs(
     else:
         doc = {
             "schema_version": JOBS_SCHEMA_VERSION,
-            "generated_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "generated_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "generator": f"movie_director_metrics {_core.__version__}",
             "window": {"start": iso_utc(rng.lo), "end": iso_utc(rng.hi), "start_epoch_s": rng.lo,
                        "end_epoch_s": rng.hi},

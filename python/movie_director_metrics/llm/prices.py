@@ -109,13 +109,13 @@ def to_date(at: object) -> _dt.date:
     """The UTC date of ``at``: epoch seconds, a ``datetime`` (naive = UTC),
     a ``date``, an ISO ``"YYYY-MM-DD"`` string, or ``None`` (today)."""
     if at is None:
-        return _dt.datetime.now(_dt.timezone.utc).date()
+        return _dt.datetime.now(_dt.UTC).date()
     if isinstance(at, _dt.datetime):
-        return (at.astimezone(_dt.timezone.utc) if at.tzinfo else at).date()
+        return (at.astimezone(_dt.UTC) if at.tzinfo else at).date()
     if isinstance(at, _dt.date):
         return at
     if isinstance(at, numbers.Real) and not isinstance(at, bool) and math.isfinite(at):
-        return _dt.datetime.fromtimestamp(float(at), _dt.timezone.utc).date()
+        return _dt.datetime.fromtimestamp(float(at), _dt.UTC).date()
     if isinstance(at, str) and _DATE.match(at):
         try:
             return _dt.date.fromisoformat(at)

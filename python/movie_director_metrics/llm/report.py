@@ -90,7 +90,7 @@ def write_table(
 
         write_atomic(target, write_csv)
     else:
-        generated = _dt.datetime.fromtimestamp(now, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        generated = _dt.datetime.fromtimestamp(now, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         doc = {"generated_at": generated, **meta, "rows": rows}
         write_atomic(target, lambda f: json.dump(doc, f, indent=1, allow_nan=False))
     return target
