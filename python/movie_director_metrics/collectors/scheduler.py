@@ -278,21 +278,26 @@ class _Worker:
         b.lost()  # what it reported as queued is no longer known
         if not stop.is_set():
             self.service.health(False)
-        found = None
-        if error is not None and error.error_type in _SNIFF_ON and not stop.is_set():
-            if self._sniffed is None:  # once per streak of failures
-                self._sniffed = (sniff_kind(self._sniff_get),)
-            found = self._sniffed[0]
-        if error is None:
-            diagnosis = Diagnosis("collector_error", f"{message.splitlines()[0]}: please report this")
-        else:
-            c = self.config
-            diagnosis = diagnose(c.kind, c.host, c.port, error, api_key_env=c.api_key_env, found=found, redact=b.redact)
+        c = self.config
+
+        def diagnosis(found: str | None) -> Diagnosis:
+            if error is None:
+                return Diagnosis("collector_error", f"{message.splitlines()[0]}: please report this")
+            return diagnose(c.kind, c.host, c.port, error, api_key_env=c.api_key_env, found=found, redact=b.redact)
+
+        sniff = error is not None and error.error_type in _SNIFF_ON and not stop.is_set()
+        known = self._sniffed[0] if self._sniffed is not None else None
         with self.lock:
-            self.state = "down"
+            self.state = "down"  # at once: what the port is can be told after
             self.failures += 1
             self.last_error_type, self.last_error = error_type, message
-            self.diagnosis = diagnosis
+            self.diagnosis = diagnosis(known)
+        if sniff and self._sniffed is None:  # once per streak of failures
+            self._sniffed = (sniff_kind(self._sniff_get),)
+            if self._sniffed[0] is not None:
+                found = diagnosis(self._sniffed[0])
+                with self.lock:
+                    self.diagnosis = found
 
     def _sniff_get(self, path: str) -> tuple[int, bytes]:
         """One GET at the server's root for :func:`sniff_kind` (a client of
