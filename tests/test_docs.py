@@ -180,7 +180,7 @@ def make_sandbox(base: Path, sim: Any) -> Sandbox:
 def _close_leftovers(namespace: dict[str, Any]) -> None:
     from movie_director_metrics import Monitor, _core
     from movie_director_metrics.collectors.scheduler import Collectors
-    from movie_director_metrics.openmetrics import MetricsServer
+    from movie_director_metrics.metrics_server import MetricsServer
     from movie_director_metrics.simulator import Simulator
 
     for value in namespace.values():
@@ -402,7 +402,7 @@ def check_json(block: Block) -> None:
 def check_yaml(block: Block) -> None:
     import inspect
 
-    from movie_director_metrics.openmetrics import serve_metrics
+    from movie_director_metrics.metrics_server import serve_metrics
 
     default_port = inspect.signature(serve_metrics).parameters["port"].default
     ports = re.findall(r"127\.0\.0\.1:(\d+)", block.code)

@@ -22,14 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 
 from movie_director_metrics import Monitor, errors
 from movie_director_metrics._core import ServiceStats, _stress_record_from_rust_threads
-from movie_director_metrics.openmetrics import (
-    CONTENT_TYPE_OPENMETRICS,
-    CONTENT_TYPE_TEXT,
-    MetricsServer,
-    negotiate,
-    render,
-    serve_metrics,
-)
+from movie_director_metrics.metrics_server import MetricsServer, negotiate, serve_metrics
+from movie_director_metrics.openmetrics import CONTENT_TYPE_OPENMETRICS, CONTENT_TYPE_TEXT, render
 
 T0 = 1_700_000_000.0
 ODD = 'odd "name" \\ ünïcødé ✓'  # quote, backslash and unicode in one service name

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .collectors.scheduler import Collectors
     from .jobs import JobRow, JobTracker
     from .llm import LlmTracker
-    from .openmetrics import MetricsServer
+    from .metrics_server import MetricsServer
     from .track import Tracker
 
 #: Serialises the lazy creation of Monitor.alerts and Monitor.llm.
@@ -600,7 +600,7 @@ class Monitor:
     def serve_metrics(self, host: str = "127.0.0.1", port: int = 9464) -> MetricsServer:
         """Serves ``/metrics`` from a background thread; returns the server
         (``.url``, ``.close()``)."""
-        from .openmetrics import serve_metrics
+        from .metrics_server import serve_metrics
 
         return serve_metrics(self, host=host, port=port)
 
