@@ -198,7 +198,7 @@ class SharedHandle:
         finishes into the monitor published when it finishes."""
         job = new_job(self, service, model=model, workflow=workflow, tags=tags, job_id=job_id)
         # A dict store is atomic under the GIL: no lock on the recording path.
-        self._active[job.key] = job
+        self._active[id(job)] = job  # id(job) is Job.key, without the property call
         if len(self._active) > self.MAX_ACTIVE:
             with self._lock:
                 while len(self._active) > self.MAX_ACTIVE:
@@ -208,7 +208,7 @@ class SharedHandle:
 
     # JobSink: where jobs made here report.
     def job_finished(self, job: Job) -> None:
-        self._active.pop(job.key, None)
+        self._active.pop(id(job), None)
         tracker = self._tracker
         if tracker is None:
             self.drop("no_monitor", f"job of {job.service!r} finished with no monitor published")

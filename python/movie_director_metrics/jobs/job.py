@@ -79,6 +79,7 @@ class Job:
     ok: bool | None
     error: str | None
     _row: JobRow | None
+    _progress_at: float | None
 
     def __init__(
         self,
@@ -98,7 +99,7 @@ class Job:
         self._t0 = _perf()
         # One chained store: this constructor is on the recording path.
         self._t_start = self._t_end = self.progress_fraction = self.ok = self.error = self._row = None
-        self._progress_at: float | None = None
+        self._progress_at = None
         self._sink = sink
 
     @property

@@ -233,7 +233,7 @@ class JobTracker:
         """Lists an unfinished job as running/queued here."""
         # One dict store: atomic under the GIL, so the recording path takes
         # no lock; only the rare eviction does.
-        self._active[job.key] = job
+        self._active[id(job)] = job  # id(job) is Job.key, without the property call
         if len(self._active) > self._max_active:
             with self._lock:
                 while len(self._active) > self._max_active:
@@ -273,7 +273,7 @@ class JobTracker:
         """Records a finished job: its series and its row (built when read).
         A job a collector already recorded from the backend (same service
         and backend job id) is counted once: this one is then dropped."""
-        self._active.pop(job.key, None)
+        self._active.pop(id(job), None)
         if job.job_id is not None and self._link((job.service, job.job_id), self._user_ids, self._backend_ids):
             return
         wait, processing = job.timings_ms()
