@@ -75,6 +75,9 @@ class RunningJob:
     eta: str = ""
     #: Why it looks stuck ("" when it does not): drawn in red.
     stuck: str = ""
+    #: The job's id ("" when it has none): for a backend's job, the
+    #: backend's own (a ComfyUI prompt id), what its row's action targets.
+    job_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,7 @@ def running_job(job: Any, outlook: Any = None) -> RunningJob:
         progress_text=f"{math.floor(100 * frac)} %" if has else job.state,
         eta=eta_text(outlook) if outlook is not None else "",
         stuck=(getattr(outlook, "stuck", None) or "") if outlook is not None else "",
+        job_id=getattr(job, "job_id", None) or "",
     )
 
 

@@ -1,5 +1,7 @@
-"""Operators: test a connection, export metrics, a larger history chart,
-snooze an alert, and the backend list in the preferences.
+"""Operators: test a connection, the actions on a backend (interrupt,
+delete a pending prompt, free memory, skip, unload a model), export
+metrics, a larger history chart, snooze an alert, and the backend list in
+the preferences.
 
 None of them has the ``UNDO`` option: they change no scene data, so they
 push no undo step and never mark the .blend as modified.
@@ -59,6 +61,142 @@ class MDM_OT_test_connection(Operator):
             return {"CANCELLED"}
         self.report({"INFO"}, msg)
         return {"FINISHED"}
+
+
+# ---- actions on a backend -------------------------------------------------------------
+
+#: What a target is called in dialogs and messages.
+TARGET_NAMES = {"prompt_id": "Prompt", "model": "Model"}
+#: Why an action that needs a target cannot run (its poll message).
+NO_TARGET = {
+    ("comfyui", "delete"): "No pending prompt of a ComfyUI backend in the Jobs panel",
+    ("ollama", "unload"): "No Ollama backend reports a loaded model",
+}
+KIND_TITLES = {"comfyui": "ComfyUI", "a1111": "AUTOMATIC1111/Forge", "ollama": "Ollama"}
+
+#: The confirmation's icon: ``invoke_confirm`` has its own icon enum
+#: (NONE, WARNING, QUESTION, ERROR, INFO; 4.1+), not the UI icons.
+CONFIRM_ICON = "WARNING"
+
+#: The dialog's choices (pending prompts, loaded models) while it is open:
+#: Blender needs the strings of a dynamic enum kept alive on the Python side.
+_CHOICES: list[tuple[str, str, str]] = []
+
+
+def _choice_items(self: Any, context: Any) -> list[tuple[str, str, str]]:
+    return _CHOICES or [("NONE", "(nothing to choose)", "")]
+
+
+class _BackendAction:
+    """An action on one backend, only after the user confirmed it: the
+    confirmation (``invoke_confirm``; a dialog to choose the prompt or the
+    model first when there are several), then :meth:`runtime.Runtime.run_action`
+    sends it on a worker thread and the answer shows under the backend's
+    row in the Connection panel.  One subclass per :data:`view.ACTION_SPECS`
+    entry (so ``poll`` can say "no backend of that kind" or "nothing to
+    act on"); ``backend`` names the backend, ``target`` the prompt id or
+    model (empty: the interrupt of whatever runs; chosen in the dialog for
+    delete and unload)."""
+
+    spec: V.ActionSpec
+
+    @classmethod
+    def poll(cls, context):  # type: ignore[no-untyped-def]
+        rt = runtime.get()
+        spec = cls.spec
+        if rt.stopped or rt.applied is None:
+            cls.poll_message_set("The add-on has not started yet")  # type: ignore[attr-defined]
+            return False
+        names = [c.name for c in rt.applied.backends if c.kind == spec.kind and c.enabled]
+        if not names:
+            cls.poll_message_set(f"No {KIND_TITLES.get(spec.kind, spec.kind)} backend is enabled in the preferences")  # type: ignore[attr-defined]
+            return False
+        if spec.needs_target and not any(rt.action_targets(n, spec) for n in names):
+            cls.poll_message_set(NO_TARGET.get((spec.kind, spec.action), f"Nothing to {spec.label.lower()}"))  # type: ignore[attr-defined]
+            return False
+        return True
+
+    def _confirm_message(self, rt: Any) -> str:
+        spec = self.spec
+        url = next((c.url for c in rt.applied.backends if c.name == self.backend), "") if rt.applied else ""
+        what = f"{TARGET_NAMES.get(spec.target or '', 'target').lower()} {self.target}: " if self.target else ""
+        return f"{url}  {what}{spec.description}"
+
+    def invoke(self, context, event):  # type: ignore[no-untyped-def]
+        rt = runtime.get()
+        spec = self.spec
+        if not self.backend:  # from the search menu: the one backend of its kind
+            names = [c.name for c in rt.applied.backends if c.kind == spec.kind and c.enabled] if rt.applied else []
+            if len(names) != 1:
+                self.report({"ERROR"}, f"Which backend? Use the {spec.label} button of its row in the Connection panel")
+                return {"CANCELLED"}
+            self.backend = names[0]
+        if spec.target is not None and not self.target:
+            options = rt.action_targets(self.backend, spec)
+            if spec.needs_target:
+                if not options:
+                    self.report({"ERROR"}, f"{self.backend}: {NO_TARGET.get((spec.kind, spec.action), 'nothing to act on')}")
+                    return {"CANCELLED"}
+                if len(options) > 1:
+                    _CHOICES[:] = [(t, t, "") for t in options]
+                    return context.window_manager.invoke_props_dialog(
+                        self, width=360, title=f"{spec.label} on {self.backend}", confirm_text=spec.label
+                    )
+                self.target = options[0]
+            elif len(options) == 1:
+                self.target = options[0]  # interrupt exactly the prompt that runs, not the next one
+        return context.window_manager.invoke_confirm(
+            self, event, title=f"{spec.label} on {self.backend}?", message=self._confirm_message(rt),
+            confirm_text=spec.label, icon=CONFIRM_ICON,
+        )
+
+    def draw(self, context):  # type: ignore[no-untyped-def]
+        """The dialog of a delete or unload with several to choose from."""
+        col = self.layout.column()  # type: ignore[attr-defined]
+        col.label(text=self.spec.description)
+        col.prop(self, "choice", text=TARGET_NAMES.get(self.spec.target or "", "Target"))
+
+    def execute(self, context):  # type: ignore[no-untyped-def]
+        target = self.target
+        # The dialog's choice, only when one was made: an unset enum reads
+        # as its first item, which must never be acted on unasked.
+        if not target and self.spec.needs_target and self.properties.is_property_set("choice") and self.choice != "NONE":
+            target = self.choice
+        msg = runtime.get().run_action(self.backend, self.spec.kind, self.spec.action, target)
+        if msg.startswith("error: "):
+            self.report({"ERROR"}, msg.removeprefix("error: "))  # type: ignore[attr-defined]
+            return {"CANCELLED"}
+        self.report({"INFO"}, msg)  # type: ignore[attr-defined]
+        return {"FINISHED"}
+
+
+def _action_operator(spec: V.ActionSpec) -> type[Operator]:
+    props: dict[str, Any] = {
+        "backend": StringProperty(name="Backend", description="The backend to act on", options={"SKIP_SAVE"}),
+        "target": StringProperty(
+            name=TARGET_NAMES.get(spec.target or "", "Target"),
+            description="The prompt id or model to act on (empty: chosen when it runs)",
+            options={"SKIP_SAVE"},
+        ),
+    }
+    if spec.needs_target:
+        props["choice"] = EnumProperty(name=TARGET_NAMES.get(spec.target or "", "Target"), items=_choice_items, options={"SKIP_SAVE"})
+    return type(
+        f"MDM_OT_{spec.kind}_{spec.action}",
+        (_BackendAction, Operator),
+        {
+            "bl_idname": spec.idname,
+            "bl_label": spec.label,
+            "bl_description": spec.description,
+            "spec": spec,
+            "__annotations__": props,
+            "__doc__": spec.description,
+        },
+    )
+
+
+#: One operator per action (movie_director.comfyui_interrupt, ...).
+ACTION_OPERATORS = tuple(_action_operator(spec) for spec in V.ACTION_SPECS)
 
 
 class MDM_ExportService(PropertyGroup):
@@ -325,6 +463,7 @@ class MDM_OT_open_preferences(Operator):
 
 classes = (
     MDM_OT_test_connection,
+    *ACTION_OPERATORS,
     MDM_ExportService,
     MDM_OT_export_metrics,
     MDM_OT_metrics_history,

@@ -15,6 +15,14 @@ Layout never jumps between refreshes: each backend row and each service
 section draws the same rows whatever the data (a greyed placeholder where
 there is nothing to say: "no errors", "not tested"), so a backend going
 down or an error appearing changes texts and colours, never positions.
+
+A backend whose kind has actions (ComfyUI, A1111/Forge, Ollama:
+:data:`view.ACTION_SPECS`) gets a third line: the answer to the last
+action sent to it (or a greyed placeholder) and one icon button per
+action; a button whose action has nothing to act on is greyed by its
+operator's ``poll``, never left out.  The Jobs panel's running and queued
+rows of such a backend get their own button (interrupt that prompt,
+delete that pending one), or an empty slot of the same size.
 """
 
 from __future__ import annotations
@@ -91,6 +99,8 @@ def draw_connection(layout: Any, context: Any) -> None:
             line.alert = alert
             line.active = active
             line.label(text=text, icon=icon)
+        if V.actions_of(b.kind):
+            _draw_actions(details, b)
         if wide:
             details.label(text=f"{b.url}  {b.version}".strip(), icon="URL")
         col.separator(factor=0.5)
@@ -126,6 +136,34 @@ def _check_line(b: V.BackendRow) -> tuple[str, str, bool, bool]:
     if b.check_text:
         return f"Test: {b.check_text}", "CHECKMARK" if b.check_text.startswith("up") else "CANCEL", False, True
     return "not tested", "FILE_REFRESH", False, False
+
+
+def _action_line(b: V.BackendRow) -> tuple[str, str, bool, bool]:
+    """The third line of a backend with actions: the action being sent,
+    else the answer to the last one, else a greyed placeholder (Ollama:
+    the models it has loaded, what "Unload" offers)."""
+    if b.action_running:
+        return f"{b.action_running}…", "TIME", False, True
+    if b.action_text:
+        return b.action_text, "CHECKMARK" if b.action_ok else "ERROR", not b.action_ok, True
+    if b.kind == "ollama":
+        return (f"loaded: {', '.join(b.models)}", "INFO", False, True) if b.models else ("no model loaded", "INFO", False, False)
+    return "no action sent", "INFO", False, False
+
+
+def _draw_actions(layout: Any, b: V.BackendRow) -> None:
+    """The answer line and the buttons: the same elements whatever the state."""
+    text, icon, alert, active = _action_line(b)
+    line = layout.row(align=True)
+    sub = line.row()
+    sub.alert = alert
+    sub.active = active
+    sub.label(text=text, icon=icon)
+    buttons = line.row(align=True)
+    buttons.enabled = not b.action_running
+    for spec in V.actions_of(b.kind):
+        op = buttons.operator(spec.idname, text="", icon=V.ACTION_ICONS[(spec.kind, spec.action)])
+        op.backend = b.name
 
 
 # ---- Health Monitoring ---------------------------------------------------------------
@@ -325,12 +363,16 @@ def draw_jobs(layout: Any, context: Any) -> None:
     layout.label(text=jobs.totals, icon="GRAPH")
     if jobs.note:
         layout.label(text=jobs.note, icon="INFO")
-    _draw_running(layout.column(align=True), jobs)
+    _draw_running(layout.column(align=True), jobs, {b.name: b.kind for b in v.backends})
     _draw_recent(layout.column(align=True), jobs, wide)
     _draw_job_table(layout, ws, jobs, wide)
 
 
-def _draw_running(col: Any, jobs: JV.JobsView) -> None:
+#: The action on a backend's running / queued job row, by kind.
+_JOB_ACTIONS = {("comfyui", "running"): "interrupt", ("comfyui", "queued"): "delete", ("a1111", "running"): "interrupt"}
+
+
+def _draw_running(col: Any, jobs: JV.JobsView, kinds: dict[str, str]) -> None:
     col.label(text=f"Running and queued: {len(jobs.running) + jobs.running_more}", icon="PLAY")
     if not jobs.running:
         row = col.row()
@@ -347,8 +389,23 @@ def _draw_running(col: Any, jobs: JV.JobsView) -> None:
             right.progress(text=r.progress_text, factor=r.factor, type="BAR")
         else:
             right.label(text=r.progress_text)
+        _draw_job_action(right, r, kinds.get(r.service, ""))
     if jobs.running_more:
         col.label(text=f"+{jobs.running_more} more")
+
+
+def _draw_job_action(layout: Any, r: JV.RunningJob, kind: str) -> None:
+    """Interrupt a running prompt / delete a queued one of a backend that
+    has that action; else an empty slot of the same size (rows stay aligned)."""
+    action = _JOB_ACTIONS.get((kind, r.state))
+    spec = V.action_spec(kind, action) if action else None
+    if spec is None or (spec.target is not None and not r.job_id):
+        layout.label(text="", icon="BLANK1")
+        return
+    op = layout.operator(spec.idname, text="", icon=V.ACTION_ICONS[(spec.kind, spec.action)])
+    op.backend = r.service
+    if spec.target is not None:
+        op.target = r.job_id
 
 
 def _draw_recent(col: Any, jobs: JV.JobsView, wide: bool) -> None:

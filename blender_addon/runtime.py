@@ -7,6 +7,9 @@ Threads and what they may touch:
 - a **lifecycle worker** opens/closes the ``Monitor`` (its history file is
   I/O) and starts/stops collectors (``stop`` joins their threads);
 - **check workers** run ``check_once`` for "Test connection";
+- **action workers** send one action each (interrupt, delete a pending
+  prompt, free memory, skip, unload a model: ``run_action``), only after
+  the user confirmed it; the answer shows under the backend's row;
 - the collectors' own workers poll the backends.
 
 Workers never touch ``bpy``: they get plain values (``BackendConfig``s,
@@ -97,6 +100,10 @@ class Runtime:
     checks: dict[str, tuple[Any, float]] = field(default_factory=dict)
     check_errors: dict[str, str] = field(default_factory=dict)
     checking: set[str] = field(default_factory=set)
+    #: backend -> (action, target, ok, message, epoch) of the last action's answer.
+    actions: dict[str, tuple[str, str | None, bool, str, float]] = field(default_factory=dict)
+    #: backend -> label of the action being sent to it now.
+    acting: dict[str, str] = field(default_factory=dict)
     #: The ``alerts.AlertManager`` the tick evaluates: the monitor's own
     #: (``monitor.alerts``) or, for an engine without one, the add-on's.
     alerts: Any = None
@@ -173,6 +180,10 @@ class Runtime:
                 if error:
                     for n in names:
                         self.check_errors[n] = error
+            elif msg[0] == "acted":
+                _, name, action, target, ok, message, at = msg
+                self.acting.pop(name, None)
+                self.actions[name] = (action, target, ok, message, at)
 
     def _busy(self) -> bool:
         return self._lifecycle is not None and self._lifecycle.is_alive()
@@ -310,7 +321,8 @@ class Runtime:
             if not reason and name in self.check_errors:
                 reason = f"check failed: {self.check_errors[name]}"
             backends.append(
-                V.build_backend_row(c, statuses.get(name), snap.get(name), now, reason, self.checks.get(name), name in self.checking)
+                V.build_backend_row(c, statuses.get(name), snap.get(name), now, reason, self.checks.get(name), name in self.checking,
+                                    self.actions.get(name), self.acting.get(name, ""))
             )
         for name, why in cfg.blocked:  # invalid entries: no BackendConfig
             if name not in kinds:
@@ -484,6 +496,51 @@ class Runtime:
         t.start()
         return f"Testing {', '.join(names)}…"
 
+    def run_action(self, backend: str, kind: str, action: str, target: str = "") -> str:
+        """Sends ``action`` to ``backend`` on a worker thread (one at a time
+        per backend); its answer shows under the backend's row at the next
+        tick.  Remote backends obey Online Access as the collectors do.
+        Returns what to report, prefixed "error:" when nothing was started."""
+        cfg = self.applied
+        if cfg is None or self.stopped:
+            return "error: the add-on has not started yet"
+        bc = next((c for c in cfg.backends if c.name == backend), None)
+        if bc is None:
+            return f"error: no backend named {backend!r}"
+        spec = V.action_spec(bc.kind, action)
+        if spec is None or bc.kind != kind:
+            have = ", ".join(a.action for a in V.actions_of(bc.kind)) or "none"
+            return f"error: {backend} is a {bc.kind} backend: its actions are {have}"
+        if not bc.enabled:
+            return f"error: {backend} is disabled in the preferences"
+        if spec.needs_target and not target:
+            return f"error: {spec.label} needs a {spec.target}"
+        if backend in self.acting:
+            return f"error: already sending {self.acting[backend]} to {backend}"
+        self.acting[backend] = spec.label
+        t = threading.Thread(
+            target=workers.action_job,
+            args=(self._results, backend, bc, action, target or None, cfg.allow_remote),
+            name="mdm-action",
+            daemon=True,
+        )
+        self._check_threads.append(t)
+        t.start()
+        who = f"{spec.label} {V.short_target(target)}".strip()
+        return f"{who} on {backend}: sent, the answer shows under its row"
+
+    def action_targets(self, backend: str, spec: V.ActionSpec) -> list[str]:
+        """What ``spec`` can act on at ``backend`` now, from the view: the
+        prompt ids of its running (interrupt) or queued (delete) rows in
+        the Jobs panel, the models its row says are loaded (unload)."""
+        v = self.view
+        if spec.target == "model":
+            return next((list(b.models) for b in v.backends if b.name == backend), [])
+        if spec.target == "prompt_id" and v.jobs is not None:
+            state = "queued" if spec.action == "delete" else "running"
+            return [r.job_id for r in v.jobs.running if r.service == backend and r.state == state and r.job_id]
+        return []
+
     def threads(self) -> list[threading.Thread]:
         """Worker threads this runtime started that are still alive."""
         out = [t for t in self._check_threads if t.is_alive()]
@@ -492,7 +549,7 @@ class Runtime:
         return out
 
     def wait_idle(self, timeout_s: float = 10.0) -> bool:
-        """Joins the lifecycle and check workers (tests, benchmarks), then
+        """Joins the lifecycle, check and action workers (tests, benchmarks), then
         drains their results; True when none is left running."""
         deadline = time.monotonic() + timeout_s
         for t in self.threads():

@@ -174,6 +174,14 @@ class BackendRow:
     #: "refused", "wrong_kind") and what to do about it; "" while up.
     cause: str = ""
     hint: str = ""
+    #: Models the backend has loaded (Ollama: what "Unload" offers).
+    models: tuple[str, ...] = ()
+    #: The answer to the last action sent to it ("Interrupt: ok, HTTP 200
+    #: (3 s ago)", or the failure), "" before any; ``action_ok`` its outcome.
+    action_text: str = ""
+    action_ok: bool = True
+    #: The label of the action being sent now, "" when none is.
+    action_running: str = ""
 
 
 @dataclass(frozen=True)
@@ -257,6 +265,81 @@ class DashboardView:
 
 
 EMPTY = DashboardView()
+
+
+# ---- actions on a backend -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One action the panels offer (one operator each, see operators.py):
+    the same set as the engine's ``collectors.actions.ACTIONS``."""
+
+    kind: str
+    action: str
+    label: str
+    #: What it acts on: None, "prompt_id" or "model" (``Action.target``).
+    target: str | None
+    #: A target must be chosen (a pending prompt, a loaded model).
+    needs_target: bool
+    #: The tooltip, and what the confirmation says happens.
+    description: str
+
+    @property
+    def idname(self) -> str:
+        return f"movie_director.{self.kind}_{self.action}"
+
+
+ACTION_SPECS: tuple[ActionSpec, ...] = (
+    ActionSpec("comfyui", "interrupt", "Interrupt", "prompt_id", False,
+               "Stop the running prompt (with its prompt id: only if that one still runs)"),
+    ActionSpec("comfyui", "delete", "Delete Pending", "prompt_id", True, "Remove a waiting prompt from the queue"),
+    ActionSpec("comfyui", "free", "Free Memory", None, False,
+               "Unload every model and free cached memory (the next prompt loads them again)"),
+    ActionSpec("a1111", "interrupt", "Interrupt", None, False, "Stop the running generation"),
+    ActionSpec("a1111", "skip", "Skip", None, False, "Skip the current image of the batch"),
+    ActionSpec("ollama", "unload", "Unload Model", "model", True, "Unload a loaded model from memory now (keep_alive 0)"),
+)
+
+#: (kind, action) -> its button's icon.
+ACTION_ICONS = {
+    ("comfyui", "interrupt"): "CANCEL",
+    ("comfyui", "delete"): "TRASH",
+    ("comfyui", "free"): "MEMORY",
+    ("a1111", "interrupt"): "CANCEL",
+    ("a1111", "skip"): "FF",
+    ("ollama", "unload"): "UNLINKED",
+}
+
+
+def actions_of(kind: str) -> tuple[ActionSpec, ...]:
+    """The actions a backend of ``kind`` offers (none for most kinds)."""
+    return tuple(a for a in ACTION_SPECS if a.kind == kind)
+
+
+def action_spec(kind: str, action: str) -> ActionSpec | None:
+    return next((a for a in ACTION_SPECS if a.kind == kind and a.action == action), None)
+
+
+def short_target(target: str | None) -> str:
+    """A target as a line shows it: a prompt id's first 8 characters (a
+    uuid is too long for a sidebar), a model name as is."""
+    if not target:
+        return ""
+    return target[:8] if len(target) == 36 and target.count("-") == 4 else target
+
+
+def action_text(kind: str, answer: tuple[str, str | None, bool, str, float] | None, now: float) -> str:
+    """The answer line of ``answer`` = (action, target, ok, message, epoch):
+    "Interrupt: ok, HTTP 200 (3 s ago)", "Unload Model llama3: failed,
+    connection refused (1 min ago)"."""
+    if answer is None:
+        return ""
+    action, target, ok, message, at = answer
+    spec = action_spec(kind, action)
+    label = spec.label if spec is not None else action
+    who = f"{label} {short_target(target)}".strip()
+    return f"{who}: {'ok' if ok else 'failed'}, {message} ({fmt_age(now - at)})"
 
 
 # ---- building it ------------------------------------------------------------------
@@ -384,10 +467,14 @@ def build_backend_row(
     reason: str = "",
     check: tuple[Any, float] | None = None,
     check_running: bool = False,
+    action: tuple[str, str | None, bool, str, float] | None = None,
+    action_running: str = "",
 ) -> BackendRow:
     """``cfg``: a BackendConfig; ``status``: its BackendStatus (or None when
     no collector runs); ``check``: (BackendStatus, epoch) of the last
-    "Test connection"."""
+    "Test connection"; ``action``: (action, target, ok, message, epoch) of
+    the last action sent to it, ``action_running`` the label of the one
+    being sent."""
     state = service_state(stats, status, 0.0) if cfg.enabled else "disabled"
     if state == "degraded":  # the connection row shows reachability only
         state = "up"
@@ -431,6 +518,10 @@ def build_backend_row(
         check_running=check_running,
         cause=cause,
         hint=hint,
+        models=tuple(getattr(status, "models", None) or ()),
+        action_text=action_text(cfg.kind, action, now),
+        action_ok=action is None or action[2],
+        action_running=action_running,
     )
 
 

@@ -1,7 +1,8 @@
 """What runs on worker threads: opening/closing the engine (its history
 file is I/O), publishing it to ``movie_director_metrics.shared()``,
-starting/stopping collectors (``stop`` joins threads) and "Test
-connection" probes.
+starting/stopping collectors (``stop`` joins threads), "Test
+connection" probes and the actions on a backend (interrupt, delete a
+pending prompt, free memory, skip, unload a model).
 
 Nothing here imports or touches ``bpy``: workers get plain values
 (:class:`config.Config`, ``BackendConfig``) and hand results back through
@@ -136,3 +137,18 @@ def check_job(out: queue.SimpleQueue[Any], names: list[str], configs: list[Any],
     except Exception as e:
         out.put(("checked", names, [], time.time(), f"{type(e).__name__}: {e}"))
 
+
+
+def action_job(
+    out: queue.SimpleQueue[Any], name: str, config: Any, action: str, target: str | None, allow_remote: bool
+) -> None:
+    """Sends one action (``collectors.actions.run_action``: one request,
+    never raising for what the server or the network does) and hands the
+    answer back as ("acted", backend, action, target, ok, message, epoch)."""
+    try:
+        from movie_director_metrics.collectors.actions import run_action
+
+        r = run_action(config, action, target, allow_remote=allow_remote)
+        out.put(("acted", name, action, target, bool(r.ok), r.message, time.time()))
+    except Exception as e:  # an engine without actions, a usage error: shown on the row
+        out.put(("acted", name, action, target, False, f"{type(e).__name__}: {e}", time.time()))

@@ -609,6 +609,9 @@ def run(zip_path: Path, work: Path, rep: Report, leak_n: int = 0) -> None:
     except Exception as e:
         check("test_connection", False, f"{type(e).__name__}: {e}")
 
+    # ---- actions on a backend (confirmed, sent on a worker, answered through the tick)
+    backend_actions(rep, bpy, mod, rt, prefs)
+
     # ---- export through the operator
     exports = {}
     for fmt, window, ext in (("CSV", "1h", "csv"), ("JSON", "24h", "json")):
@@ -1027,6 +1030,308 @@ def jobs_after_disable(rep: Report, bpy: Any, rec: Any, old_jobs: Any) -> None:
     check("jobs_off_dropped", h.monitor is None and grew == 12, f"no_monitor +{grew} (want 12: 11 finishes and a request)")
     check("jobs_off_old_monitor_unchanged", [r.tags.get("shot") for r in old_jobs.recent(limit=1)] == newest == ["shot-extra"]
           and not old_jobs.active(), (newest, old_jobs.active()))
+
+
+# ---- actions on a backend ----------------------------------------------------------------
+
+
+class StandIns:
+    """ComfyUI, A1111 and Ollama stand-ins on loopback (tests/loopback.py,
+    real HTTP), answering what the collectors read (ComfyUI's replies are
+    the recorded ones of tests/fixtures/recorded/comfyui: one running and
+    three pending prompts) and the action requests as each server's own
+    API does (ComfyUI server.py: empty 200s for /interrupt, /queue, /free;
+    A1111 api.py: {} for /sdapi/v1/interrupt and /skip; Ollama:
+    /api/generate with keep_alive 0 answers done_reason "unload" and the
+    model leaves /api/ps).  Each keeps what it was sent (method, path,
+    JSON body)."""
+
+    def __init__(self) -> None:
+        from loopback import LoopbackServer, Reply, fixture
+
+        self.sent: list[tuple[str, str, Any]] = []
+        self.queue = json.loads(fixture("comfyui", "queue_busy.json"))
+        self.loaded: list[str] = []
+        stats = fixture("comfyui", "system_stats.json")
+
+        def keep(reply: Any, then: Any = None) -> Any:
+            def route(handler: Any) -> Any:
+                raw = getattr(handler, "request_body", b"")
+                body = json.loads(raw) if raw else None
+                self.sent.append((handler.command, handler.path, body))
+                if then is not None:
+                    then(body)
+                return reply
+            return route
+
+        def delete(body: Any) -> None:
+            gone = set((body or {}).get("delete", []))
+            self.queue["queue_pending"] = [item for item in self.queue["queue_pending"] if item[1] not in gone]
+
+        def unload(body: Any) -> None:
+            model = (body or {}).get("model")
+            self.loaded = [m for m in self.loaded if m != model]
+
+        def prompt(handler: Any) -> Any:
+            n = len(self.queue["queue_running"]) + len(self.queue["queue_pending"])
+            return Reply(200, {"exec_info": {"queue_remaining": n}})
+
+        comfy: dict[tuple[str, str], Any] = {
+            ("POST", "/interrupt"): keep(Reply(200, b"", delay_s=0.5)),  # slow: the UI must not wait for it
+            ("POST", "/queue"): keep(Reply(200, b""), delete),
+            ("POST", "/free"): keep(Reply(200, b"")),
+        }
+        for prefix in ("", "/api"):
+            comfy[("GET", f"{prefix}/prompt")] = prompt
+            comfy[("GET", f"{prefix}/queue")] = lambda h: Reply(200, self.queue)
+            comfy[("GET", f"{prefix}/system_stats")] = Reply(200, stats)
+            comfy[("GET", f"{prefix}/history")] = Reply(200, {})
+        self.comfyui = LoopbackServer(comfy)
+        self.a1111 = LoopbackServer({
+            ("GET", "/internal/ping"): Reply(200, {}),
+            ("POST", "/sdapi/v1/interrupt"): keep(Reply(200, {})),
+            ("POST", "/sdapi/v1/skip"): keep(Reply(200, {})),
+        })
+        self.ollama = LoopbackServer({
+            ("GET", "/"): Reply(200, b"Ollama is running", headers={"Content-Type": "text/plain; charset=utf-8"}),
+            ("GET", "/api/version"): Reply(200, {"version": "0.5.7"}),
+            ("GET", "/api/ps"): lambda h: Reply(200, {"models": [
+                {"name": m, "model": m, "size": 6 * 2**30, "size_vram": 6 * 2**30, "expires_at": "2030-01-01T00:00:00Z"}
+                for m in self.loaded]}),
+            ("GET", "/api/tags"): Reply(200, {"models": []}),
+            ("POST", "/api/generate"): keep(Reply(200, {"model": "", "done": True, "done_reason": "unload"}), unload),
+        })
+
+    def close(self) -> None:
+        for srv in (self.comfyui, self.a1111, self.ollama):
+            srv.close()
+
+
+#: The backends of the action checks: (name, kind) -> its stand-in's URL
+#: (a remote one is never contacted: Online Access is off).
+ACT_COMFY, ACT_A1111, ACT_OLLAMA, ACT_REMOTE = "act-comfyui", "act-a1111", "act-ollama", "act-remote"
+
+
+def backend_actions(rep: Report, bpy: Any, mod: Any, rt: Any, prefs: Any) -> None:
+    """Issue 17 item 4: one operator per action, ``poll`` false without a
+    backend of its kind or without anything to act on; invoked (in
+    background mode Blender's confirmation answers yes at once), the
+    request runs on a worker thread, the tick shows the server's answer
+    (or the failure) under the backend's row; remote backends obey Online
+    Access; the Connection panel draws the same structure before, while
+    and after an action, the Jobs panel a button on each running / queued
+    row of a backend with that action."""
+    check = rep.check
+    rt_mod = mod.runtime
+    ops = bpy.ops.movie_director
+    op_ids = sorted(spec.idname for spec in mod.view.ACTION_SPECS)
+    try:
+        for i in op_ids:
+            getattr(ops, i.split(".")[1]).get_rna_type()
+        check("actions_registered", len(op_ids) == 6, op_ids)
+    except (AttributeError, KeyError) as e:
+        check("actions_registered", False, f"{type(e).__name__}: {e}")
+        return
+    from movie_director_metrics.collectors.actions import ACTIONS
+
+    same = sorted((s.kind, s.action, s.target) for s in mod.view.ACTION_SPECS) == sorted(
+        (k, a, act.target) for k, acts in ACTIONS.items() for a, act in acts.items()
+    )
+    check("actions_match_engine", same, sorted((k, list(a)) for k, a in ACTIONS.items()))
+
+    # no backend of the kind: poll is false, with the reason
+    polls = {k: getattr(ops, k).poll() for k in ("a1111_interrupt", "a1111_skip", "ollama_unload")}
+    check("actions_poll_no_backend", not any(polls.values()), polls)
+
+    stand = StandIns()
+    try:
+        added = [
+            (ACT_COMFY, "comfyui", stand.comfyui.url),
+            (ACT_A1111, "a1111", stand.a1111.url),
+            (ACT_OLLAMA, "ollama", stand.ollama.url),
+            (ACT_REMOTE, "comfyui", "http://192.0.2.10:8188"),  # TEST-NET-1: never contacted
+        ]
+        for name, kind, url in added:
+            item = prefs.backends.add()
+            item.name, item.kind, item.url = name, kind, url
+        settle(rt, rt_mod)
+        running_id, pending_ids = stand.queue["queue_running"][0][1], [item[1] for item in stand.queue["queue_pending"]]
+
+        def row(name: str) -> Any:
+            return next(b for b in rt.view.backends if b.name == name)
+
+        def wait_for(cond: Any, timeout_s: float = 15.0) -> bool:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                rt_mod.tick()
+                if cond():
+                    return True
+                time.sleep(0.1)
+            return False
+
+        def our_jobs() -> list[tuple[str, str]]:
+            return [(r.state, r.job_id) for r in (rt.view.jobs.running if rt.view.jobs else ()) if r.service == ACT_COMFY]
+
+        seen = wait_for(lambda: row(ACT_COMFY).state == "up" and row(ACT_OLLAMA).state == "up"
+                        and our_jobs()[:1] == [("running", running_id)] and len(our_jobs()) == 4)
+        check("actions_stand_ins_up", seen, ({b.name: (b.state, b.error_text) for b in rt.view.backends}, our_jobs()))
+        # a backend of the kind, nothing to act on: unload needs a loaded model
+        polls = {k: getattr(ops, k).poll() for k in ("comfyui_interrupt", "comfyui_delete", "comfyui_free", "a1111_interrupt",
+                                                        "a1111_skip", "ollama_unload")}
+        check("actions_poll_no_target", polls == {**{k: True for k in polls}, "ollama_unload": False}, polls)
+        stand.loaded = ["llama3.1:8b"]
+        check("actions_poll_target", wait_for(lambda: ops.ollama_unload.poll()), (row(ACT_OLLAMA).models, ops.ollama_unload.poll()))
+
+        def shape(width: int) -> list[tuple[Any, ...]]:
+            return layout_shape(draw_all(mod, RecordingLayout, width)["VIEW3D_PT_mdm_connection"].log)
+
+        shapes0 = {w: shape(w) for w in (250, 500)}
+        conn = draw_all(mod, RecordingLayout, 250)["VIEW3D_PT_mdm_connection"].log
+        buttons = {(e["operator"], e.get("props", {}).get("backend")) for e in conn if e["fn"] == "operator"}
+        want = {(spec.idname, name) for name, kind, _ in added for spec in mod.view.actions_of(kind)}
+        check("actions_buttons_in_connection_rows", want <= buttons, sorted(want - buttons))
+        check("actions_placeholder_line", "no action sent" in texts(conn) and "loaded: llama3.1:8b" in texts(conn), texts(conn))
+
+        confirm_params = bpy.types.WindowManager.bl_rna.functions["invoke_confirm"].parameters
+        dialog_params = bpy.types.WindowManager.bl_rna.functions["invoke_props_dialog"].parameters
+
+        def click(op: str, **props: Any) -> tuple[Any, dict[str, Any]]:
+            """What a click on the button does.  Without a window (bpy as a
+            module) Blender skips ``invoke`` and runs ``execute``, so the
+            operator's own ``invoke`` is called here with a window manager
+            that records the confirmation it asks for (checked against
+            Blender's own parameters), then ``execute`` runs with the
+            properties ``invoke`` left, as the confirmation's OK does.
+            Returns (the result, what ``invoke`` asked)."""
+            cls = next(c for c in mod.operators.ACTION_OPERATORS if c.spec.idname == f"movie_director.{op}")
+            asked: dict[str, Any] = {}
+
+            def ask(what: str, params: Any) -> Any:
+                def record(operator: Any, *a: Any, **kw: Any) -> set[str]:
+                    unknown = [k for k in kw if k not in params]
+                    if unknown or ("icon" in kw and kw["icon"] not in params["icon"].enum_items):
+                        raise LayoutError(f"{what}: unknown {unknown or kw['icon']}")
+                    asked.update(kind=what, **kw)
+                    return {"RUNNING_MODAL"}
+                return record
+
+            reports: list[Any] = []
+            fake = SimpleNamespace(spec=cls.spec, backend=props.get("backend", ""), target=props.get("target", ""),
+                                   report=lambda level, msg: reports.append((sorted(level), msg)))
+            fake._confirm_message = lambda rt_: cls._confirm_message(fake, rt_)
+            ctx = SimpleNamespace(window_manager=SimpleNamespace(invoke_confirm=ask("invoke_confirm", confirm_params),
+                                                                 invoke_props_dialog=ask("invoke_props_dialog", dialog_params)))
+            res = cls.invoke(fake, ctx, None)
+            asked.update(result=sorted(res), reports=reports, backend=fake.backend, target=fake.target)
+            if res != {"RUNNING_MODAL"} or asked.get("kind") != "invoke_confirm":
+                return res, asked  # cancelled, or a dialog to choose in first
+            call = {"backend": fake.backend, "target": fake.target}
+            return getattr(ops, op)("EXEC_DEFAULT", **call), asked
+
+        def act(op: str, **props: Any) -> tuple[Any, str, list[Any], dict[str, Any]]:
+            """Clicks ``op``'s button and confirms, ticks right away (the
+            view says it is being sent, or already answered), waits for the
+            worker, ticks again: (result, the row's answer line, what the
+            stand-ins were sent, what was seen meanwhile)."""
+            n = len(stand.sent)
+            t0 = time.perf_counter()
+            res, asked = click(op, **props)
+            info: dict[str, Any] = {"op_ms": (time.perf_counter() - t0) * 1e3, "threads": [t.name for t in rt.threads()],
+                                    "asked": asked}
+            rt_mod.tick()
+            info["running_line"] = row(props["backend"]).action_running
+            info["during"] = {w: shape(w) for w in (250, 500)}
+            rt.wait_idle(15.0)
+            rt_mod.tick()
+            info["after"] = {w: shape(w) for w in (250, 500)}
+            return res, row(props["backend"]).action_text, stand.sent[n:], info
+
+        # interrupt from the backend's row: the prompt that runs, by its id
+        res, line, sent, info = act("comfyui_interrupt", backend=ACT_COMFY)
+        # the stand-in answers after 0.5 s: the operator returned before, the
+        # worker still waiting, the row saying so
+        check("action_interrupt_on_worker", res == {"FINISHED"} and info["op_ms"] < 250 and "mdm-action" in info["threads"]
+              and info["running_line"] == "Interrupt", (res, info["op_ms"], info["threads"], info["running_line"]))
+        asked = info["asked"]
+        check("action_interrupt_confirmed", asked.get("kind") == "invoke_confirm" and asked.get("title") == f"Interrupt on {ACT_COMFY}?"
+              and running_id in asked.get("message", "") and stand.comfyui.url in asked.get("message", ""), asked)
+        check("action_interrupt_sent", sent == [("POST", "/interrupt", {"prompt_id": running_id})], sent)
+        check("action_interrupt_answer", line.startswith(f"Interrupt {running_id[:8]}: ok, HTTP 200 (") and line.endswith("s ago)"), line)
+        check("actions_layout_stable", all(info[k][w] == shapes0[w] for k in ("during", "after") for w in (250, 500)),
+              {k: [len(info[k][w]) for w in (250, 500)] for k in ("during", "after")})
+        # delete from the Jobs panel's queued row: that prompt
+        jobs_log = RecordingLayout()
+        mod.panels.draw_jobs(jobs_log, draw_context(250))
+        job_ops = [(e["operator"], e.get("props", {})) for e in jobs_log.log if e["fn"] == "operator"]
+        deletes = [p_["target"] for o, p_ in job_ops if o == "movie_director.comfyui_delete" and p_.get("backend") == ACT_COMFY]
+        interrupts = [p_["target"] for o, p_ in job_ops if o == "movie_director.comfyui_interrupt" and p_.get("backend") == ACT_COMFY]
+        check("actions_job_row_buttons", deletes == pending_ids and interrupts == [running_id], job_ops)
+        target = deletes[0] if deletes else pending_ids[0]
+        res, line, sent, _ = act("comfyui_delete", backend=ACT_COMFY, target=target)
+        check("action_delete_sent", res == {"FINISHED"} and sent == [("POST", "/queue", {"delete": [target]})], (res, sent))
+        check("action_delete_answer", line.startswith(f"Delete Pending {target[:8]}: ok, HTTP 200"), line)
+        check("action_delete_row_gone", wait_for(lambda: [j for _, j in our_jobs()] == [running_id, *pending_ids[1:]]), our_jobs())
+        # a button can be pressed twice before the answer: the second is refused
+        res1, _ = click("comfyui_free", backend=ACT_COMFY)
+        try:
+            click("comfyui_free", backend=ACT_COMFY)
+            second = "sent twice"
+        except RuntimeError as e:
+            second = str(e)
+        rt.wait_idle(15.0)
+        rt_mod.tick()
+        check("action_one_at_a_time", res1 == {"FINISHED"} and "already sending Free Memory" in second, second)
+        # delete from the backend's row: a dialog to choose which pending prompt
+        n = len(stand.sent)
+        res, asked = click("comfyui_delete", backend=ACT_COMFY)
+        choices = [c[0] for c in mod.operators._CHOICES]
+        check("action_delete_dialog", res == {"RUNNING_MODAL"} and asked.get("kind") == "invoke_props_dialog"
+              and choices == pending_ids[1:] and len(stand.sent) == n, (res, asked, choices))
+        if choices:
+            ops.comfyui_delete("EXEC_DEFAULT", backend=ACT_COMFY, choice=choices[-1])  # the dialog's OK
+            rt.wait_idle(15.0)
+            rt_mod.tick()
+        check("action_delete_chosen", stand.sent[n:] == [("POST", "/queue", {"delete": choices[-1:]})]
+              and row(ACT_COMFY).action_text.startswith(f"Delete Pending {choices[-1][:8]}: ok"), (stand.sent[n:], row(ACT_COMFY).action_text))
+        res, line, sent, _ = act("comfyui_free", backend=ACT_COMFY)
+        check("action_free", sent == [("POST", "/free", {"unload_models": True, "free_memory": True})] and line.startswith("Free Memory: ok"),
+              (sent, line))
+        res, line, sent, _ = act("a1111_interrupt", backend=ACT_A1111)
+        res2, line2, sent2, _ = act("a1111_skip", backend=ACT_A1111)
+        check("action_a1111", [x[:2] for x in sent + sent2] == [("POST", "/sdapi/v1/interrupt"), ("POST", "/sdapi/v1/skip")]
+              and line2.startswith("Skip: ok, HTTP 200"), (sent, sent2, line, line2))
+        # unload from the row: the one loaded model, and it leaves the row
+        res, line, sent, _ = act("ollama_unload", backend=ACT_OLLAMA)
+        check("action_unload", sent == [("POST", "/api/generate", {"model": "llama3.1:8b", "keep_alive": 0})]
+              and line.startswith("Unload Model llama3.1:8b: ok, HTTP 200"), (sent, line))
+        check("action_unload_model_gone", wait_for(lambda: not row(ACT_OLLAMA).models and not ops.ollama_unload.poll()), row(ACT_OLLAMA).models)
+        # the failure is shown: a server that went away; a remote one with Online Access off
+        stand.a1111.close()
+        res, line, sent, _ = act("a1111_skip", backend=ACT_A1111)
+        check("action_failure_shown", line.startswith("Skip: failed, ") and "refused" in line and not row(ACT_A1111).action_ok, line)
+        res, line, sent, _ = act("comfyui_free", backend=ACT_REMOTE)
+        check("action_remote_needs_online_access", not bpy.app.online_access and line.startswith("Free Memory: failed, ")
+              and "nothing was sent" in line, line)
+        conn = draw_all(mod, RecordingLayout, 500)["VIEW3D_PT_mdm_connection"].log
+        check("actions_answer_drawn", any(t.startswith("Skip: failed, ") for t in texts(conn))
+              and any(t.startswith("Free Memory: failed, ") for t in texts(conn)), texts(conn))
+        rep.data["draws"]["connection_actions_wide"] = conn
+        # the wrong kind, a missing target: refused before anything is sent
+        errors = []
+        for op, props in (("a1111_skip", {"backend": ACT_COMFY}), ("comfyui_delete", {"backend": ACT_COMFY})):
+            try:
+                getattr(ops, op)("EXEC_DEFAULT", **props)
+            except RuntimeError as e:
+                errors.append(str(e))
+        check("action_usage_errors", len(errors) == 2 and "its actions are" in errors[0] and "needs a prompt_id" in errors[1], errors)
+        check("actions_tick_no_errors", not rt.error and not rt._last_logged, rt.error or rt._last_logged)
+    finally:
+        stand.close()
+        for name in (ACT_COMFY, ACT_A1111, ACT_OLLAMA, ACT_REMOTE):
+            i = prefs.backends.find(name)
+            if i >= 0:
+                prefs.backends.remove(i)
+        settle(rt, rt_mod)
 
 
 # ---- layout stability ------------------------------------------------------------------

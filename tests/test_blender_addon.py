@@ -212,6 +212,33 @@ def test_jobs_view_reports_a_failing_tracker() -> None:
     assert not v.available and v.note == "Jobs: RuntimeError: engine closed" and v.shared_note == "superseded"
 
 
+def test_view_actions_match_the_engine_and_read_as_answers() -> None:
+    """The panels' actions are the engine's (``collectors.actions.ACTIONS``:
+    same kinds, names and targets), each with an icon; the answer line
+    says which action, on what, the outcome and the server's words."""
+    from movie_director_metrics.collectors.actions import ACTIONS
+
+    v = _load_view()
+    assert sorted((a.kind, a.action, a.target) for a in v.ACTION_SPECS) == sorted(
+        (kind, name, act.target) for kind, acts in ACTIONS.items() for name, act in acts.items()
+    )
+    assert set(v.ACTION_ICONS) == {(a.kind, a.action) for a in v.ACTION_SPECS}
+    assert [a.action for a in v.actions_of("comfyui")] == ["interrupt", "delete", "free"] and v.actions_of("openai") == ()
+    assert {a.action for a in v.ACTION_SPECS if a.needs_target} == {"delete", "unload"}
+    assert v.action_spec("comfyui", "delete").idname == "movie_director.comfyui_delete"
+    pid = "fb294a4b-4aba-4479-8478-03b02d9d0a92"
+    assert v.action_text("comfyui", ("interrupt", None, True, "HTTP 200", 97.0), 100.0) == "Interrupt: ok, HTTP 200 (3 s ago)"
+    assert v.action_text("comfyui", ("delete", pid, True, "HTTP 200", 100.0), 100.0) == "Delete Pending fb294a4b: ok, HTTP 200 (0 s ago)"
+    assert v.action_text("ollama", ("unload", "llama3.1:8b", False, "POST /api/generate: connection refused", 0.0), 120.0) == (
+        "Unload Model llama3.1:8b: failed, POST /api/generate: connection refused (2 min ago)")
+    assert v.action_text("comfyui", None, 0.0) == ""
+    cfg = SimpleNamespace(name="c", kind="ollama", url="http://127.0.0.1:11434", enabled=True)
+    status = SimpleNamespace(state="up", models=("llama3.1:8b",), last_latency_ms=3.0, last_error=None, version="0.5.7")
+    row = v.build_backend_row(cfg, status, None, 10.0, action=("unload", "m", False, "refused", 9.0), action_running="Unload Model")
+    assert row.models == ("llama3.1:8b",) and not row.action_ok and row.action_running == "Unload Model"
+    assert row.action_text == "Unload Model m: failed, refused (1 s ago)"
+
+
 def test_manifest() -> None:
     m = tomllib.loads((ADDON / "blender_manifest.toml").read_text(encoding="utf-8"))
     assert m["schema_version"] == "1.0.0" and m["type"] == "add-on"
@@ -419,9 +446,14 @@ def test_panels_draw(report: dict[str, Any]) -> None:
     assert names["cloud-llm"] == "INTERNET_OFFLINE"  # blocked, with its reason below
     assert any("Online Access is off" in t for t in _texts(conn))
     assert any("connection refused" in t and "ago" in t for t in _texts(conn))  # last error with its age
-    # The cause leads the error, and a line says what to do about it.
-    assert any(t.startswith("refused: ") for t in _texts(conn))
-    assert any(t.startswith("fix: nothing listens at ") for t in _texts(conn))
+    # The cause leads the error, and a line says what to do about it, in
+    # the narrow sidebar and the wide one.
+    for width in ("narrow", "wide"):
+        texts = _texts(_panel(report, width, "VIEW3D_PT_mdm_connection"))
+        assert any(t.startswith("refused: ") for t in texts), width
+        assert any(t.startswith("fix: nothing listens at ") for t in texts), width
+        hints = [e for e in _panel(report, width, "VIEW3D_PT_mdm_connection") if e.get("text", "").startswith("fix: ")]
+        assert hints and all(e["icon"] == "QUESTION" for e in hints), width
     tests = [e for e in conn if e["fn"] == "operator" and e["operator"] == "movie_director.test_connection"]
     assert {t["props"]["backend"] for t in tests} >= {"render-farm", "cloud-llm", ""}
 
@@ -460,6 +492,55 @@ def test_compare_history_and_charts(report: dict[str, Any]) -> None:
 
 def test_test_connection_reports_through_the_tick(report: dict[str, Any]) -> None:
     _checks(report, "test_connection")
+
+
+def test_actions_on_a_backend(report: dict[str, Any]) -> None:
+    """Issue 17 item 4: one operator per action (ComfyUI interrupt /
+    delete pending / free memory, A1111 interrupt / skip, Ollama unload),
+    ``poll`` false without a backend of the kind or without a target,
+    confirmed (``invoke_confirm``; a dialog to choose when there are several
+    pending prompts), sent on a worker thread to real loopback servers (the
+    exact request each server's API takes), the answer or the failure on
+    the backend's row at the next tick, remote hosts behind Online Access,
+    the Connection panel's layout the same before, while and after, a
+    button on the Jobs panel's running and queued rows."""
+    _checks(
+        report,
+        "actions_registered",
+        "actions_match_engine",
+        "actions_poll_no_backend",
+        "actions_stand_ins_up",
+        "actions_poll_no_target",
+        "actions_poll_target",
+        "actions_buttons_in_connection_rows",
+        "actions_placeholder_line",
+        "action_interrupt_on_worker",
+        "action_interrupt_confirmed",
+        "action_interrupt_sent",
+        "action_interrupt_answer",
+        "actions_layout_stable",
+        "actions_job_row_buttons",
+        "action_delete_sent",
+        "action_delete_answer",
+        "action_delete_row_gone",
+        "action_one_at_a_time",
+        "action_delete_dialog",
+        "action_delete_chosen",
+        "action_free",
+        "action_a1111",
+        "action_unload",
+        "action_unload_model_gone",
+        "action_failure_shown",
+        "action_remote_needs_online_access",
+        "actions_answer_drawn",
+        "action_usage_errors",
+        "actions_tick_no_errors",
+    )
+    conn = report["draws"]["connection_actions_wide"]
+    failed = [e for e in conn if e["fn"] == "label" and e.get("text", "").startswith(("Skip: failed", "Free Memory: failed"))]
+    assert len(failed) == 2 and all(e["icon"] == "ERROR" for e in failed)
+    ops = {e["operator"] for e in conn if e["fn"] == "operator"}
+    assert {"movie_director.comfyui_interrupt", "movie_director.comfyui_delete", "movie_director.comfyui_free"} <= ops
 
 
 def test_export_operator(report: dict[str, Any]) -> None:
