@@ -427,7 +427,7 @@ def run(zip_path: Path, work: Path, rep: Report, leak_n: int = 0) -> None:
     if rt.llm is not None:
         for i in range(20):
             rt.llm.record("openai", "gpt-4o-mini", {"prompt_tokens": 1200 + i, "completion_tokens": 300}, latency_ms=800.0 + 10 * i, ttft_ms=240.0)
-        for i in range(5):
+        for _ in range(5):
             rt.llm.record("ollama", "llama3.1:8b", {"prompt_tokens": 900, "completion_tokens": 200}, latency_ms=1500.0, ttft_ms=90.0,
                           base_url="http://127.0.0.1:11434")
     # let the collectors poll a few rounds
@@ -542,8 +542,8 @@ def run(zip_path: Path, work: Path, rep: Report, leak_n: int = 0) -> None:
         for area in areas:
             area.spaces.active.show_region_ui = True
     for width, label in ((250, "narrow"), (500, "wide")):
-        rep.data["timings"][f"draw_all_{label}_recording"] = timed(lambda: draw_all(mod, RecordingLayout, width), 100)
-        rep.data["timings"][f"draw_all_{label}_null"] = timed(lambda: draw_all(mod, NullLayout, width), 300)
+        rep.data["timings"][f"draw_all_{label}_recording"] = timed(lambda w=width: draw_all(mod, RecordingLayout, w), 100)
+        rep.data["timings"][f"draw_all_{label}_null"] = timed(lambda w=width: draw_all(mod, NullLayout, w), 300)
 
     # ---- draw every panel (narrow and wide) against the recording layout
     ws = bpy.context.window_manager.movie_director
