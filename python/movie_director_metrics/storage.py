@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import socket
 import sqlite3
-import sys
 import threading
 import time
 import warnings
@@ -32,10 +30,11 @@ import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from . import _core
-from .errors import InvalidConfigError, StorageError, StorageLockedError, StorageWarning
+from .errors import InvalidConfigError, StorageError, StorageWarning
+from .filelock import OwnerLock as _OwnerLock
 from .paths import user_dir
 
 #: Environment variable naming the database file (overrides the platform default).
@@ -214,55 +213,6 @@ def default_path() -> Path:
 
 def _utc_stamp() -> str:
     return _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-class _OwnerLock:
-    """An exclusive advisory lock on ``<db>.lock`` holding the owner's pid,
-    host and start time; the OS drops it when the process dies, even by
-    ``kill -9``."""
-
-    def __init__(self, db: Path) -> None:
-        self.path = db.with_name(db.name + ".lock")
-        self._file: IO[str] | None = None
-
-    def acquire(self) -> None:
-        f = open(self.path, "a+", encoding="utf-8")
-        try:
-            self._lock(f)
-        except OSError:
-            f.seek(0)
-            owner = f.read().strip() or "an unknown process"
-            f.close()
-            raise StorageLockedError(
-                f"{self.path.with_suffix('')} is in use by {owner}; close that program, or pass "
-                "storage=<another file> (or storage=None to keep history in memory)",
-                path=str(self.path.with_suffix("")),
-                owner=owner,
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(
-            f"process {os.getpid()} on {socket.gethostname()} "
-            f"(since {_dt.datetime.now(_dt.UTC).isoformat(timespec='seconds')})"
-        )
-        f.flush()
-        self._file = f
-
-    @staticmethod
-    def _lock(f: IO[str]) -> None:
-        if sys.platform == "win32":
-            import msvcrt
-
-            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-    def release(self) -> None:
-        if self._file is not None:
-            self._file.close()  # closing drops the lock
-            self._file = None
 
 
 @dataclass

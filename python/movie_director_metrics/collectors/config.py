@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 from .. import _core
 from ..errors import ConfigError
-from ..paths import user_dir
+from ..paths import expand_user, user_dir
 
 #: Environment variable naming the config file (overrides the default location).
 CONFIG_ENV = "MOVIE_DIRECTOR_METRICS_CONFIG"
@@ -129,10 +129,7 @@ def default_config_path() -> Path:
     platform's config directory (see :func:`movie_director_metrics.paths.user_dir`)."""
     env = os.environ.get(CONFIG_ENV)
     if env:
-        try:
-            return Path(env).expanduser()
-        except RuntimeError:  # "~name" of a user that does not exist: keep it as written
-            return Path(env)
+        return expand_user(env, CONFIG_ENV, ConfigError)  # "~name" of an unknown user: kept as written
     return user_dir("config") / "backends.toml"
 
 
