@@ -36,6 +36,7 @@ run: build
 lint: venv
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python blender_addon tests benchmarks scripts
 
 rust-test: venv
 	cargo test --workspace --release

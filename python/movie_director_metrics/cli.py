@@ -46,6 +46,7 @@ from .collectors.config import BackendConfig, default_config_path, load_config
 from .errors import ConfigError, InvalidWindowError, MetricsError, StorageError, StorageLockedError
 from ._core import ServiceStats, __version__
 from .monitor import Monitor, StorageArg
+from .paths import expand_user
 from .net import is_loopback
 from .storage import default_path
 
@@ -574,7 +575,7 @@ def _open_history(db: Path, tmp: Path, doing: str, tiers: Sequence[tuple[int, in
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    db = Path(args.storage).expanduser() if args.storage is not None else default_path()
+    db = expand_user(args.storage, "--storage", ValueError) if args.storage is not None else default_path()
     if not db.exists():
         _err(f"no history file at {db}: `{PROG} watch` or `serve` records one (or pass --storage PATH)")
         return EXIT_FAIL
@@ -679,7 +680,7 @@ def _print_jobs(stats: Sequence[Any], recent: Sequence[Any], by: str, window: st
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    db = Path(args.storage).expanduser() if args.storage is not None else default_path()
+    db = expand_user(args.storage, "--storage", ValueError) if args.storage is not None else default_path()
     if not db.exists():
         _err(f"no history file at {db}: record jobs with a monitor that has storage (or pass --storage PATH)")
         return EXIT_FAIL

@@ -35,7 +35,7 @@ from typing import Any
 from . import _core
 from .errors import InvalidConfigError, StorageError, StorageWarning
 from .filelock import OwnerLock as _OwnerLock
-from .paths import user_dir
+from .paths import expand_user, user_dir
 
 #: Environment variable naming the database file (overrides the platform default).
 STORAGE_ENV = "MOVIE_DIRECTOR_METRICS_DB"
@@ -207,7 +207,7 @@ def default_path() -> Path:
     :func:`movie_director_metrics.paths.user_dir`)."""
     env = os.environ.get(STORAGE_ENV)
     if env:
-        return Path(env).expanduser()
+        return expand_user(env, STORAGE_ENV, InvalidConfigError)
     return user_dir("data") / "metrics.sqlite3"
 
 
@@ -231,7 +231,7 @@ class Storage:
     lock)."""
 
     def __init__(self, path: str | os.PathLike[str], retention: Retention | None = None) -> None:
-        self.path = Path(path).expanduser().absolute()
+        self.path = expand_user(path, "storage path", InvalidConfigError).absolute()
         self.retention = retention or Retention()
         self._conn: sqlite3.Connection | None = None
         self._lock = _OwnerLock(self.path)
