@@ -34,6 +34,34 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ADDON = ROOT / "blender_addon"
+
+
+def newest_source_mtime() -> float:
+    """When the newest file the zip is built from last changed (the add-on,
+    the engine's Python and Rust sources, the build configuration)."""
+    paths = [*ADDON.rglob("*.py"), ADDON / "blender_manifest.toml", ROOT / "scripts" / "build_addon.py"]
+    paths += [*(ROOT / "python").rglob("*.py"), *(ROOT / "crates").rglob("*.rs"), ROOT / "pyproject.toml"]
+    paths += list((ROOT / "crates").rglob("Cargo.toml"))
+    return max(p.stat().st_mtime for p in paths if p.is_file())
+
+
+def default_zip() -> Path:
+    """dist/'s extension zip (as ``make addon`` names it)."""
+    m = tomllib.loads((ADDON / "blender_manifest.toml").read_text(encoding="utf-8"))
+    return ROOT / "dist" / f"{m['id']}-{m['version']}.zip"
+
+
+def fresh_zip() -> Path:
+    """dist/'s zip, rebuilt first when a source is newer than it (the tests
+    and the benchmarks use this, so they never run an old add-on)."""
+    z = default_zip()
+    if z.is_file() and z.stat().st_mtime >= newest_source_mtime():
+        return z
+    r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--quiet"], capture_output=True, text=True,
+                       timeout=1800)
+    if r.returncode != 0 or not z.is_file():
+        raise RuntimeError(f"scripts/build_addon.py failed:\n{r.stdout}\n{r.stderr}")
+    return z
 MANIFEST = ADDON / "blender_manifest.toml"
 BPY_VENVS = (ROOT / ".venv" / "bpy", ROOT / ".venv" / "bpy5")
 

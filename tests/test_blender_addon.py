@@ -6,13 +6,20 @@ Blender runs in its own venvs, one per Blender line the add-on supports
 ``bpy`` 5.1+ needs CPython 3.13):
 
 - ``.venv/bpy``: ``bpy==4.5.*`` on CPython 3.11 (``make bpy-venv``),
-- ``.venv/bpy5``: ``bpy==5.*`` on CPython 3.13 (``make bpy5-venv``).
+- ``.venv/bpy5``: ``bpy==5.*`` on CPython 3.13 (``make bpy5-venv``),
+- ``.venv/bpy42``: ``bpy==4.2.*`` (the manifest's ``blender_version_min``)
+  on CPython 3.11 with numpy<2 (``make bpy42-venv``); run only when
+  ``$MDM_BPY_LINES`` names it (``make addon-test-bpy42``), so a plain run
+  costs no more than it did.
 
-Each is created here when missing and its CPython is found (~370-400 MB
-download each); a line whose CPython is not on this machine is skipped,
-with the reason.  ``$MDM_BPY_PYTHON`` names one interpreter to use instead
-of both; ``$MDM_ADDON_ZIP`` names a built extension zip to test instead
-of dist/'s (which is rebuilt when a source is newer).
+``$MDM_BPY_LINES`` picks the lines by id, comma-separated (``bpy4.2``,
+``bpy4.5``, ``bpy5``, or ``all``); unset: ``bpy4.5,bpy5``.
+Each chosen line's venv is created here when missing and its CPython is
+found (~370-400 MB download each); a line whose CPython is not on this
+machine is skipped, with the reason.  ``$MDM_BPY_PYTHON`` names one
+interpreter to use instead of the lines; ``$MDM_ADDON_ZIP`` names a built
+extension zip to test instead of dist/'s (which is rebuilt when a source
+is newer).
 ``tests/blender_helpers.py`` runs once per interpreter:
 it installs the built zip through ``bpy.ops.extensions.package_install_files``
 into a throw-away user directory, enables it, starts demo backends on
@@ -275,6 +282,7 @@ class BlenderLine:
     spec: str
     python: str  # "3.11"
     venv: Path
+    pins: tuple[str, ...] = ()  # installed with the wheel
 
     def base_python(self) -> str | None:
         """A CPython to build the venv with: this one, one under pyenv, or
@@ -296,7 +304,25 @@ class BlenderLine:
 BLENDER_LINES = (
     BlenderLine("bpy4.5", "bpy==4.5.*", "3.11", ROOT / ".venv" / "bpy"),
     BlenderLine("bpy5", "bpy==5.*", "3.13", ROOT / ".venv" / "bpy5"),
+    # bpy 4.2 declares a bare `numpy` (pip would take numpy 2); Blender 4.2 ships numpy 1.26.
+    BlenderLine("bpy4.2", "bpy==4.2.*", "3.11", ROOT / ".venv" / "bpy42", pins=("numpy<2",)),
 )
+DEFAULT_LINES = ("bpy4.5", "bpy5")
+
+
+def _chosen_lines() -> tuple[BlenderLine | None, ...]:
+    """``(None,)`` under ``$MDM_BPY_PYTHON``, else the lines ``$MDM_BPY_LINES``
+    names (``all``: every one), else :data:`DEFAULT_LINES`."""
+    if os.environ.get("MDM_BPY_PYTHON"):
+        return (None,)
+    ids = [w.strip() for w in os.environ.get("MDM_BPY_LINES", "").split(",") if w.strip()] or list(DEFAULT_LINES)
+    if ids == ["all"]:
+        return BLENDER_LINES
+    by_id = {line.id: line for line in BLENDER_LINES}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        raise ValueError(f"$MDM_BPY_LINES: unknown {unknown}; known: {sorted(by_id)} or 'all'")
+    return tuple(by_id[i] for i in dict.fromkeys(ids))
 
 
 def _bpy_python(line: BlenderLine | None) -> Path:
@@ -310,11 +336,11 @@ def _bpy_python(line: BlenderLine | None) -> Path:
         if not py.exists():
             base = line.base_python()
             if base is None:
-                pytest.skip(f"{line.spec} needs CPython {line.python}: none found (PATH, ~/.pyenv); see `make bpy-venv`/`bpy5-venv`")
+                pytest.skip(f"{line.spec} needs CPython {line.python}: none found (PATH, ~/.pyenv); see `make bpy-venv`/`bpy5-venv`/`bpy42-venv`")
             try:
                 subprocess.run([base, "-m", "venv", str(line.venv)], check=True, timeout=300)
                 subprocess.run(
-                    [str(py), "-m", "pip", "install", "--quiet", "--no-cache-dir", line.spec], check=True, timeout=1800
+                    [str(py), "-m", "pip", "install", "--quiet", "--no-cache-dir", line.spec, *line.pins], check=True, timeout=1800
                 )
                 (line.venv / ".installed").touch()  # what the make target leaves
             except (OSError, subprocess.SubprocessError) as e:
@@ -325,13 +351,6 @@ def _bpy_python(line: BlenderLine | None) -> Path:
     return py
 
 
-def _newest_source_mtime() -> float:
-    paths = [*ADDON.rglob("*.py"), ADDON / "blender_manifest.toml", ROOT / "scripts" / "build_addon.py"]
-    paths += [*(ROOT / "python").rglob("*.py"), *(ROOT / "crates").rglob("*.rs"), ROOT / "pyproject.toml"]
-    paths += list((ROOT / "crates").rglob("Cargo.toml"))
-    return max(p.stat().st_mtime for p in paths if p.is_file())
-
-
 def _addon_zip() -> Path:
     """The extension zip: ``$MDM_ADDON_ZIP`` when set (a zip built
     beforehand, e.g. ``scripts/build_addon.py --wheel W --out-dir D``, used
@@ -340,17 +359,15 @@ def _addon_zip() -> Path:
     if given:
         assert Path(given).is_file(), f"$MDM_ADDON_ZIP={given}: no such file"
         return Path(given)
-    m = tomllib.loads((ADDON / "blender_manifest.toml").read_text(encoding="utf-8"))
-    z = ROOT / "dist" / f"{m['id']}-{m['version']}.zip"
-    if z.is_file() and z.stat().st_mtime >= _newest_source_mtime():
-        return z  # fresh: nothing changed since it was built
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_addon.py"), "--quiet"], capture_output=True, text=True, timeout=1800)
-    assert r.returncode == 0, f"scripts/build_addon.py failed:\n{r.stdout}\n{r.stderr}"
-    assert z.is_file(), r.stdout
-    return z
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from build_addon import fresh_zip
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    return fresh_zip()
 
 
-_LINES: tuple[BlenderLine | None, ...] = (None,) if os.environ.get("MDM_BPY_PYTHON") else BLENDER_LINES
+_LINES: tuple[BlenderLine | None, ...] = _chosen_lines()
 
 
 @pytest.fixture(scope="module", params=_LINES, ids=[line.id if line else "MDM_BPY_PYTHON" for line in _LINES])
