@@ -119,6 +119,26 @@ $(BPY5_VENV)/.installed:
 	$(BPY5_VENV)/bin/python -m pip install --quiet --no-cache-dir "bpy==5.*"; \
 	touch $@
 
+.PHONY: bpy42-venv addon-test-bpy42
+BPY42_VENV := $(VENV)/bpy42
+## bpy 4.2 (Blender 4.2 LTS, the manifest's blender_version_min; CPython
+## 3.11) in its own venv.  Its wheel asks for a bare `numpy`, which pip
+## would take as numpy 2; Blender 4.2 was released with numpy 1.x, so
+## `numpy<2`, what bpy 4.5 declares itself (both venvs get numpy 1.26.4).
+bpy42-venv: $(BPY42_VENV)/.installed
+$(BPY42_VENV)/.installed:
+	test -x $(BPY42_VENV)/bin/python || $(PYTHON) -m venv $(BPY42_VENV)
+	$(BPY42_VENV)/bin/python -m pip install --quiet --no-cache-dir "bpy==4.2.*" "numpy<2"
+	touch $@
+
+## The headless add-on tests on bpy 4.2 only: 19 tests, ~30 s here once
+## the venv exists (~15 s to create) and the zip is fresh.  Not part of
+## `make test`, whose pytest runs bpy 4.5 and 5.x ($MDM_BPY_LINES, see
+## tests/test_blender_addon.py).  Tests dist/'s zip, rebuilt (maturin) when
+## a source is newer, or the zip $MDM_ADDON_ZIP names.
+addon-test-bpy42: venv bpy42-venv
+	MDM_BPY_LINES=bpy4.2 $(PY) -m pytest -q -p no:cacheprovider tests/test_blender_addon.py -k bpy4.2
+
 .PHONY: soak leak-check
 ## 48 simulated hours, 64 services + 10 LLM models, storage + alerts (~8 min);
 ## exits 1 if memory keeps growing once the tiers are full.  SOAK_ARGS=--quick: 1.5 min.

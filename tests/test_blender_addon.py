@@ -304,7 +304,7 @@ class BlenderLine:
 BLENDER_LINES = (
     BlenderLine("bpy4.5", "bpy==4.5.*", "3.11", ROOT / ".venv" / "bpy"),
     BlenderLine("bpy5", "bpy==5.*", "3.13", ROOT / ".venv" / "bpy5"),
-    # bpy 4.2 declares a bare `numpy` (pip would take numpy 2); Blender 4.2 ships numpy 1.26.
+    # bpy 4.2 declares a bare `numpy` (pip would take numpy 2); Blender 4.2 was released with numpy 1.x.
     BlenderLine("bpy4.2", "bpy==4.2.*", "3.11", ROOT / ".venv" / "bpy42", pins=("numpy<2",)),
 )
 DEFAULT_LINES = ("bpy4.5", "bpy5")
