@@ -430,19 +430,24 @@ class JobTracker:
     def outlook(self, window: str | float = "24h", rule: StuckRule | None = None) -> list[JobOutlook]:
         """Every unfinished job (:meth:`queued` order) with its position,
         ETA and whether it looks stuck (see :mod:`.outlook`), from the
-        processing percentiles over ``window``."""
+        processing percentiles over ``window``.  Only the services with an
+        unfinished job are read, and nothing when there is none: the alert
+        manager asks at every evaluation (each Blender tick)."""
+        jobs = self.queued()
+        if not jobs:
+            return []
         table: dict[tuple[str, str | None], tuple[float, float, float]] = {}
-        for by in ("model", "service"):
-            for st in self.stats(window, by=by):
-                p50, p90, p95 = st.processing_p50_ms, st.processing_p90_ms, st.processing_p95_ms
-                if st.count >= MIN_JOBS and p50 is not None and p90 is not None and p95 is not None:
-                    table[(st.service, st.label if by == "model" else None)] = (p50 / 1e3, p90 / 1e3, p95 / 1e3)
+        for service in {j.service for j in jobs}:
+            for by in ("model", "service"):
+                for st in self.stats(window, by=by, service=service):
+                    p50, p90, p95 = st.processing_p50_ms, st.processing_p90_ms, st.processing_p95_ms
+                    if st.count >= MIN_JOBS and p50 is not None and p90 is not None and p95 is not None:
+                        table[(st.service, st.label if by == "model" else None)] = (p50 / 1e3, p90 / 1e3, p95 / 1e3)
 
         def stalled(job: Any) -> float | None:
             return job.progress_stalled_s() if isinstance(job, Job) else None
 
-        return outlook(self.queued(), lambda service, model: table.get((service, model)),
-                       rule or self.stuck_rule, stalled)
+        return outlook(jobs, lambda service, model: table.get((service, model)), rule or self.stuck_rule, stalled)
 
     def stuck_changes(self, window: str | float = "24h") -> list[tuple[JobOutlook, bool]]:
         """Jobs that became stuck (``True``) or stopped being stuck —
