@@ -5,7 +5,8 @@ This module only registers.  The work lives in one module per concern:
 ``preferences`` (settings), ``properties`` (runtime UI state on the
 WindowManager), ``runtime`` (engine, collectors and the one persistent
 timer), ``view`` and ``jobs_view`` (what the panels show, no bpy),
-``panels``, ``operators``, ``charts`` and ``layout_helpers``.  The metrics engine is the bundled
+``panels``, ``alert_banner`` (firing alerts in the status bar and
+the top panel's header), ``operators``, ``charts`` and ``layout_helpers``.  The metrics engine is the bundled
 ``movie_director_metrics`` wheel (see blender_manifest.toml).
 """
 
@@ -25,6 +26,7 @@ def register() -> None:
         for cls in module.classes:
             bpy.utils.register_class(cls)
     properties.register()
+    panels.register()
     runtime.register()
 
 
@@ -35,6 +37,7 @@ def unregister() -> None:
     from . import charts
 
     charts.clear()
+    panels.unregister()
     properties.unregister()
     for module in reversed(_MODULES):
         for cls in reversed(module.classes):

@@ -3,6 +3,12 @@ main thread and safe to hand to worker threads.  Each backend is validated
 with the engine's own config parser, so a bad entry shows next to it
 instead of stopping the others; non-loopback hosts are blocked while
 Blender's "Allow Online Access" is off.
+
+The backends come from the preferences' own list, or — "Configuration:
+backends.toml" — from the CLI's file, which :mod:`file_config` reads on a
+worker thread; this module only takes what it read.  A backend that sets
+no interval is probed every second on this machine or the LAN and every
+5 minutes when hosted (the engine's ``HOSTED_INTERVAL_S``), in both.
 """
 
 from __future__ import annotations
@@ -12,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import bpy
+
+#: ``prefs.config_source`` values.
+SOURCE_PREFERENCES, SOURCE_FILE = "PREFERENCES", "FILE"
+
 
 @dataclass(frozen=True)
 class Config:
@@ -29,6 +39,10 @@ class Config:
     default_threshold_ms: float = 2000.0
     success_min: float = 0.95
     refresh_s: float = 2.0
+    #: Alert rules of alerts.toml (its text; "" for none), file mode only.
+    rules_text: str = ""
+    #: What the configuration files said when they could not be used ("" if fine).
+    source_note: str = ""
 
     def engine_key(self) -> tuple[Any, ...]:
         return (self.storage, self.retention)
@@ -47,10 +61,26 @@ def default_storage_path(create: bool = True) -> Path:
     return Path(base) / "metrics.sqlite3"
 
 
-def read_config(prefs: Any) -> Config:
+def backend_entry(item: Any) -> dict[str, Any]:
+    """One backend of the preferences' list as a ``[[backend]]`` table of
+    backends.toml (0 in a number field: the engine's default)."""
+    entry: dict[str, Any] = {"name": item.name.strip(), "kind": item.kind, "url": item.url.strip(), "enabled": bool(item.enabled)}
+    if item.api_key_env.strip():
+        entry["api_key_env"] = item.api_key_env.strip()
+    if item.api_key_file.strip():
+        entry["api_key_file"] = item.api_key_file.strip()
+    for key in ("interval_s", "connect_timeout_s", "read_timeout_s"):
+        value = float(getattr(item, key))
+        if value > 0:
+            entry[key] = value
+    return entry
+
+
+def read_config(prefs: Any, file_config: Any = None) -> Config:
     """The preferences as a :class:`Config` (main thread).  Each backend is
     validated with the engine's own config parser, so a bad URL shows next
-    to its backend instead of stopping the others."""
+    to its backend instead of stopping the others.  ``file_config``: what
+    :mod:`file_config` last read, used when the preferences say so."""
     # The bundled engine is there: the tick only calls this once it imports.
     from movie_director_metrics.collectors.config import parse_config
     from movie_director_metrics.errors import ConfigError
@@ -58,11 +88,21 @@ def read_config(prefs: Any) -> Config:
 
     allow_remote = bool(bpy.app.online_access)
     backends, blocked, thresholds, seen = [], [], [], set()
-    for item in prefs.backends:
-        name = item.name.strip()
-        entry: dict[str, Any] = {"name": name, "kind": item.kind, "url": item.url.strip(), "enabled": bool(item.enabled)}
-        if item.api_key_env.strip():
-            entry["api_key_env"] = item.api_key_env.strip()
+    rules_text, source_note = "", ""
+    if prefs.config_source == SOURCE_FILE:
+        if file_config is None:
+            source_note = "Reading the configuration file…"
+        else:
+            backends = list(file_config.backends)
+            rules_text = file_config.rules_text
+            source_note = "; ".join(e for e in (file_config.error, file_config.alerts_error) if e)
+        thresholds = [(c.name, float(prefs.default_threshold_ms)) for c in backends]
+        for cfg in backends:
+            if not allow_remote and not is_loopback(cfg.host):
+                blocked.append((cfg.name, "blocked: Online Access is off"))
+    for item in prefs.backends if prefs.config_source != SOURCE_FILE else ():
+        entry = backend_entry(item)
+        name = entry["name"]
         if name in seen:
             blocked.append((name or "?", f"name {name!r} is used twice"))
             continue
@@ -91,5 +131,7 @@ def read_config(prefs: Any) -> Config:
         default_threshold_ms=float(prefs.default_threshold_ms),
         success_min=float(prefs.success_min_pct) / 100.0,
         refresh_s=min(5.0, max(1.0, float(prefs.refresh_interval_s))),
+        rules_text=rules_text,
+        source_note=source_note,
     )
 

@@ -19,6 +19,8 @@ from bpy_extras.io_utils import ExportHelper
 
 from . import charts, preferences, runtime
 from . import view as V
+from .config import SOURCE_PREFERENCES
+from .file_config import resolve_path
 from .properties import METRIC_ITEMS, WINDOW_ITEMS
 
 #: Export resolution for each range when left on "Auto": the finest that
@@ -450,6 +452,67 @@ class MDM_OT_backends_add_defaults(Operator):
         return {"FINISHED"}
 
 
+class MDM_OT_import_backends_file(Operator):
+    """Copy the backends of backends.toml (the file the CLI reads, or the one named in the preferences) into this list: a backend of the same name is replaced, the others added"""
+
+    bl_idname = "movie_director.import_backends_file"
+    bl_label = "Import backends.toml"
+
+    def execute(self, context):  # type: ignore[no-untyped-def]
+        prefs = preferences.get(context)
+        if prefs is None:
+            self.report({"ERROR"}, "The add-on's preferences are not available")
+            return {"CANCELLED"}
+        try:
+            from movie_director_metrics.collectors.config import load_config
+            from movie_director_metrics.errors import ConfigError
+        except ImportError as e:
+            self.report({"ERROR"}, f"Engine not installed: {e}")
+            return {"CANCELLED"}
+        path = resolve_path(prefs.config_file)
+        try:
+            # A click's one small local read: fine on the main thread.
+            configs = load_config(path)
+        except ConfigError as e:
+            self.report({"ERROR"}, f"Import failed: {e}")
+            return {"CANCELLED"}
+        except OSError as e:
+            self.report({"ERROR"}, f"Import failed: {path}: {e}")
+            return {"CANCELLED"}
+        by_name = {b.name: b for b in prefs.backends}
+        added = replaced = 0
+        for c in configs:
+            item = by_name.get(c.name)
+            if item is None:
+                item = prefs.backends.add()
+                added += 1
+            else:
+                replaced += 1
+            fill_backend_item(item, c)
+        prefs.config_source = SOURCE_PREFERENCES
+        runtime.config_changed()
+        self.report({"INFO"}, f"Imported {len(configs)} backends from {path} ({added} added, {replaced} replaced)")
+        return {"FINISHED"}
+
+
+def fill_backend_item(item: Any, c: Any) -> None:
+    """A preferences' list entry from a ``BackendConfig`` (key variable
+    names and key file paths only: keys never enter userpref.blend)."""
+    from movie_director_metrics.collectors.config import HOSTED_INTERVAL_S, LOCAL_INTERVAL_S, BackendConfig
+    from movie_director_metrics.net import is_hosted
+
+    defaults = BackendConfig("x", "http", "http://x")
+    default_interval = HOSTED_INTERVAL_S if is_hosted(c.host) else LOCAL_INTERVAL_S
+    item.name, item.kind, item.url, item.enabled = c.name, c.kind, c.url, c.enabled
+    item.api_key_env = c.api_key_env or ""
+    item.api_key_file = c.api_key_file or ""
+    # The file's interval and timeouts, 0 where they are the defaults (so a
+    # later change of the defaults applies to them too).
+    item.interval_s = 0.0 if c.interval_s == default_interval else c.interval_s
+    item.connect_timeout_s = 0.0 if c.connect_timeout_s == defaults.connect_timeout_s else c.connect_timeout_s
+    item.read_timeout_s = 0.0 if c.read_timeout_s == defaults.read_timeout_s else c.read_timeout_s
+
+
 class MDM_OT_open_preferences(Operator):
     """Open this add-on's preferences"""
 
@@ -471,5 +534,6 @@ classes = (
     MDM_OT_backend_add,
     MDM_OT_backend_remove,
     MDM_OT_backends_add_defaults,
+    MDM_OT_import_backends_file,
     MDM_OT_open_preferences,
 )

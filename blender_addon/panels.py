@@ -33,8 +33,8 @@ from typing import Any
 import bpy
 from bpy.types import Panel, UIList
 
+from . import alert_banner, properties, runtime
 from . import jobs_view as JV
-from . import properties, runtime
 from . import view as V
 from .layout_helpers import HAS_PROGRESS, bar, is_wide, section, state_icon
 
@@ -58,6 +58,17 @@ def _overall_icon(v: V.DashboardView) -> str:
 
 def draw_connection_header(layout: Any, context: Any) -> None:
     layout.label(text="", icon=_overall_icon(runtime.get().view))
+
+
+def draw_connection_alerts(layout: Any, context: Any) -> None:
+    """The right end of the top panel's header: firing alerts, visible
+    while every panel is closed."""
+    alert_banner.draw_header(layout, runtime.get().banner)
+
+
+def draw_status_bar(self: Any, context: Any) -> None:
+    """Appended to Blender's status bar (``STATUSBAR_HT_header``)."""
+    alert_banner.draw_status_bar(self.layout, runtime.get().banner)
 
 
 def draw_connection(layout: Any, context: Any) -> None:
@@ -476,6 +487,9 @@ class VIEW3D_PT_mdm_connection(_SidebarPanel):
     def draw_header(self, context):  # type: ignore[no-untyped-def]
         draw_connection_header(self.layout, context)
 
+    def draw_header_preset(self, context):  # type: ignore[no-untyped-def]
+        draw_connection_alerts(self.layout, context)
+
     def draw(self, context):  # type: ignore[no-untyped-def]
         draw_connection(self.layout, context)
 
@@ -538,6 +552,17 @@ classes = (
     VIEW3D_PT_mdm_compare,
     VIEW3D_PT_mdm_jobs,
 )
+
+
+
+def register() -> None:
+    """Adds the firing-alerts text to Blender's status bar."""
+    bpy.types.STATUSBAR_HT_header.append(draw_status_bar)
+
+
+def unregister() -> None:
+    bpy.types.STATUSBAR_HT_header.remove(draw_status_bar)
+
 
 #: (panel class, draw function) for tests and benchmarks.
 DRAWS = (

@@ -1,6 +1,11 @@
 """Add-on preferences: the backends to watch, refresh interval, history
 storage and thresholds.  Stored by Blender in userpref.blend (never in a
-scene), so API keys are referenced by environment-variable name only.
+scene), so API keys are referenced by environment-variable name or key
+file path only: the key itself is never stored.
+
+The backends are the list here, or the CLI's ``backends.toml`` (and the
+``alerts.toml`` next to it) when "Configuration" says so; "Import" copies
+the file's backends into the list.
 
 Every edit calls :func:`runtime.config_changed`; the next timer tick picks
 the new configuration up (restarting collectors or reopening the history
@@ -15,6 +20,7 @@ from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatPrope
 from bpy.types import AddonPreferences, PropertyGroup, UIList
 
 from . import runtime
+from .config import SOURCE_FILE, SOURCE_PREFERENCES
 
 # The engine's backend kinds (collectors.config.KINDS), kept here so the
 # preferences register even when the bundled engine fails to import.
@@ -49,6 +55,40 @@ class MDM_BackendItem(PropertyGroup):
         default="",
         update=_changed,
     )
+    api_key_file: StringProperty(  # type: ignore[valid-type]
+        name="API key file",
+        description=(
+            "A file holding the key, used when the variable is not set (Blender started from a desktop icon often "
+            "lacks your shell's variables); refused unless only you can read it (chmod 600)"
+        ),
+        default="",
+        subtype="FILE_PATH",
+        update=_changed,
+    )
+    interval_s: FloatProperty(  # type: ignore[valid-type]
+        name="Interval",
+        description="Seconds between probes; 0 uses the default: 1 s on this machine or the LAN, 300 s for a hosted API",
+        default=0.0,
+        min=0.0,
+        max=86_400.0,
+        update=_changed,
+    )
+    connect_timeout_s: FloatProperty(  # type: ignore[valid-type]
+        name="Connect timeout",
+        description="Seconds to wait for the connection; 0 uses the default (0.5 s)",
+        default=0.0,
+        min=0.0,
+        max=10.0,
+        update=_changed,
+    )
+    read_timeout_s: FloatProperty(  # type: ignore[valid-type]
+        name="Read timeout",
+        description="Seconds to wait for a reply; 0 uses the default (2 s)",
+        default=0.0,
+        min=0.0,
+        max=120.0,
+        update=_changed,
+    )
     enabled: BoolProperty(name="Enabled", default=True, update=_changed)  # type: ignore[valid-type]
     threshold_ms: FloatProperty(  # type: ignore[valid-type]
         name="Latency threshold",
@@ -76,6 +116,23 @@ class MDM_UL_backends(UIList):
 class MDM_AddonPreferences(AddonPreferences):
     bl_idname = __package__  # type: ignore[assignment]
 
+    config_source: EnumProperty(  # type: ignore[valid-type]
+        name="Configuration",
+        description="Where the backends (and alert rules) come from",
+        items=(
+            (SOURCE_PREFERENCES, "This list", "The backends listed here"),
+            (SOURCE_FILE, "backends.toml", "The CLI's backends.toml and the alerts.toml next to it (the same files `movie-director-metrics watch` reads)"),
+        ),
+        default=SOURCE_PREFERENCES,
+        update=_changed,
+    )
+    config_file: StringProperty(  # type: ignore[valid-type]
+        name="Backends file",
+        description="backends.toml to use; empty finds it as the CLI does ($MOVIE_DIRECTOR_METRICS_CONFIG, else the per-user config directory)",
+        default="",
+        subtype="FILE_PATH",
+        update=_changed,
+    )
     backends: CollectionProperty(type=MDM_BackendItem)  # type: ignore[valid-type]
     backend_index: IntProperty(default=0)  # type: ignore[valid-type]
     refresh_interval_s: FloatProperty(  # type: ignore[valid-type]
@@ -129,6 +186,28 @@ class MDM_AddonPreferences(AddonPreferences):
 
 def draw_preferences(prefs: Any, layout: Any, context: Any) -> None:
     col = layout.column()
+    row = col.row()
+    row.prop(prefs, "config_source", expand=True)
+    rt = runtime.get()
+    if prefs.config_source == SOURCE_FILE:
+        box = col.box()
+        box.prop(prefs, "config_file")
+        fc = rt.file_config
+        if fc is None:
+            box.label(text="Reading…", icon="TIME")
+        else:
+            box.label(text=f"{fc.path}: {len(fc.backends)} backends", icon="FILE" if not fc.error else "ERROR")
+            if fc.rules_text:
+                box.label(text=f"Alert rules: {fc.alerts_path}", icon="FILE")
+            for problem in (fc.error, fc.alerts_error):
+                if problem:
+                    line = box.row()
+                    line.alert = True
+                    line.label(text=problem, icon="ERROR")
+        box.operator("movie_director.import_backends_file", text="Copy into this list", icon="IMPORT")
+        _draw_online_note(col)
+        _draw_general(prefs, layout, rt)
+        return
     col.label(text="Backends", icon="LINKED")
     row = col.row()
     row.template_list("MDM_UL_backends", "", prefs, "backends", prefs, "backend_index", rows=4)
@@ -137,6 +216,7 @@ def draw_preferences(prefs: Any, layout: Any, context: Any) -> None:
     side.operator("movie_director.backend_remove", text="", icon="REMOVE")
     side.separator()
     side.operator("movie_director.backends_add_defaults", text="", icon="PRESET")
+    side.operator("movie_director.import_backends_file", text="", icon="IMPORT")
     if 0 <= prefs.backend_index < len(prefs.backends):
         item = prefs.backends[prefs.backend_index]
         box = col.box()
@@ -145,14 +225,42 @@ def draw_preferences(prefs: Any, layout: Any, context: Any) -> None:
         box.prop(item, "kind")
         box.prop(item, "url")
         box.prop(item, "api_key_env")
-        if item.api_key_env and not os.environ.get(item.api_key_env):
-            box.label(text=f"${item.api_key_env} is not set in Blender's environment", icon="ERROR")
+        box.prop(item, "api_key_file")
+        if item.api_key_env and not os.environ.get(item.api_key_env) and not item.api_key_file:
+            box.label(text=f"${item.api_key_env} is not set in Blender's environment: use a key file", icon="ERROR")
+        box.prop(item, "interval_s")
+        if item.interval_s == 0:
+            box.label(text=f"Default: {_default_interval(item.url)}")
+        box.prop(item, "connect_timeout_s")
+        box.prop(item, "read_timeout_s")
         box.prop(item, "threshold_ms")
         box.prop(item, "enabled")
+    _draw_online_note(col)
+    _draw_general(prefs, layout, runtime.get())
+
+
+def _default_interval(url: str) -> str:
+    """What interval 0 means for ``url`` (the engine decides; says so when
+    the engine is not importable)."""
+    try:
+        from urllib.parse import urlsplit
+
+        from movie_director_metrics.collectors.config import HOSTED_INTERVAL_S, LOCAL_INTERVAL_S
+        from movie_director_metrics.net import is_hosted
+
+        hosted = is_hosted(urlsplit(url.strip()).hostname)
+    except (ImportError, ValueError):
+        return "1 s on this machine or the LAN, 300 s for a hosted API"
+    return f"{HOSTED_INTERVAL_S:g} s (hosted API)" if hosted else f"{LOCAL_INTERVAL_S:g} s (this machine or the LAN)"
+
+
+def _draw_online_note(col: Any) -> None:
     if not bpy.app.online_access:
         col.label(text="Online access is off: only loopback backends are polled", icon="INTERNET_OFFLINE")
         col.label(text="Preferences › System › Network › Allow Online Access")
 
+
+def _draw_general(prefs: Any, layout: Any, rt: Any) -> None:
     col = layout.column()
     col.use_property_split = True
     col.prop(prefs, "refresh_interval_s")
@@ -167,7 +275,6 @@ def draw_preferences(prefs: Any, layout: Any, context: Any) -> None:
         sub.label(text=f"Default: {runtime.default_storage_path(create=False)}")
     sub.prop(prefs, "retention_minute_days")
     sub.prop(prefs, "retention_hour_days")
-    rt = runtime.get()
     if rt.view.storage_text:
         sub.label(text=rt.view.storage_text, icon="FILE")
 

@@ -56,7 +56,10 @@ import bpy
 from . import jobs_view as JV
 from . import view as V
 from . import workers
-from .config import Config, default_storage_path, read_config
+from .alert_banner import NONE as NO_BANNER
+from .alert_banner import AlertBanner, build_banner, tag_status_bars
+from .config import SOURCE_FILE, Config, default_storage_path, read_config
+from .file_config import FileConfig, FileWatcher, resolve_path
 from .smoothing import BarSmoother
 
 __all__ = ["Config", "Runtime", "default_storage_path", "get", "read_config", "register", "tick", "unregister", "wait_idle"]
@@ -109,12 +112,23 @@ class Runtime:
     alerts: Any = None
     engine_alerts: Any = None
     alerts_note: str = ""
+    #: Firing alerts for the status bar and the top panel's header, built
+    #: every tick (also while no sidebar shows the panels).
+    banner: AlertBanner = NO_BANNER
     #: ``monitor.llm`` (an ``llm.LlmTracker``), None when not available.
     llm: Any = None
     llm_note: str = ""
     #: ``monitor.jobs`` (a ``jobs.JobTracker``), None when not available.
     jobs: Any = None
     jobs_note: str = ""
+    #: What backends.toml/alerts.toml said last (config source "file").
+    file_config: FileConfig | None = None
+    #: The worker reading those files; None while the list is the source.
+    _watcher: FileWatcher | None = None
+    #: Names of the rules loaded from alerts.toml into the alert manager.
+    _file_rules: tuple[str, ...] = ()
+    #: The manager those rules were loaded into.
+    _rules_manager: Any = None
     #: Why the monitor is not published to ``shared()``, "" when it is.
     publish_note: str = ""
     _alerts_key: Any = None
@@ -180,6 +194,10 @@ class Runtime:
                 if error:
                     for n in names:
                         self.check_errors[n] = error
+            elif msg[0] == "file_config":
+                fc = msg[1]
+                if self._watcher is not None and fc.path == str(self._watcher.path):
+                    self.file_config = fc
             elif msg[0] == "acted":
                 _, name, action, target, ok, message, at = msg
                 self.acting.pop(name, None)
@@ -230,13 +248,15 @@ class Runtime:
         except ImportError as e:
             self._set_view(context, V.DashboardView(status="error", message=f"Engine not installed: {e}"))
             return
-        cfg = read_config(prefs)
+        self._watch_file(prefs)
+        cfg = read_config(prefs, self.file_config)
         self.interval_s = cfg.refresh_s
         if cfg != self.applied or self.monitor is None and not self._busy():
             self._apply(cfg)
         self._ensure_alerts(cfg)
         if self.alerts is not None:
             self.alerts.evaluate()
+        self._update_banner(context)
         if not self.headless and not visible_sidebars(context):
             # Nobody can see a view: don't build one (it is most of a
             # tick's cost) and tag nothing.  The panels call
@@ -251,6 +271,48 @@ class Runtime:
         if ws is not None:
             self._update_compare(ws)
 
+    def _watch_file(self, prefs: Any) -> None:
+        """Starts, moves or stops the worker that reads backends.toml and
+        alerts.toml, as the preferences' configuration source says."""
+        want = resolve_path(prefs.config_file) if prefs.config_source == SOURCE_FILE else None
+        have = self._watcher.path if self._watcher is not None else None
+        if want == have:
+            return
+        if self._watcher is not None:
+            self._watcher.stop(timeout_s=0.0)  # it exits at its next look; not joined on the main thread
+            self._check_threads.append(self._watcher.thread)
+        self._watcher, self.file_config = None, None
+        if want is not None:
+            self._watcher = FileWatcher(want, self._results).start()
+
+    def _load_file_rules(self, manager: Any, rules_text: str) -> None:
+        """The rules of alerts.toml in the manager, in place of those the
+        previous text loaded (a rule whose definition is unchanged keeps
+        its state; the file was checked by the watcher)."""
+        from movie_director_metrics.alerts import parse_rules
+
+        rules = parse_rules(rules_text) if rules_text else []
+        new = {r.name: r for r in rules}
+        for name in self._file_rules:
+            if name not in new or next((r for r in manager.rules if r.name == name), None) != new[name]:
+                manager.remove_rule(name)
+        have = {r.name for r in manager.rules}
+        for rule in rules:
+            if rule.name not in have:
+                manager.add_rule(rule)
+        self._file_rules = tuple(new)
+
+    def _update_banner(self, context: Any) -> None:
+        """The firing alerts' banner; the status bars and sidebars are
+        tagged for redraw only when it changed."""
+        try:
+            banner = build_banner(self.alerts.firing()) if self.alerts is not None else NO_BANNER
+        except Exception:  # an engine whose alerts API differs: no banner
+            banner = NO_BANNER
+        if banner != self.banner:
+            self.banner = banner
+            self.redraws += tag_status_bars(context) + tag_sidebars(context)
+
     def _set_view(self, context: Any, new: V.DashboardView) -> None:
         if new != self.view:
             self.view = new
@@ -263,7 +325,7 @@ class Runtime:
         threshold, success rate below the minimum, each for a minute, on
         every service).  Other rules in the manager are left alone; a
         snooze survives (rules are compared without ``snooze_until``)."""
-        key = (id(self.monitor), id(self.engine_alerts), cfg.default_threshold_ms, cfg.success_min)
+        key = (id(self.monitor), id(self.engine_alerts), cfg.default_threshold_ms, cfg.success_min, cfg.rules_text)
         if key == self._alerts_key:
             return
         self._alerts_key = key
@@ -290,6 +352,10 @@ class Runtime:
                 if old is not None:
                     manager.remove_rule(rule.name)
                 manager.add_rule(dataclasses.replace(rule, snooze_until=getattr(old, "snooze_until", None)))
+            if manager is not self._rules_manager:
+                self._file_rules = ()  # a new manager holds none of them
+            self._rules_manager = manager
+            self._load_file_rules(manager, cfg.rules_text)
             self.alerts = manager
         except Exception as e:  # an engine whose alerts API differs: no alerts, said once
             self.alerts_note = f"{type(e).__name__}: {e}"
@@ -563,6 +629,9 @@ class Runtime:
         running unless one ignores its timeout."""
         self.stopped = True
         self._gen += 1
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
         if self.monitor is not None and hasattr(self.monitor, "unpublish"):
             # First: other add-ons' calls drop from now on instead of
             # reaching a monitor whose collectors and file are going.
@@ -574,6 +643,7 @@ class Runtime:
             self.monitor.close()
         self.monitor = self.collectors = self.alerts = self.engine_alerts = self.llm = self.jobs = None
         self._jobs_stats = None
+        self.banner = NO_BANNER
         self._drain()  # a late "opened" is closed by _drain (gen mismatch)
         self.view = V.EMPTY
 

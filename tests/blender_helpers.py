@@ -286,6 +286,8 @@ def draw_all(mod: Any, layout_factory: Any, width: int) -> dict[str, Any]:
         panel = SimpleNamespace(layout=layout)
         if hasattr(cls, "draw_header"):
             cls.draw_header(panel, ctx)
+        if hasattr(cls, "draw_header_preset"):
+            cls.draw_header_preset(panel, ctx)
         cls.draw(panel, ctx)
         out[cls.bl_idname] = layout
     return out
@@ -699,6 +701,11 @@ def run(zip_path: Path, work: Path, rep: Report, leak_n: int = 0) -> None:
     rt.wait_idle(15.0)
     rt_mod.tick()
 
+    # ---- issue 18: firing alerts in the header and status bar; one configuration
+    alerts_in_sight(rep, bpy, mod, rt, rt_mod)
+    hosted_interval(rep, bpy, mod, rt, rt_mod, prefs)
+    one_configuration(rep, bpy, mod, rt, rt_mod, prefs, work)
+
     # ---- jobs from another add-on through movie_director_metrics.shared()
     recorder, old_jobs = jobs_acceptance(rep, bpy, mod, rt, prefs)
 
@@ -751,6 +758,251 @@ def run(zip_path: Path, work: Path, rep: Report, leak_n: int = 0) -> None:
         if leak_sim is not None:
             leak_sim.stdin.close()
             leak_sim.wait(10)
+
+
+# ---- issue 18: alerts in sight, hosted intervals, one configuration -----------------
+
+
+class _CountingServer:
+    """A loopback HTTP server answering 200 to every GET and counting them."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        import http.server
+
+        counter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                counter.gets += 1
+                body = b"ok"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.gets = 0
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def alerts_in_sight(rep: Report, bpy: Any, mod: Any, rt: Any, rt_mod: Any) -> None:
+    """A firing alert shows in the top panel's header and the status bar
+    with every panel closed; the .blend's data is untouched (checked by
+    the fingerprint after this); gone again once resolved."""
+    from movie_director_metrics.alerts import AlertRule
+
+    check = rep.check
+    registered = mod.panels.draw_status_bar in getattr(bpy.types.STATUSBAR_HT_header.draw, "_draw_funcs", [])
+    check("status_bar_draw_registered", registered, "STATUSBAR_HT_header has the add-on's draw function")
+    if rt.alerts is None:
+        check("alert_banner", False, "no alert manager")
+        return
+    # Every panel closed: the sidebar's panels are collapsed, so only the
+    # top panel's header is drawn there; Blender's status bar always is.
+    for area in bpy.context.window_manager.windows[0].screen.areas:
+        if area.type == "VIEW_3D":
+            area.spaces.active.show_region_ui = True
+    rule = AlertRule(name="test:farm-down", target="render-farm", metric="up", comparator="<", threshold=1.0, for_s=0,
+                     severity="critical")
+    warn = AlertRule(name="test:farm-slow", target="render-farm", metric="health_checks", comparator=">=", threshold=0.0,
+                     for_s=0, severity="warning")
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.backends["render-farm"].enabled = True
+    rt.wait_idle(15.0)
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline and {b.name: b.state for b in rt.view.backends}.get("render-farm") != "down":
+        rt_mod.tick()
+        time.sleep(0.2)
+    before = rt.redraws
+    rt.alerts.add_rule(warn)
+    rt.alerts.add_rule(rule)
+    rt_mod.tick()
+    banner = rt.banner
+    tagged = rt.redraws - before
+    status = RecordingLayout()
+    mod.panels.draw_status_bar(SimpleNamespace(layout=status), draw_context(600))
+    header = RecordingLayout()
+    mod.panels.VIEW3D_PT_mdm_connection.draw_header_preset(SimpleNamespace(layout=header), draw_context(300))
+    rep.data["draws"]["status_bar_firing"] = status.log
+    rep.data["draws"]["header_firing"] = header.log
+    status_text, header_text = " ".join(texts(status.log)), " ".join(texts(header.log))
+    check(
+        "alert_banner",
+        banner.count == 2 and banner.worst == "critical" and "2 alerts (critical)" in status_text
+        and "test:farm" in status_text and header_text.startswith("2 ·") and tagged >= 1,
+        f"banner={banner}; status bar {status_text!r}; header {header_text!r}; {tagged} redraw tags",
+    )
+    same = rt.redraws
+    rt._update_banner(bpy.context)
+    rt._update_banner(bpy.context)
+    check("alert_banner_tags_only_on_change", rt.redraws == same, f"{rt.redraws - same} tags for an unchanged banner")
+    rt.alerts.remove_rule(rule.name)
+    rt.alerts.remove_rule(warn.name)
+    rt_mod.tick()
+    status = RecordingLayout()
+    mod.panels.draw_status_bar(SimpleNamespace(layout=status), draw_context(600))
+    check("alert_banner_clears", rt.banner.count == 0 and not texts(status.log), (rt.banner, texts(status.log)))
+    prefs.backends["render-farm"].enabled = False
+    rt.wait_idle(15.0)
+    rt_mod.tick()
+
+
+def hosted_interval(rep: Report, bpy: Any, mod: Any, rt: Any, rt_mod: Any, prefs: Any) -> None:
+    """A hosted backend added in Blender without an interval is probed once
+    per 300 s; a local one every second.  The hosted one is a loopback
+    stand-in marked as remote by wrapping the engine's ``is_hosted`` for
+    the name ``localhost`` only (a real hosted API cannot be reached here)."""
+    import movie_director_metrics.collectors.config as engine_config
+
+    check = rep.check
+    hosted, local = _CountingServer(), _CountingServer()
+    original = engine_config.is_hosted
+    engine_config.is_hosted = lambda host: host == "localhost" or original(host)
+    try:
+        for name, url in (("hosted-standin", f"http://localhost:{hosted.port}"), ("local-standin", f"http://127.0.0.1:{local.port}")):
+            item = prefs.backends.add()
+            item.name, item.kind, item.url = name, "http", url
+        rt.wait_idle(15.0)
+        rt_mod.tick()
+        rt.wait_idle(15.0)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 6.0:
+            rt_mod.tick()
+            time.sleep(0.25)
+        intervals = {c.name: c.interval_s for c in rt.applied.backends if c.name.endswith("-standin")}
+        rep.data["info"]["hosted_interval"] = {"intervals": intervals, "hosted_gets": hosted.gets, "local_gets": local.gets,
+                                               "seconds": round(time.monotonic() - t0, 1)}
+        check(
+            "hosted_probed_once_per_300s",
+            intervals == {"hosted-standin": 300.0, "local-standin": 1.0} and hosted.gets == 1 and local.gets >= 4,
+            rep.data["info"]["hosted_interval"],
+        )
+    finally:
+        engine_config.is_hosted = original
+        for name in ("hosted-standin", "local-standin"):
+            i = prefs.backends.find(name)
+            if i >= 0:
+                prefs.backends.remove(i)
+        rt.wait_idle(15.0)
+        rt_mod.tick()
+        rt.wait_idle(15.0)
+        hosted.close()
+        local.close()
+
+
+def one_configuration(rep: Report, bpy: Any, mod: Any, rt: Any, rt_mod: Any, prefs: Any, work: Path) -> None:
+    """backends.toml and alerts.toml drive the add-on (the same file the
+    pytest side then gives to ``watch``), edits are picked up, the file
+    can be imported into the list, and a key file's key never reaches
+    userpref.blend."""
+    check = rep.check
+    server = _CountingServer()
+    conf = work / "cli-config"
+    conf.mkdir(exist_ok=True)
+    backends_toml = conf / "backends.toml"
+    key_file = conf / "gpu.key"
+    secret = "sk-keyfile-SECRET-4f9a1c"
+    key_file.write_text(secret + "\n")
+    key_file.chmod(0o600)
+    backends_toml.write_text(
+        f'[[backend]]\nname = "file-farm"\nkind = "http"\nurl = "http://127.0.0.1:{server.port}"\n'
+        f'api_key_file = "{key_file}"\n\n'
+        f'[[backend]]\nname = "file-dead"\nkind = "http"\nurl = "http://127.0.0.1:{free_port()}"\ninterval_s = 0.5\n'
+    )
+    (conf / "alerts.toml").write_text(
+        '[[rule]]\nname = "file:dead"\ntarget = "file-dead"\nmetric = "up"\ncomparator = "<"\nthreshold = 1\n'
+        'for_s = 0\nseverity = "critical"\n'
+    )
+    rep.data["info"]["one_config_file"] = str(backends_toml)
+    list_names = [b.name for b in prefs.backends]
+    try:
+        prefs.config_file = str(backends_toml)
+        prefs.config_source = "FILE"
+
+        def settled(names: set[str], timeout_s: float = 15.0) -> bool:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                rt_mod.tick()
+                rt.wait_idle(5.0)
+                if rt.applied is not None and {c.name for c in rt.applied.backends} == names:
+                    return True
+                time.sleep(0.2)
+            return False
+
+        ok = settled({"file-farm", "file-dead"})
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and rt.banner.count == 0:
+            rt_mod.tick()
+            time.sleep(0.25)
+        shown = [b.name for b in rt.view.backends]
+        rules = [r.name for r in rt.alerts.rules] if rt.alerts is not None else []
+        rep.data["info"]["one_config_backends"] = shown
+        check(
+            "config_from_backends_toml",
+            ok and shown == ["file-farm", "file-dead"] and "file:dead" in rules and server.gets >= 1
+            and rt.banner.count == 1 and "file:dead" in rt.banner.newest,
+            f"applied={ok}, shown={shown}, rules={rules}, requests={server.gets}, banner={rt.banner}, "
+            f"file_config error={getattr(rt.file_config, 'error', None)!r}",
+        )
+        with backends_toml.open("a") as f:
+            f.write(f'\n[[backend]]\nname = "file-added"\nkind = "http"\nurl = "http://127.0.0.1:{server.port}"\n')
+        check("config_file_edit_picked_up", settled({"file-farm", "file-dead", "file-added"}),
+              [c.name for c in rt.applied.backends] if rt.applied else None)
+        # a broken file is refused whole, with the parser's message; the
+        # backends stay as they were
+        saved = backends_toml.read_text()
+        backends_toml.write_text(saved + "\n[[backend]]\nname = 3\n")
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and not (rt.file_config is not None and rt.file_config.error):
+            rt_mod.tick()
+            time.sleep(0.2)
+        rt_mod.tick()
+        err = rt.file_config.error if rt.file_config is not None else ""
+        check("config_file_error_shown", "backend[3]" in err and "name" in err, err)
+        backends_toml.write_text(saved)
+        settled({"file-farm", "file-dead", "file-added"})
+        rec = RecordingLayout()
+        mod.preferences.draw_preferences(prefs, rec, draw_context(600))
+        rep.data["draws"]["preferences_file"] = rec.log
+        check("draw_preferences_file", any("3 backends" in t for t in texts(rec.log)), texts(rec.log))
+
+        # Import: the file's backends into the list, the list becomes the source
+        res = bpy.ops.movie_director.import_backends_file()
+        imported = {b.name: (b.url, b.api_key_file, b.interval_s) for b in prefs.backends}
+        check(
+            "import_backends_file",
+            res == {"FINISHED"} and prefs.config_source == "PREFERENCES"
+            and imported.get("file-farm", ("", "", 0))[1] == str(key_file) and imported.get("file-dead", ("", "", 0))[2] == 0.5,
+            imported,
+        )
+        rt.wait_idle(15.0)
+        rt_mod.tick()
+        # the key itself never reaches userpref.blend
+        bpy.ops.wm.save_userpref()
+        userpref = Path(bpy.utils.user_resource("CONFIG")) / "userpref.blend"
+        data = userpref.read_bytes() if userpref.is_file() else b""
+        check(
+            "key_file_not_in_userpref",
+            len(data) > 0 and secret.encode() not in data and str(key_file).encode() in data,
+            f"{userpref} ({len(data)} bytes): key present={secret.encode() in data}, path present={str(key_file).encode() in data}",
+        )
+    finally:
+        prefs.config_source = "PREFERENCES"
+        for name in [b.name for b in prefs.backends if b.name not in list_names]:
+            prefs.backends.remove(prefs.backends.find(name))
+        rt.wait_idle(15.0)
+        rt_mod.tick()
+        rt.wait_idle(15.0)
+        server.close()
 
 
 # ---- the Blender API the add-on relies on --------------------------------------------

@@ -710,3 +710,35 @@ def test_enable_disable_cycles_leak_nothing(report: dict[str, Any]) -> None:
     if report["info"]["backends_from"].startswith("movie_director_metrics.simulator"):
         assert leak["demo_backends"], "the demo backends did not start for the leak check"
     _checks(report, "leak_cycles_ran", "leak_nothing_left", "leak_objects", "leak_traced_memory", "leak_register_class_levels_off")
+
+
+# ---- issue 18: alerts in sight, hosted intervals, one configuration ------------------------
+
+
+def test_firing_alerts_show_in_the_header_and_status_bar(report: dict[str, Any]) -> None:
+    """With the panels closed, a firing alert changes the top panel's
+    header (drawn even while collapsed) and Blender's status bar; the
+    .blend's data is untouched (``blend_data_untouched`` runs after)."""
+    _checks(report, "status_bar_draw_registered", "alert_banner", "alert_banner_tags_only_on_change", "alert_banner_clears",
+            "blend_data_untouched")
+
+
+def test_hosted_backend_added_in_blender_is_probed_once_per_300_s(report: dict[str, Any]) -> None:
+    _checks(report, "hosted_probed_once_per_300s")
+
+
+def test_the_same_backends_toml_drives_watch_and_the_addon(report: dict[str, Any]) -> None:
+    """The add-on took its backends and rules from a backends.toml and the
+    alerts.toml beside it; ``watch`` (the CLI, this venv) shows the same
+    backends from the same file."""
+    _checks(report, "config_from_backends_toml", "config_file_edit_picked_up", "config_file_error_shown",
+            "draw_preferences_file", "import_backends_file", "key_file_not_in_userpref")
+    path = report["info"]["one_config_file"]
+    r = subprocess.run(
+        [sys.executable, "-m", "movie_director_metrics", "watch", "--once", "--warmup", "0", "--width", "160",
+         "--no-storage", "--config", path],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr
+    for name in report["info"]["one_config_backends"] + ["file-added"]:
+        assert name in r.stdout, f"{name} not in watch's frame:\n{r.stdout}"

@@ -14,7 +14,12 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-__all__ = ["is_loopback", "is_loopback_url"]
+__all__ = ["is_hosted", "is_loopback", "is_loopback_url"]
+
+#: Name suffixes of hosts on the user's own network (RFC 6762 ``.local``,
+#: RFC 8375 ``.home.arpa``, and the ``.lan``/``.internal`` routers and
+#: clouds hand out): not a hosted service.
+_PRIVATE_SUFFIXES = (".local", ".lan", ".home.arpa", ".internal", ".intranet")
 
 #: Names that mean this machine.  ``localhost`` and every name under it
 #: (``api.localhost``) are loopback by RFC 6761 section 6.3;
@@ -56,3 +61,28 @@ def is_loopback_url(url: str | None) -> bool:
     except ValueError:
         return False
     return is_loopback(host)
+
+
+def is_hosted(host: str | None) -> bool:
+    """Whether ``host`` looks like a hosted service on the internet rather
+    than a machine of the user's own: not loopback, not a private,
+    link-local, shared (Tailscale's 100.64/10) or unique-local address
+    (a GPU box on the LAN or the tailnet), not a
+    single-label name (``gpu-box``) or one under a private-network suffix
+    (``render.local``).  Hosted backends are probed every
+    ``collectors.config.HOSTED_INTERVAL_S`` by default: a probe of a paid
+    API every second would be ~86 400 requests a day."""
+    if not isinstance(host, str) or not host or is_loopback(host):
+        return False
+    name = host.lower().removesuffix(".")
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return "." in name and not name.endswith(_PRIVATE_SUFFIXES)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    # is_global: not private, shared (100.64/10: Tailscale, carrier NAT),
+    # link-local, unique-local or reserved.
+    return ip.is_global
