@@ -165,6 +165,13 @@ addon: venv bpy-venv bpy5-venv
 screenshot: venv bpy-venv
 	bash scripts/screenshot.sh
 
+.PHONY: screenshot-alerts
+## The same with every sidebar panel but Connection Status closed and an
+## alert firing: its count and severity in the panel's header, its text in
+## the status bar; dist/screenshot-alerts.{png,json} (is_dirty checked).
+screenshot-alerts: venv bpy-venv
+	MDM_CLICKS="" MDM_SHOT_OUT=$(CURDIR)/dist/screenshot-alerts.png bash scripts/screenshot.sh
+
 .PHONY: bench-blender
 ## What the add-on costs in a real Blender 4.3 GUI (the chroot + Xvfb of
 ## `make screenshot`): viewport playback fps and p99 frame time, a Cycles

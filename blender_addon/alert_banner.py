@@ -1,6 +1,7 @@
 """Firing alerts where the user looks anyway: the header of the sidebar's
-top panel ("Connection Status", drawn even while it is collapsed) and
-Blender's status bar at the bottom of the window.
+top panel ("Connection Status", drawn even while it is collapsed: count
+and worst severity) and Blender's status bar at the bottom of the window
+(count, worst severity and the newest alert).
 
 A firing alert used to show only inside the Alerts panel, a child of the
 closed-by-default Health Monitoring panel: invisible until the user
@@ -27,11 +28,6 @@ SEVERITY_ORDER = ("critical", "warning", "info")
 
 #: Icons present in every Blender from 4.2 on.
 SEVERITY_ICONS = {"critical": "CANCEL", "warning": "ERROR", "info": "INFO"}
-
-#: Longest newest-alert text in the panel header (the status bar takes the
-#: whole text; Blender clips what does not fit either way).
-HEADER_CHARS = 32
-
 
 @dataclass(frozen=True)
 class AlertBanner:
@@ -61,11 +57,10 @@ class AlertBanner:
 
     @property
     def header_text(self) -> str:
-        """The panel header's text: the count, then the newest alert, cut."""
-        if not self.count:
-            return ""
-        newest = self.newest if len(self.newest) <= HEADER_CHARS else self.newest[: HEADER_CHARS - 1] + "…"
-        return f"{self.count} · {newest}"
+        """The panel header's text: count and worst severity (``2 critical``).
+        Short on purpose: the header's right end grows over the panel's
+        title, so the newest alert's text is the status bar's."""
+        return f"{self.count} {self.worst}" if self.count else ""
 
 
 NONE = AlertBanner()

@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 ROOT_DIR=$PWD
 W=1600
 H=1000
-OUT=$ROOT_DIR/dist/screenshot.png
+OUT=${MDM_SHOT_OUT:-$ROOT_DIR/dist/screenshot.png}
 PY=${PYTHON:-$ROOT_DIR/.venv/bin/python}
 
 # shellcheck source=scripts/blender_chroot.sh
@@ -63,6 +63,7 @@ bpy.context.window_manager.movie_director.compare_metric = "avg_ms"
 
 state = {"started": time.time(), "dirty_at_start": bpy.data.is_dirty, "ticks": []}
 recorded = [False]
+ruled = [False]
 
 def demo():
     rt = mod.runtime.get()
@@ -78,8 +79,16 @@ def demo():
             svc.record_processing(2400.0 + 800 * i)
             svc.set_resource(vram_used_bytes=(5 + 3 * i) * 2**30, vram_total_bytes=24 * 2**30)
         recorded[0] = True
+    if not ruled[0] and rt.alerts is not None:
+        # A firing alert (the dead port is down): it must show in the top
+        # panel's header and the status bar with the other panels closed.
+        from movie_director_metrics.alerts import AlertRule
+        rt.alerts.add_rule(AlertRule(name="render-farm-down", target="render-farm", metric="up", comparator="<",
+                                     threshold=1.0, for_s=0, severity="critical"))
+        ruled[0] = True
     v = rt.view
     state["ticks"].append({"t": time.time(), "status": v.status, "dirty": bpy.data.is_dirty,
+                           "banner": rt.banner.status_text,
                            "backends": {b.name: b.state for b in v.backends}, "services": [s.name for s in v.services]})
     with open(OUT, "w") as f:
         json.dump(state, f, indent=1)
@@ -125,14 +134,15 @@ for xy in ${MDM_CLICKS-1124,414 1100,835}; do click "${xy%,*}" "${xy#*,}"; done
 xdotool mousemove 700 500
 sleep 3
 import -window root "$OUT"
-cp "$CHROOT/opt/mdm/state.json" "$ROOT_DIR/dist/screenshot.json"
-"$PY" - "$ROOT_DIR/dist/screenshot.json" <<'PYEOF'
+cp "$CHROOT/opt/mdm/state.json" "${OUT%.png}.json"
+"$PY" - "${OUT%.png}.json" <<'PYEOF'
 import json, sys
 s = json.load(open(sys.argv[1]))
 ticks = s["ticks"]
 dirty = [t["dirty"] for t in ticks]
 print(f"{len(ticks)} seconds of live monitoring; last: {ticks[-1]['backends']}")
 print(f"bpy.data.is_dirty while the timer ran: {sorted(set(dirty))}")
+print(f"status bar / header alert text at the end: {ticks[-1].get('banner')!r}")
 sys.exit(1 if any(dirty) else 0)
 PYEOF
 echo "$OUT"
