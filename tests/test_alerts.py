@@ -600,7 +600,7 @@ def test_rules_the_manager_cannot_serve(mon: Monitor, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"alert rule 'gpu-hot': window = '7d': expected at most 86400 s"):
         am.add_rule(temp_rule(window="7d"))
     with pytest.raises(ConfigError, match=r"target = 'model:gpt-4o': needs a 'model' source"):
-        am.add_rule(temp_rule(target="model:gpt-4o", metric="ttft_ms"))
+        am.add_rule(temp_rule(target="model:gpt-4o", metric="ttft_p95_ms"))
     am.add_rule(temp_rule())
     with pytest.raises(ConfigError, match="name is already used"):
         am.add_rule(temp_rule())
@@ -754,3 +754,75 @@ def test_model_targets_read_the_monitors_llm_figures() -> None:
         events = m.alerts.evaluate()
         assert [(e.rule, e.target, e.to_state) for e in events] == [("slow-model", "model:gpt-4o", "firing")]
         assert events[0].value == pytest.approx(900.0, rel=0.01)
+
+
+# ---- LLM spend and tokens from TOML ----------------------------------------------------
+
+LLM_RULES = """
+[[rule]]
+name = "openai-spend"
+target = "provider:OpenAI"      # every OpenAI model together (the provider name as the tracker spells it)
+metric = "cost_usd"
+comparator = ">"
+threshold = 0.36
+window = "1h"
+
+[[rule]]
+name = "gpt-4o-input"
+target = "model:gpt-4o"
+metric = "input_tokens"         # input_uncached + cache_read + cache_write
+comparator = ">="
+threshold = 150000
+window = "1h"
+
+[[rule]]
+name = "ollama-output"
+target = "provider:ollama"
+metric = "output"
+comparator = ">"
+threshold = 1000
+window = "1h"
+"""
+
+
+def test_llm_spend_and_token_rules_from_toml_fire_on_recorded_usage() -> None:
+    with Monitor(manual_clock=True, start_time=T0) as m:
+        m.alerts.load_rules(LLM_RULES)
+        usage = {"prompt_tokens": 100_000, "completion_tokens": 10_000}
+        m.llm.record("openai", "gpt-4o", usage, latency_ms=900.0)
+        m.llm.record("openai", "gpt-4o-mini", usage, latency_ms=400.0)
+        m.llm.record("ollama", "llama3", {"prompt_eval_count": 10, "eval_count": 500}, latency_ms=300.0)
+        m.advance(1)
+        per_model = {s.model: s.cost_usd for s in m.llm.stats("1h")}
+        # Neither model alone passes 0.36 USD; together they do (the shipped prices).
+        assert per_model["gpt-4o"] < 0.36 and per_model["gpt-4o"] + per_model["gpt-4o-mini"] > 0.36  # type: ignore[operator]
+        assert m.alerts.evaluate() == [e for e in m.alerts.events() if e.rule == "openai-spend"]
+        [spend] = m.alerts.firing()
+        assert (spend.rule, spend.target) == ("openai-spend", "provider:OpenAI")
+        assert spend.value == pytest.approx(per_model["gpt-4o"] + per_model["gpt-4o-mini"])  # type: ignore[operator]
+        m.llm.record("openai", "gpt-4o", {"prompt_tokens": 50_000, "completion_tokens": 0}, latency_ms=900.0)
+        m.llm.record("ollama", "llama3", {"prompt_eval_count": 10, "eval_count": 600}, latency_ms=300.0)
+        m.advance(1)
+        events = m.alerts.evaluate()
+        assert [(e.rule, e.to_state, e.value) for e in events] == [
+            ("gpt-4o-input", "firing", 150_000.0), ("ollama-output", "firing", 1100.0)]
+        m.advance(3601)  # the usage leaves the window: no data, so every alert stays as it was
+        assert m.alerts.evaluate() == [] and len(m.alerts.firing()) == 3
+
+
+def test_llm_targets_check_their_metric() -> None:
+    with pytest.raises(ConfigError, match=r"metric = 'cost': expected one of requests, .*cost_usd.* \(an LLM figure of a provider\)"):
+        AlertRule("x", "provider:openai", "cost", ">", 1)
+    with pytest.raises(ConfigError, match="provider:<name>"):
+        AlertRule("x", "", "cost_usd", ">", 1)
+    AlertRule("x", "model:gpt-4o", "total_tokens", ">", 1)
+
+
+def test_llm_metrics_are_the_numeric_llm_stats_fields_and_input_tokens() -> None:
+    import dataclasses
+
+    from movie_director_metrics.alerts import LLM_METRICS
+    from movie_director_metrics.llm import LlmStats
+
+    numeric = {f.name for f in dataclasses.fields(LlmStats)} - {"provider", "model", "service", "window_s"}
+    assert set(LLM_METRICS) == numeric | {"input_tokens"}

@@ -417,3 +417,95 @@ def test_python_dash_m_help() -> None:
     assert r.returncode == 0
     for cmd in ("watch", "check", "export", "serve"):
         assert cmd in r.stdout
+
+
+# --- serve / watch --rules: rules evaluated, notifications sent --------------------------
+
+
+def _alerts_file(path: Path, hook_url: str) -> Path:
+    path.write_text(
+        '[[rule]]\nname = "any-traffic"\ntarget = "comfyui-demo"\nmetric = "count"\ncomparator = ">"\n'
+        'threshold = 0\nwindow = "5m"\nseverity = "info"\n\n'
+        f'[[notify]]\nname = "hook"\nkind = "webhook"\nurl = "{hook_url}"\n',
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_serve_rules_evaluates_and_notifies_a_webhook(tmp_path: Path) -> None:
+    from loopback import LoopbackServer, Reply
+
+    got: list[dict[str, Any]] = []
+    hook = LoopbackServer()
+
+    def receive(handler: Any) -> Reply:
+        got.append(json.loads(handler.request_body))
+        return Reply(200, {"ok": True})
+
+    hook.routes = {("POST", "/hook"): receive}
+    rules = _alerts_file(tmp_path / "alerts.toml", hook.url + "/hook?token=SECRETTOKEN")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "movie_director_metrics", "serve", "--demo", "--port", "0", "--rules", str(rules)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        first, second = proc.stdout.readline(), proc.stdout.readline()
+        assert first.startswith("serving http://127.0.0.1:"), first
+        assert second == f"alerts: 1 rules, 1 notify targets: hook (webhook {hook.url}/…)\n"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not got:
+            time.sleep(0.05)
+        assert got, "no notification within 15 s"
+        assert (got[0]["rule"], got[0]["target"], got[0]["state"], got[0]["severity"]) == (
+            "any-traffic", "comfyui-demo", "firing", "info")
+        assert got[0]["value"] >= 1
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert proc.stderr is not None and "SECRETTOKEN" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        hook.close()
+    assert len(got) == 1  # fired once, never resolved
+
+
+@needs_rich
+def test_watch_rules_notifies_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from loopback import LoopbackServer, Reply
+
+    got: list[dict[str, Any]] = []
+    hook = LoopbackServer()
+    hook.routes = {("POST", "/hook"): lambda h: (got.append(json.loads(h.request_body)), Reply(204))[1]}
+    try:
+        rules = _alerts_file(tmp_path / "alerts.toml", hook.url + "/hook")
+        rc, out, err = run(["watch", "--demo", "--once", "--width", "140", "--rules", str(rules)], capsys)
+    finally:
+        hook.close()
+    assert rc == 0, err
+    assert f"alerts: 1 rules, 1 notify targets: hook (webhook {hook.url}/…)" in err
+    assert [(g["rule"], g["state"]) for g in got] == [("any-traffic", "firing")]
+
+
+def test_serve_rules_errors_and_blocked_remote_targets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[notify]]\nname = "x"\nkind = "pager"\nurl = "https://a.example/SECRETTOKEN"\n', encoding="utf-8")
+    rc, _, err = run(["serve", "--demo", "--port", "0", "--rules", str(bad)], capsys)
+    assert rc == 2 and "bad.toml: notify[0]" in err and "kind = 'pager'" in err and "SECRETTOKEN" not in err
+    remote = _alerts_file(tmp_path / "remote.toml", "https://hooks.slack.com/services/T0/B0/SECRETTOKEN")
+    monitor = Monitor()
+    try:
+        args = cli.build_parser().parse_args(["serve", "--rules", str(remote)])
+        alerts, notifier = cli._load_alerts(monitor, args, demo=False)
+        try:
+            cli._announce_alerts(alerts, notifier, sys.stdout)
+        finally:
+            notifier.close()
+    finally:
+        monitor.close()
+    out, err = capsys.readouterr()
+    assert out == "alerts: 1 rules, 1 notify targets: hook (webhook https://hooks.slack.com/…)\n"
+    assert "notify target 'hook' (https://hooks.slack.com/…) is not on this machine: blocked without --allow-remote" in err
+    assert "SECRETTOKEN" not in out + err

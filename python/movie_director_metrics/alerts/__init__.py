@@ -5,7 +5,7 @@ One rule watches one figure of one target::
 
     [[rule]]
     name = "comfyui-slow"
-    target = "comfyui"          # a service, "*" for every service, or "model:<name>"
+    target = "comfyui"          # a service, "*" for every service, "model:<name>" or "provider:<name>"
     metric = "p95_ms"           # a ServiceStats field, a derived figure or "gauge:<name>"
     comparator = ">"            # > >= < <=
     threshold = 2000
@@ -70,14 +70,22 @@ Guarantees, in the order questions about them come up:
   lock, so a callback may call ``states()``, ``events()`` or even
   ``evaluate()``; callbacks are never run concurrently with each other, and
   they see events in the order the passes produced them.
+
+Notifications: ``[[notify]]`` tables in the same file
+(:class:`NotifyTarget`, :func:`parse_notify`, :func:`load_alerts_file`)
+and a :class:`Notifier` that sends the events of an attached manager to
+webhooks, ntfy, Discord, Slack or the desktop from its own thread (see
+:mod:`.notify`).
 """
 
 from __future__ import annotations
 
 from .manager import AlertEvent, AlertManager, AlertState
+from .notify import Notifier, NotifyStatus
 from .rules import (
     COMPARATORS,
     DERIVED_METRICS,
+    LLM_METRICS,
     SERVICE_METRICS,
     SEVERITIES,
     SOURCE_PREFIXES,
@@ -89,10 +97,24 @@ from .rules import (
     State,
     parse_rules,
 )
+from .targets import (
+    NOTIFY_KINDS,
+    NOTIFY_STATES,
+    AlertsFile,
+    NotifyKind,
+    NotifyTarget,
+    load_alerts_file,
+    parse_notify,
+    parse_notify_tables,
+    redact_url,
+)
 
 __all__ = [
     "COMPARATORS",
     "DERIVED_METRICS",
+    "LLM_METRICS",
+    "NOTIFY_KINDS",
+    "NOTIFY_STATES",
     "SERVICE_METRICS",
     "SEVERITIES",
     "SOURCE_PREFIXES",
@@ -101,9 +123,18 @@ __all__ = [
     "AlertManager",
     "AlertRule",
     "AlertState",
+    "AlertsFile",
     "Comparator",
     "MetricSource",
+    "Notifier",
+    "NotifyKind",
+    "NotifyStatus",
+    "NotifyTarget",
     "Severity",
     "State",
+    "load_alerts_file",
+    "parse_notify",
+    "parse_notify_tables",
     "parse_rules",
+    "redact_url",
 ]

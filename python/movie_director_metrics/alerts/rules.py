@@ -50,9 +50,28 @@ DERIVED_METRICS: tuple[str, ...] = ("queue_depth", "vram_used_pct", "error_rate"
 
 #: Target prefixes whose values come from ``AlertManager(sources=...)``
 #: instead of the engine: ``"model:<name>"`` looks up
-#: ``sources["model"](name, metric, window)``.  A service whose own name
-#: starts with one of these cannot be targeted by name.
-SOURCE_PREFIXES: tuple[str, ...] = ("model",)
+#: ``sources["model"](name, metric, window)``, ``"provider:<name>"``
+#: ``sources["provider"](...)`` (a monitor's own manager has both: the LLM
+#: tracker's figures of that model, or summed over that provider's models).
+#: A service whose own name starts with one of these cannot be targeted by name.
+SOURCE_PREFIXES: tuple[str, ...] = ("model", "provider")
+
+#: Figures a ``model:``/``provider:`` rule can watch: the numeric fields of
+#: ``llm.LlmStats`` (tokens by kind, ``total_tokens``, ``cost_usd`` -- None
+#: while any request in the window had no price -- ``cost_known_usd``,
+#: requests, errors, latency and TTFT percentiles ...) plus ``input_tokens``
+#: = input_uncached + cache_read + cache_write.
+LLM_METRICS: tuple[str, ...] = (
+    "requests", "errors", "error_rate", "requests_usage_unknown",
+    "input_tokens", "input_uncached", "cache_read", "cache_write", "output", "reasoning", "total_tokens",
+    "cost_usd", "cost_known_usd", "cost_known_requests",
+    "latency_p50_ms", "latency_p95_ms", "ttft_p50_ms", "ttft_p95_ms",
+    "output_tokens_per_s", "share_of_requests", "share_of_tokens",
+)  # fmt: skip
+
+#: Top-level keys of an alerts file: ``[[rule]]`` tables (this module) and
+#: ``[[notify]]`` tables (:mod:`.targets`).
+FILE_TABLES: tuple[str, ...] = ("rule", "notify")
 
 #: Longest ``for_s``/``keep_firing_for_s``/``repeat_s``/``cooldown_s``: a
 #: bound that catches milliseconds typed as seconds.
@@ -128,6 +147,14 @@ def _reader(metric: str) -> Reader:
     return lambda st: _number(getattr(st, metric))
 
 
+def read_llm_metric(stats: Any, metric: str) -> float | None:
+    """``metric`` (one of :data:`LLM_METRICS`) of an ``LlmStats``, or None."""
+    if metric == "input_tokens":
+        return float(stats.input_uncached + stats.cache_read + stats.cache_write)
+    v = getattr(stats, metric, None)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def _finite_number(v: object) -> bool:
     """A finite int or float, not a bool (an int past the float range,
     which TOML and JSON can hold, is not finite)."""
@@ -198,13 +225,15 @@ class AlertRule:
 
         t = self.target
         if not isinstance(t, str) or not t or not t.isprintable():
-            raise bad("target", 'a service name, "*" or "model:<name>"')
+            raise bad("target", 'a service name, "*", "model:<name>" or "provider:<name>"')
         prefix = self.source_prefix
         if prefix is not None and t[len(prefix) + 1:] in ("", "*"):
             raise bad("target", f'"{prefix}:<name>" with a name ("*" fans out over services only)')
         m = self.metric
         if not isinstance(m, str) or not m:
             raise bad("metric", "a non-empty string")
+        if prefix is not None and m not in LLM_METRICS:
+            raise bad("metric", f"one of {', '.join(LLM_METRICS)} (an LLM figure of a {prefix})")
         if prefix is None and m not in SERVICE_METRICS and m not in DERIVED_METRICS:
             gauges = tuple(_core.GAUGES)
             if m.startswith("gauge:"):
@@ -289,7 +318,8 @@ class AlertRule:
 
     @property
     def source_prefix(self) -> str | None:
-        """``"model"`` for ``"model:<name>"`` targets, else None (a service or "*")."""
+        """``"model"``/``"provider"`` for ``"model:<name>"``/``"provider:<name>"``
+        targets, else None (a service or "*")."""
         head, sep, _ = self.target.partition(":")
         return head if sep and head in SOURCE_PREFIXES else None
 
@@ -347,7 +377,7 @@ def _compare(op: str, a: float, b: float) -> bool:
     return a <= b
 
 
-def _rule_source_text(source: str | os.PathLike[str]) -> tuple[str, str]:
+def _alerts_source_text(source: str | os.PathLike[str]) -> tuple[str, str]:
     """(TOML text, the name used in messages) of a path or of TOML text.
 
     A ``str`` holding a newline or ``[[`` is TOML text; any other ``str``
@@ -363,12 +393,12 @@ def _rule_source_text(source: str | os.PathLike[str]) -> tuple[str, str]:
         raise ConfigError(f"{path}: cannot be read: {e}") from None
 
 
-def parse_rules(source: str | os.PathLike[str]) -> list[AlertRule]:
-    """Rules from a TOML file or TOML text (``[[rule]]`` tables, keys as
-    :class:`AlertRule` fields).  All or nothing: ``ConfigError`` naming the
-    file, the rule and the field for unknown keys, missing keys, bad
-    values, and names used twice."""
-    text, where = _rule_source_text(source)
+def read_alerts_toml(source: str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
+    """The one reader of an alerts file (``alerts.toml``): a path or TOML
+    text, decoded, its top-level keys checked (:data:`FILE_TABLES`).
+    Returns (the TOML document, the name messages use: the path, or
+    ``"<alert rules>"`` for text).  ``ConfigError`` naming the file."""
+    text, where = _alerts_source_text(source)
     try:
         data = tomllib.loads(text)
     except (ValueError, RecursionError) as e:
@@ -376,12 +406,41 @@ def parse_rules(source: str | os.PathLike[str]) -> list[AlertRule]:
         # Python's 4300-digit limit, arrays nested thousands deep.
         why = e if isinstance(e, tomllib.TOMLDecodeError) else f"{type(e).__name__}: {e}"
         raise ConfigError(f"{where}: not valid TOML: {why}") from None
-    unknown = sorted(set(data) - {"rule"})
+    unknown = sorted(set(data) - set(FILE_TABLES))
     if unknown:
-        raise ConfigError(f"{where}: unknown top-level key {unknown[0]!r}: expected [[rule]] tables")
-    tables = data.get("rule", [])
+        raise ConfigError(
+            f"{where}: unknown top-level key {unknown[0]!r}: expected [[rule]] tables and [[notify]] tables"
+        )
+    return data, where
+
+
+def file_tables(data: dict[str, Any], key: str, where: str) -> list[Any]:
+    """The array of tables ``key`` of an alerts document (``[]`` when absent)."""
+    tables = data.get(key, [])
     if not isinstance(tables, list):
-        raise ConfigError(f"{where}: 'rule' must be an array of tables ([[rule]])")
+        raise ConfigError(f"{where}: {key!r} must be an array of tables ([[{key}]])")
+    return tables
+
+
+def table_label(key: str, i: int, table: Any) -> str:
+    """``rule[2] ('slow')``: how messages name the i-th table of an alerts file."""
+    name = table.get("name") if isinstance(table, dict) else None
+    return f"{key}[{i}] ({name!r})" if isinstance(name, str) else f"{key}[{i}]"
+
+
+def parse_rules(source: str | os.PathLike[str]) -> list[AlertRule]:
+    """Rules from a TOML file or TOML text (``[[rule]]`` tables, keys as
+    :class:`AlertRule` fields; ``[[notify]]`` tables are read by
+    :func:`~.targets.parse_notify`).  All or nothing: ``ConfigError`` naming
+    the file, the rule and the field for unknown keys, missing keys, bad
+    values, and names used twice."""
+    data, where = read_alerts_toml(source)
+    return parse_rule_tables(file_tables(data, "rule", where), where)
+
+
+def parse_rule_tables(tables: Iterable[Any], where: str = "<alert rules>") -> list[AlertRule]:
+    """Rules from ``[[rule]]`` tables already read (dicts keyed as
+    :class:`AlertRule` fields); see :func:`parse_rules`."""
     keys = [f.name for f in dataclasses.fields(AlertRule) if f.init]
     required = [f.name for f in dataclasses.fields(AlertRule)
                 if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -390,7 +449,7 @@ def parse_rules(source: str | os.PathLike[str]) -> list[AlertRule]:
     for i, table in enumerate(tables):
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: rule[{i}]: must be a table")
-        label = f"rule[{i}] ({table['name']!r})" if isinstance(table.get("name"), str) else f"rule[{i}]"
+        label = table_label("rule", i, table)
         for key in table:
             if key not in keys:
                 raise ConfigError(f"{where}: {label}: unknown key {key!r}; expected one of {', '.join(keys)}")
