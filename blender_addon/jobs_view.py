@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .view import fmt_duration, fmt_ms, fmt_pct
+from .view import fmt_duration, fmt_gib, fmt_ms, fmt_pct
 
 #: Rows drawn at most, per part.
 MAX_RUNNING = 10
@@ -114,6 +114,30 @@ class JobStatsRow:
 
 
 @dataclass(frozen=True)
+class VramRow:
+    """Will the next job of one model fit? (``Monitor.vram_fits``)."""
+
+    service: str
+    model: str
+    #: "sdxl: needs +6.0 GiB, 4.0 of 24.0 GiB free"
+    text: str
+    #: "fits" | "tight" | "no" | "unknown"
+    verdict: str
+
+
+#: What each verdict reads as, after the figures.
+VRAM_VERDICTS = {"fits": "fits", "tight": "tight", "no": "will not fit", "unknown": "n/a"}
+
+
+def vram_row(f: Any) -> VramRow:
+    """A ``jobs.VramFit`` as the panel's row."""
+    need = "needs n/a" if f.need_bytes is None else f"needs +{fmt_gib(f.need_bytes)} GiB"
+    free = "free n/a" if f.free_bytes is None else f"{fmt_gib(f.free_bytes)} of {fmt_gib(f.total_bytes)} GiB free"
+    text = f"{label_text(f.model)}: {need}, {free}: {VRAM_VERDICTS.get(f.verdict, f.verdict)}"
+    return VramRow(f.service, f.model, text, f.verdict)
+
+
+@dataclass(frozen=True)
 class JobsView:
     available: bool
     note: str = ""
@@ -132,6 +156,8 @@ class JobsView:
     recent: tuple[FinishedJob, ...] = ()
     table: tuple[JobStatsRow, ...] = ()
     table_more: int = 0
+    #: VRAM per model against the headroom now (empty: no job with a peak).
+    vram: tuple[VramRow, ...] = ()
 
 
 # ---- parts ------------------------------------------------------------------------
@@ -257,12 +283,14 @@ def build_jobs(
     why_not: str = "",
     shared_note: str = "",
     stats: Stats | None = None,
+    vram: Any = (),
 ) -> JobsView:
     """The Jobs panel's view of ``tracker`` (``monitor.jobs``; None when
     the engine has none, ``why_not`` saying why).  ``shared_note``: why the
     monitor is not published to ``shared()`` ("" when it is).  ``stats``:
     what :func:`read_stats` returned for this tracker, window and ``by``
-    (read here when None)."""
+    (read here when None).  ``vram``: ``Monitor.vram_fits()`` (read by the
+    caller: it needs the monitor's gauges)."""
     if by not in BY:
         raise ValueError(f"by={by!r}: expected one of {', '.join(BY)}")
 
@@ -304,4 +332,5 @@ def build_jobs(
         recent=tuple(finished_job(r) for r in recent),
         table=table,
         table_more=more,
+        vram=tuple(vram_row(f) for f in vram),
     )

@@ -377,6 +377,27 @@ def draw_jobs(layout: Any, context: Any) -> None:
     _draw_running(layout.column(align=True), jobs, {b.name: b.kind for b in v.backends})
     _draw_recent(layout.column(align=True), jobs, wide)
     _draw_job_table(layout, ws, jobs, wide)
+    _draw_vram(layout.column(align=True), jobs)
+
+
+#: Icon per VRAM verdict (jobs_view.VRAM_VERDICTS).
+_VRAM_ICONS = {"fits": "CHECKMARK", "tight": "ERROR", "no": "CANCEL", "unknown": "QUESTION"}
+
+
+def _draw_vram(col: Any, jobs: JV.JobsView) -> None:
+    """Per model: what its jobs needed against the VRAM free now.  Always
+    one header line (rows keep their places while jobs come and go)."""
+    col.label(text="VRAM for the next job", icon="MEMORY")
+    if not jobs.vram:
+        line = col.row()
+        line.active = False
+        line.label(text="no job with a VRAM reading yet", icon="BLANK1")
+        return
+    for r in jobs.vram:
+        line = col.row()
+        line.alert = r.verdict == "no"
+        line.active = r.verdict != "unknown"
+        line.label(text=r.text, icon=_VRAM_ICONS.get(r.verdict, "QUESTION"))
 
 
 #: The action on a backend's running / queued job row, by kind.

@@ -151,6 +151,8 @@ class Runtime:
     _compare_key: Any = None
     #: (what they were read for, jobs_view.read_stats(...), monotonic time).
     _jobs_stats: Any = None
+    #: (what they were read for, monitor.vram_fits(), monotonic time).
+    _vram: Any = None
     _last_logged: str = ""
     #: Bar smoothing between ticks (see smoothing.py).
     _smoother: BarSmoother = field(default_factory=BarSmoother)
@@ -219,7 +221,7 @@ class Runtime:
         old_m, old_c = self.monitor, self.collectors
         self.collectors = None
         if reopen:
-            self.monitor = self.jobs = self._jobs_stats = None
+            self.monitor = self.jobs = self._jobs_stats = self._vram = None
         self.applied = cfg
         gen = self._gen
         self._lifecycle = threading.Thread(
@@ -443,7 +445,8 @@ class Runtime:
         by = ws.jobs_by if ws is not None else JV.BY_MODEL
         sort = ws.jobs_sort if ws is not None else JV.SORT_COUNT
         reverse = bool(ws.jobs_reverse) if ws is not None else False
-        v = JV.build_jobs(self.jobs, window, by, sort, reverse, self.jobs_note, self.publish_note, self._job_stats(window, by))
+        v = JV.build_jobs(self.jobs, window, by, sort, reverse, self.jobs_note, self.publish_note, self._job_stats(window, by),
+                          self._vram_fits())
         return dataclasses.replace(v, window_note=note) if note else v
 
     def _job_stats(self, window: str, by: str) -> JV.Stats | None:
@@ -466,6 +469,27 @@ class Runtime:
             return None
         self._jobs_stats = (key, stats, now)
         return stats
+
+    def _vram_fits(self) -> Any:
+        """``monitor.vram_fits()``, read again only when a job finished or
+        every JOBS_STATS_EVERY_S (the gauges move; the per-job lookups are
+        engine reads); () when the engine has none or it fails."""
+        mon, tracker = self.monitor, self.jobs
+        if mon is None or tracker is None or not hasattr(mon, "vram_fits"):
+            return ()
+        try:
+            newest = tracker.recent(limit=1)
+            key = (tracker, newest[0] if newest else None)
+            now = time.monotonic()
+            cached = self._vram
+            if cached is not None and cached[0] == key and now - cached[2] < JOBS_STATS_EVERY_S:
+                return cached[1]
+            fits = tuple(mon.vram_fits())
+        except Exception:
+            self._vram = None
+            return ()
+        self._vram = (key, fits, now)
+        return fits
 
     def _smooth(self, s: V.ServiceView) -> V.ServiceView:
         """``s`` with its bars' lengths smoothed (texts and levels as they are)."""
@@ -642,7 +666,7 @@ class Runtime:
         if self.monitor is not None:
             self.monitor.close()
         self.monitor = self.collectors = self.alerts = self.engine_alerts = self.llm = self.jobs = None
-        self._jobs_stats = None
+        self._jobs_stats = self._vram = None
         self.banner = NO_BANNER
         self._drain()  # a late "opened" is closed by _drain (gen mismatch)
         self.view = V.EMPTY

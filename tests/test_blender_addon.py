@@ -180,6 +180,27 @@ def test_jobs_view_of_a_real_tracker_is_bounded_and_says_n_a() -> None:
         jv.build_jobs(None, by="shot")
 
 
+def test_jobs_view_vram_rows_say_whether_the_next_job_fits() -> None:
+    """Issue 17 item 5: the rows of ``Monitor.vram_fits`` in the Jobs panel."""
+    from movie_director_metrics.jobs import VramFit
+
+    jv = _load_pure("jobs_view")
+    gib = 2.0**30
+    fits = [
+        VramFit("comfyui", "sdxl", 2, 14 * gib, 6 * gib, 20 * gib, 24 * gib, "no"),
+        VramFit("comfyui", "sd15", 1, 5 * gib, None, 20 * gib, 24 * gib, "unknown"),
+        VramFit("forge", "flux", 3, 20 * gib, 9 * gib, 4 * gib, 24 * gib, "fits"),
+    ]
+    import movie_director_metrics as mdm
+
+    with mdm.Monitor() as m:
+        rows = jv.build_jobs(None).vram + jv.build_jobs(m.jobs, vram=fits).vram
+    assert [(r.model, r.verdict) for r in rows] == [("sdxl", "no"), ("sd15", "unknown"), ("flux", "fits")]
+    assert rows[0].text == "sdxl: needs +6.0 GiB, 4.0 of 24.0 GiB free: will not fit"
+    assert rows[1].text == "sd15: needs n/a, 4.0 of 24.0 GiB free: n/a"
+    assert rows[2].text == "flux: needs +9.0 GiB, 20.0 of 24.0 GiB free: fits"
+
+
 def test_jobs_view_shows_eta_and_puts_stuck_jobs_first() -> None:
     import time
 

@@ -4,6 +4,7 @@ from .job import Job, JobSink
 from .outlook import Eta, JobOutlook, StuckRule
 from .rows import JOB_COLUMNS, STORED_COLUMNS, JobRow, QueuedJob
 from .tracker import BY, OTHER_LABEL, JobStats, JobTracker, SeriesKey
+from .vram import VramFit, vram_fits
 
 __all__ = [
     "BY",
@@ -20,4 +21,6 @@ __all__ = [
     "JobTracker",
     "QueuedJob",
     "SeriesKey",
+    "VramFit",
+    "vram_fits",
 ]

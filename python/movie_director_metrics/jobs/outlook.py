@@ -72,6 +72,25 @@ class JobOutlook:
     eta: Eta | None
     stuck: str | None
 
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values for JSON: the job's labels and state, its position,
+        the ETA's (p50, p90) seconds (None: not enough history) and why it
+        looks stuck."""
+        job = self.job
+        return {
+            "service": job.service,
+            "job_id": job.job_id,
+            "state": job.state,
+            "model": job.model,
+            "workflow": getattr(job, "workflow", None),
+            "elapsed_s": round(job.elapsed_s(), 3),
+            "position": self.position,
+            "start_in_s": None if self.eta is None else list(self.eta.start_in_s),
+            "finish_in_s": None if self.eta is None else list(self.eta.finish_in_s),
+            "eta_basis": None if self.eta is None else self.eta.basis,
+            "stuck": self.stuck,
+        }
+
 
 def _fmt(s: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"

@@ -46,7 +46,7 @@ from typing import Any, Literal
 
 from .. import _core
 from .._core import record_each
-from ..errors import InvalidValueError, MetricsError
+from ..errors import InvalidValueError, MetricsError, UnknownServiceError
 from .job import Job, PeakVram, new_job
 from .outlook import MIN_JOBS, JobOutlook, StuckRule, outlook
 from .rows import JobRow, QueuedJob
@@ -396,11 +396,11 @@ class JobTracker:
         for k in keys:
             if service is not None and k.service != service:
                 continue
-            run = self.engine.stats(k.name, window)
-            if run.count == 0:
+            run = self._stats_or_none(k.name, window)
+            if run is None or run.count == 0:
                 continue
             wait_name = SeriesKey(k.service, k.by, k.label, "wait").name
-            wait = self.engine.stats(wait_name, window) if wait_name in self.keys else None
+            wait = self._stats_or_none(wait_name, window) if wait_name in self.keys else None
             has_wait = wait is not None and wait.count > 0
             out.append(
                 JobStats(
@@ -426,6 +426,16 @@ class JobTracker:
             )
         out.sort(key=lambda s: (-s.count, s.service, s.label))
         return out
+
+    def _stats_or_none(self, name: str, window: str | float) -> _core.ServiceStats | None:
+        """A series' statistics; None for a key the engine holds no series
+        of: a history file keeps the keys of every label, but only the
+        series that recorded something (a label whose jobs never reported
+        a start has a wait key and no wait series)."""
+        try:
+            return self.engine.stats(name, window)
+        except UnknownServiceError:
+            return None
 
     def outlook(self, window: str | float = "24h", rule: StuckRule | None = None) -> list[JobOutlook]:
         """Every unfinished job (:meth:`queued` order) with its position,
