@@ -374,6 +374,65 @@ def test_export_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert rc == 2 and "ISO 8601" in err
 
 
+# --- incidents ---------------------------------------------------------------------------
+
+
+def _outages(db: Path) -> float:
+    """A history file with two outages of "comfyui" (one ongoing when it was
+    closed) and none of "ollama"; returns the first outage's start."""
+    with Monitor(storage=db) as m:
+        now = int(m.now())
+        m.service("comfyui").restore_health([
+            (now - 3000, now - 2001, True), (now - 2000, now - 1881, False), (now - 1880, now - 300, True),
+            (now - 299, now - 200, False),
+        ])
+        m.service("ollama").restore_health([(now - 3000, now - 10, True)])
+        m.outage_log.note("comfyui", now - 2000 + 0.4, "refused", "GET /: connection refused", first=True)
+        return float(now - 2000)
+
+
+def test_incidents_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "h.sqlite3"
+    start = _outages(db)
+    rc, out, err = run(["incidents", "--storage", str(db)], capsys)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "Incidents over 24h (newest first, UTC)"
+    assert lines[1].split() == ["service", "start", "end", "duration", "cause", "detail"]
+    newest, oldest = lines[2], lines[3]
+    # Closed while down: the end is where its last result stopped vouching (60 s later).
+    assert newest.startswith("  comfyui") and "(results stopped)" in newest and "2m 39s" in newest and "unknown" in newest
+    assert "2m 00s" in oldest and "refused" in oldest and "GET /: connection refused" in oldest
+    rc, out, err = run(["incidents", "--storage", str(db), "--json", "--window", "1h"], capsys)
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc["window"] == "1h"
+    assert [(i["start_epoch_s"], i["duration_s"], i["cause"], i["ended_by"]) for i in doc["incidents"]] == [
+        (start + 1701, 159.0, "unknown", "gap"), (start, 120.0, "refused", "up")]
+    rc, out, err = run(["incidents", "--storage", str(db), "--json", "--start", str(start - 10), "--end", str(start + 60)],
+                       capsys)
+    assert rc == 0, err
+    assert [i["start_epoch_s"] for i in json.loads(out)["incidents"]] == [start]
+    rc, out, _ = run(["incidents", "--storage", str(db), "--service", "ollama"], capsys)
+    assert rc == 0 and "(no outages in the range)" in out
+    with Monitor(storage=db):  # as a running `watch` would: read from a copy
+        rc, out, err = run(["incidents", "--storage", str(db), "--json"], capsys)
+    assert rc == 0 and "in use by" in err and len(json.loads(out)["incidents"]) == 2
+
+
+def test_incidents_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run(["incidents"], capsys)  # the default file: none yet
+    assert rc == 1 and "no history file at" in err
+    db = tmp_path / "h.sqlite3"
+    _outages(db)
+    rc, _, err = run(["incidents", "--storage", str(db), "--service", "nobody"], capsys)
+    assert rc == 2 and "unknown service 'nobody'" in err and "comfyui" in err
+    rc, _, err = run(["incidents", "--storage", str(db), "--window", "3x"], capsys)
+    assert rc == 2 and "3x" in err
+    rc, _, err = run(["incidents", "--storage", str(db), "--end", "2025-01-01"], capsys)
+    assert rc == 2 and "--end needs --start" in err
+
+
 def test_parse_time() -> None:
     assert cli.parse_time("1700000000") == 1_700_000_000
     assert cli.parse_time("2025-06-01T12:00:00Z") == cli.parse_time("2025-06-01T12:00") == 1748779200

@@ -172,6 +172,45 @@ def test_terminal_numbers_have_fixed_decimals() -> None:
 
 
 @needs_rich
+@pytest.mark.parametrize("width", [160, 60])
+def test_terminal_heartbeat_strips_stay_put(width: int) -> None:
+    """The heartbeat strips under the table: one per row, in the rows'
+    order, all starting in one column and as long in every frame, the
+    table itself unchanged by them; the glyph says the state without
+    colour, and a narrow terminal keeps the newest cells."""
+    from movie_director_metrics.dashboard import HEARTBEAT_GLYPHS, DashboardState, render
+    from movie_director_metrics.incidents import CellState
+
+    frames = _frames()
+    cells = [
+        {"comfyui": [CellState.UP] * 48, "ollama": [CellState.UNKNOWN] * 47 + [CellState.UP]},
+        {"comfyui": [CellState.UP] * 48, "ollama": [CellState.UNKNOWN] * 46 + [CellState.UP] * 2},
+        {"comfyui": [CellState.UP] * 48, "ollama": [CellState.UP] * 48, "render-farm": [CellState.UP] * 47 + [CellState.DOWN]},
+        {"comfyui": [CellState.UP] * 48, "ollama": [CellState.UP] * 48, "render-farm": [CellState.UP] * 46 + [CellState.PARTIAL, CellState.DOWN],
+         "archive": [CellState.UP] * 48},
+    ]
+    state, plain = DashboardState(), DashboardState()
+    strips: list[dict[str, str]] = []
+    for (snap, st, series), hb in zip(frames, cells):
+        text = _text(render(snap, st, series, width=width, window="5m", now=1_800_000_000, state=state, heartbeats=hb), width)
+        bare = _text(render(snap, st, series, width=width, window="5m", now=1_800_000_000, state=plain), width)
+        assert _table(text) == _table(bare)  # the strips move nothing in the table
+        lines = text.splitlines()
+        start = next(i for i, ln in enumerate(lines) if ln.startswith("  heartbeat 24h"))
+        strips.append({ln.split()[0]: ln for ln in lines[start + 1:] if ln.strip()})
+        assert all(len(ln) <= width for ln in lines)
+    last = strips[-1]
+    assert list(last) == ["comfyui", "ollama", "render-farm", "archive"]  # the rows' order
+    assert len({len(ln) for ln in last.values()}) == 1  # one column, one length
+    glyph = {c: HEARTBEAT_GLYPHS[c][0] for c in CellState}
+    assert last["render-farm"].endswith(glyph[CellState.UP] + glyph[CellState.PARTIAL] + glyph[CellState.DOWN])
+    assert strips[0]["ollama"].endswith(glyph[CellState.UNKNOWN] + glyph[CellState.UP])
+    assert all(f["comfyui"] == last["comfyui"] for f in strips)  # same cells, same line, every frame
+    # Wide: all 48 cells after the longest name; narrow: the newest that fit.
+    assert len(last["comfyui"]) == min(width, 2 + len("render-farm") + 2 + 48)
+
+
+@needs_rich
 def test_terminal_without_state_keeps_numeric_columns() -> None:
     """Without a DashboardState numbers still sit in reserved widths: the
     columns up to the error column stay where they are while magnitudes

@@ -27,6 +27,13 @@ A live view does not jump between refreshes:
 Sparklines are the raw series, never smoothed: a spike shows in the frame
 it happens.
 
+Under the table, a heartbeat strip per backend (``heartbeats``: the cells
+of ``Monitor.heartbeat``, oldest left): one character per cell, its glyph
+saying the state even without colour (:data:`HEARTBEAT_GLYPHS`: a full
+green block up, a low red bar down, a half yellow block for a cell with
+both, a dim dot where no result vouched).  Strips keep the rows' order and
+start in one column; a narrow terminal shows their newest cells.
+
 ``rich`` is an optional dependency (the ``cli`` extra); only this module
 and the CLI's ``watch`` import it.
 """
@@ -50,6 +57,7 @@ from .jobs.outlook import JobOutlook
 
 __all__ = [
     "BLOCKS",
+    "HEARTBEAT_GLYPHS",
     "JOB_LINES",
     "NO_DATA",
     "NOT_AVAILABLE",
@@ -61,6 +69,10 @@ __all__ = [
 
 #: Sparkline levels, lowest first; a gap (no data) is a space.
 BLOCKS = "▁▂▃▄▅▆▇█"
+#: Heartbeat cells: (glyph, style) by ``incidents.CellState`` value
+#: (UNKNOWN, UP, DOWN, PARTIAL).
+HEARTBEAT_GLYPHS: tuple[tuple[str, str], ...] = (("·", "dim"), ("█", "green"), ("▁", "bold red"), ("▄", "yellow"))
+
 #: Shown when a signal has no data in the window (yet).
 NO_DATA = "–"
 #: Shown when the backend cannot report a signal at all.
@@ -286,6 +298,27 @@ def _job_lines(outlooks: Sequence[JobOutlook]) -> list[Text]:
     return lines
 
 
+def _heartbeat_lines(names: Sequence[str], heartbeats: Mapping[str, Sequence[int]], width: int, span: str) -> list[Text]:
+    """A legend line and one strip per backend that has one, in the rows'
+    order; every line starts with two spaces and fits ``width``.  Strips
+    start after the longest row name (rows only grow with a
+    DashboardState, so they start in the same column frame after frame)."""
+    rows = [n for n in names if n in heartbeats]
+    if not rows:
+        return []
+    name_w = max(cell_len(n) for n in names)
+    room = max(1, width - 2 - name_w - 2)
+    legend = " ".join(f"{HEARTBEAT_GLYPHS[s][0]} {what}" for s, what in ((1, "up"), (3, "both"), (2, "down"), (0, "no results")))
+    lines = [Text(f"  heartbeat {span}, now at the right: {legend}", style="dim", no_wrap=True, overflow="ellipsis")]
+    for n in rows:
+        line = Text("  " + n + " " * (name_w - cell_len(n)) + "  ", no_wrap=True, overflow="ellipsis")
+        for cell in list(heartbeats[n])[-room:]:
+            glyph, style = HEARTBEAT_GLYPHS[int(cell)] if 0 <= int(cell) < len(HEARTBEAT_GLYPHS) else HEARTBEAT_GLYPHS[0]
+            line.append(glyph, style)
+        lines.append(line)
+    return lines
+
+
 def _text(v: Text | str) -> Text:
     return v if isinstance(v, Text) else Text(v)
 
@@ -309,6 +342,8 @@ def render(
     note: str | None = None,
     state: DashboardState | None = None,
     jobs: Sequence[JobOutlook] = (),
+    heartbeats: Mapping[str, Sequence[int]] | None = None,
+    heartbeat_span: str = "24h",
 ) -> RenderableType:
     """One dashboard frame, laid out for a console ``width`` columns wide.
 
@@ -323,7 +358,9 @@ def render(
     across the frames of a live view (stable rows and column widths);
     ``jobs``: the outlook of the jobs not finished yet
     (``JobTracker.outlook()``), listed under the table with their ETA,
-    stuck and running ones first, at most :data:`JOB_LINES`.
+    stuck and running ones first, at most :data:`JOB_LINES`;
+    ``heartbeats``: service -> ``Monitor.heartbeat`` cells (oldest first)
+    over ``heartbeat_span``, drawn as one strip per backend under the table.
 
     Rows: the statuses' order (the config's), then services only the
     snapshot knows (e.g. reloaded history of a backend no longer
@@ -449,6 +486,8 @@ def render(
     if not names:
         table.add_row(empty, *[""] * (len(shown) - 1))
     footer: list[RenderableType] = []
+    if heartbeats:
+        footer.extend(_heartbeat_lines(names, heartbeats, width, heartbeat_span))
     footer.extend(_job_lines(jobs))
     if alerts:
         footer.append(Text("alerts: " + "; ".join(alerts), style="bold red"))

@@ -30,6 +30,10 @@ left edge than the rows (``covered_start_epoch_s`` says where it starts).
 Otherwise the throw-away engine's statistics over exactly the exported
 buckets.
 
+**Incidents (JSON).**  ``incidents``: the outages of the exported services
+overlapping the range, oldest first (see ``incidents`` for how they are
+derived; ``Monitor.export_incidents`` writes them alone, as CSV or JSON).
+
 **Cells.**  Missing values are empty cells (CSV) or ``null`` (JSON), never a
 zero standing in for "no data"; counts (``requests``, ``errors``,
 ``health_checks``, ``uptime_known_s``, ``processing_count``) are real zeros.
@@ -70,6 +74,7 @@ from .errors import (
 )
 from .paths import expand_user
 from .storage import HOUR, MINUTE, Storage
+from .incidents_export import incident_dicts, incidents_for_export
 from .jobs.export import job_dicts, rows_in_range
 from .ranges import TimeRange, iso_utc, resolve_range
 
@@ -484,7 +489,8 @@ def _json_document(
 ) -> dict[str, Any]:
     """The JSON export; ``jobs`` holds the jobs finished in the range of
     the exported services (and of ``job_services``: every service with
-    jobs when no services were named)."""
+    jobs when no services were named), ``incidents`` the outages of the
+    exported services overlapping the range, oldest first."""
     st = monitor.storage
     return {
         "schema_version": SCHEMA_VERSION,
@@ -512,6 +518,7 @@ def _json_document(
             for e in exports
         ],
         "jobs": job_dicts(rows_in_range(monitor, rng, {e.name for e in exports} | set(job_services))),
+        "incidents": incident_dicts(incidents_for_export(monitor, rng, [e.name for e in exports])),
     }
 
 

@@ -2,8 +2,8 @@
 
 What is kept: sealed 1-minute and 1-hour buckets (exact count / errors /
 sum / min / max as columns, digests and the rest as the engine's compact
-blob), a readable copy of error-type counts per bucket, health runs, and
-each service's error-type names.  The file is in WAL mode with a busy
+blob), a readable copy of error-type counts per bucket, health runs, the
+cause of each outage, and each service's error-type names.  The file is in WAL mode with a busy
 timeout, so a reader (an export, ``sqlite3`` on the command line) never
 blocks the writer, and a crash loses at most what was not yet flushed.
 
@@ -177,6 +177,21 @@ MIGRATIONS: tuple[str, ...] = (
                         THEN substr(message, instr(message, ': [') + 3,
                                     instr(substr(message, instr(message, ': [') + 3), ']') - 1) END,
         kind = CASE WHEN instr(message, ' (repeat): ') > 0 THEN 'repeat' ELSE 'transition' END
+    """,
+    # 5: why each outage began (the collectors' diagnosis; incidents.py):
+    # one row per streak of failed probes, updated while the streak lasts.
+    """
+    CREATE TABLE outage_causes (
+        id INTEGER PRIMARY KEY,
+        service TEXT NOT NULL,
+        at_s REAL NOT NULL,
+        cause TEXT NOT NULL,
+        detail TEXT,
+        probes INTEGER NOT NULL,
+        last_s REAL NOT NULL,
+        UNIQUE (service, at_s)
+    );
+    CREATE INDEX outage_causes_by_time ON outage_causes (last_s);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -471,6 +486,27 @@ class Storage:
             conn.execute("ROLLBACK")
             raise
 
+    def write_outage_causes(self, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Writes outage cause entries in one transaction: a new streak is
+        inserted, one already stored (same service and start) gets its
+        newer probe count and last time."""
+        if not rows:
+            return
+        conn = self._conn
+        assert conn is not None
+        marks = ", ".join("?" for _ in columns)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                f"INSERT INTO outage_causes ({', '.join(columns)}) VALUES ({marks}) "
+                "ON CONFLICT (service, at_s) DO UPDATE SET probes = excluded.probes, last_s = excluded.last_s",
+                rows,
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
     def recent(self, table: str, columns: Sequence[str], since: float) -> list[tuple[Any, ...]]:
         """Rows of ``table`` at or after ``since`` (epoch s), oldest first."""
         conn = self._conn
@@ -595,8 +631,10 @@ class Storage:
         return [n for (n,) in conn.execute("SELECT name FROM services ORDER BY id") if not _namespace_of(n)]
 
 
-#: Tables of appended rows and the column that times each row.
-_ROW_TABLES = {"llm_usage": "at_s", "alert_events": "at_s", "jobs": "finished_at"}
+#: Tables of appended rows and the column that times each row (pruned
+#: with the health runs, by the hourly retention).  An outage cause is
+#: timed by the last probe of its streak, as a health run by its last second.
+_ROW_TABLES = {"llm_usage": "at_s", "alert_events": "at_s", "jobs": "finished_at", "outage_causes": "last_s"}
 
 
 def _namespace_of(stored_name: str) -> str:

@@ -164,6 +164,24 @@ def _jobs_hooks(monitor: Any) -> _JobHooks | None:
     return _JobHooks(finished, queued)
 
 
+#: Called on every down result a worker records: (service, cause, detail,
+#: first of its streak).
+OutageHook = Callable[[str, str, str | None, bool], None]
+
+
+def _outage_hook(monitor: Any) -> OutageHook | None:
+    """Keeps why each outage began in the monitor's outage log (stamped
+    with the monitor's clock, like the health result); None for an engine
+    monitor without one."""
+    if not hasattr(type(monitor), "outage_log"):
+        return None
+
+    def note(service: str, cause: str, detail: str | None, first: bool) -> None:
+        monitor.outage_log.note(service, monitor.now(), cause, detail, first=first)
+
+    return note
+
+
 #: Failures that may mean another kind of server answers on the port.
 _SNIFF_ON = frozenset({"http_4xx", "bad_json", "unexpected_status"})
 
@@ -185,8 +203,10 @@ class _Worker:
         resources: bool,
         on_models: Callable[[str, tuple[str, ...]], None] | None = None,
         jobs: _JobHooks | None = None,
+        on_down: OutageHook | None = None,
     ) -> None:
         self.on_models = on_models
+        self.on_down = on_down
         self.config = config
         self.service = service
         self.resources = resources
@@ -276,7 +296,8 @@ class _Worker:
         # Detect again when it comes back: it may be another build or version.
         b.detected = False
         b.lost()  # what it reported as queued is no longer known
-        if not stop.is_set():
+        recorded = not stop.is_set()
+        if recorded:
             self.service.health(False)
         c = self.config
 
@@ -298,6 +319,24 @@ class _Worker:
                 found = diagnosis(self._sniffed[0])
                 with self.lock:
                     self.diagnosis = found
+        if recorded and self.on_down is not None:
+            self._note_down(b, message)
+
+    def _note_down(self, b: Backend, message: str) -> None:
+        """Hands the cause of this down result (the streak's first, once
+        sniffed) to the monitor's outage log: the failed request's first
+        line, credentials redacted, as the detail.  Never raises: the
+        history of causes is a convenience, polling is not."""
+        assert self.on_down is not None
+        with self.lock:
+            cause = self.diagnosis.cause if self.diagnosis is not None else COLLECTOR_ERROR
+            first = self.failures == 1
+        try:
+            lines = message.splitlines()
+            detail = b.redact(lines[0]) if lines else None
+            self.on_down(self.config.name, cause, detail, first)
+        except Exception:
+            pass
 
     def _sniff_get(self, path: str) -> tuple[int, bytes]:
         """One GET at the server's root for :func:`sniff_kind` (a client of
@@ -450,9 +489,10 @@ class Collectors:
         self.resources = resources
         on_models = _llm_loaded_hook(monitor)
         jobs = _jobs_hooks(monitor)
+        on_down = _outage_hook(monitor)
         self._workers = [
             _Worker(c, monitor.service(c.name), allow_remote=allow_remote, resources=resources,
-                    on_models=on_models if c.kind == "ollama" else None, jobs=jobs)
+                    on_models=on_models if c.kind == "ollama" else None, jobs=jobs, on_down=on_down)
             for c in self.configs
         ]
         self._lock = threading.Lock()  # guards _threads and _stop
