@@ -43,6 +43,10 @@ class Config:
     rules_text: str = ""
     #: What the configuration files said when they could not be used ("" if fine).
     source_note: str = ""
+    #: Where alerts are sent (``alerts.NotifyTarget``), and the entries
+    #: refused, as (name, why).
+    notify: tuple[Any, ...] = ()
+    notify_errors: tuple[tuple[str, str], ...] = ()
 
     def engine_key(self) -> tuple[Any, ...]:
         return (self.storage, self.retention)
@@ -76,6 +80,39 @@ def backend_entry(item: Any) -> dict[str, Any]:
     return entry
 
 
+def notify_entry(item: Any) -> dict[str, Any]:
+    """One notification target of the preferences as a ``[[notify]]`` table."""
+    entry: dict[str, Any] = {"name": item.name.strip(), "kind": item.kind, "min_severity": item.min_severity}
+    if item.kind != "desktop":
+        entry["url"] = item.url.strip()
+    rules = [r.strip() for r in item.rules.split(",") if r.strip()]
+    if rules:
+        entry["rules"] = rules
+    return entry
+
+
+def read_notify(prefs: Any) -> tuple[tuple[Any, ...], tuple[tuple[str, str], ...]]:
+    """The preferences' enabled notification targets, each checked by the
+    engine's own parser (a bad one is refused alone, with the reason)."""
+    from movie_director_metrics.alerts import parse_notify_tables
+    from movie_director_metrics.errors import ConfigError
+
+    targets, errors, seen = [], [], set()
+    for item in prefs.notify_targets:
+        if not item.enabled:
+            continue
+        entry = notify_entry(item)
+        if entry["name"] in seen:
+            errors.append((entry["name"] or "?", "name used twice"))
+            continue
+        seen.add(entry["name"])
+        try:
+            targets.extend(parse_notify_tables([entry], "preferences"))
+        except ConfigError as e:
+            errors.append((entry["name"] or "?", str(e).removeprefix("preferences: ")))
+    return tuple(targets), tuple(errors)
+
+
 def read_config(prefs: Any, file_config: Any = None) -> Config:
     """The preferences as a :class:`Config` (main thread).  Each backend is
     validated with the engine's own config parser, so a bad URL shows next
@@ -89,17 +126,22 @@ def read_config(prefs: Any, file_config: Any = None) -> Config:
     allow_remote = bool(bpy.app.online_access)
     backends, blocked, thresholds, seen = [], [], [], set()
     rules_text, source_note = "", ""
+    notify: tuple[Any, ...] = ()
+    notify_errors: tuple[tuple[str, str], ...] = ()
     if prefs.config_source == SOURCE_FILE:
         if file_config is None:
             source_note = "Reading the configuration file…"
         else:
             backends = list(file_config.backends)
             rules_text = file_config.rules_text
+            notify = file_config.targets
             source_note = "; ".join(e for e in (file_config.error, file_config.alerts_error) if e)
         thresholds = [(c.name, float(prefs.default_threshold_ms)) for c in backends]
         for cfg in backends:
             if not allow_remote and not is_loopback(cfg.host):
                 blocked.append((cfg.name, "blocked: Online Access is off"))
+    else:
+        notify, notify_errors = read_notify(prefs)
     for item in prefs.backends if prefs.config_source != SOURCE_FILE else ():
         entry = backend_entry(item)
         name = entry["name"]
@@ -133,5 +175,7 @@ def read_config(prefs: Any, file_config: Any = None) -> Config:
         refresh_s=min(5.0, max(1.0, float(prefs.refresh_interval_s))),
         rules_text=rules_text,
         source_note=source_note,
+        notify=notify,
+        notify_errors=notify_errors,
     )
 

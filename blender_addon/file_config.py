@@ -41,6 +41,8 @@ class FileConfig:
     #: The alerts file's text ("" when there is none), already checked by
     #: the engine's rule parser; the tick loads it into the alert manager.
     rules_text: str = ""
+    #: The alerts file's ``[[notify]]`` targets (``alerts.NotifyTarget``).
+    targets: tuple[Any, ...] = ()
     #: Why the backends file was refused ("" when it was read).
     error: str = ""
     #: Why the alerts file was refused ("" when it was read or absent).
@@ -65,7 +67,7 @@ def _stamp(p: Path) -> tuple[int, int] | None:
 
 def read_file_config(path: Path) -> FileConfig:
     """Reads and checks both files (I/O: worker threads and operators only)."""
-    from movie_director_metrics.alerts import parse_rules
+    from movie_director_metrics.alerts import load_alerts_file
     from movie_director_metrics.collectors.config import default_alerts_path, load_config
     from movie_director_metrics.errors import ConfigError
 
@@ -75,17 +77,17 @@ def read_file_config(path: Path) -> FileConfig:
         error = ""
     except ConfigError as e:
         backends, error = (), str(e)
-    rules_text, alerts_error = "", ""
+    rules_text, alerts_error, targets = "", "", ()
     if alerts.exists():
         try:
             text = alerts.read_text(encoding="utf-8")
-            parse_rules(text)
+            targets = load_alerts_file(text).targets  # rules and targets checked: all or nothing
             rules_text = text
         except ConfigError as e:
             alerts_error = f"{alerts}: {str(e).removeprefix('<alert rules>: ')}"
         except (OSError, UnicodeDecodeError) as e:
             alerts_error = f"{alerts}: cannot be read: {e}"
-    return FileConfig(str(path), str(alerts), backends, rules_text, error, alerts_error)
+    return FileConfig(str(path), str(alerts), backends, rules_text, targets, error, alerts_error)
 
 
 class FileWatcher:

@@ -428,6 +428,56 @@ class MDM_OT_backend_remove(Operator):
         return {"FINISHED"}
 
 
+class MDM_OT_notify_add(Operator):
+    """Add a notification target (ntfy, a webhook, Discord, Slack or the desktop)"""
+
+    bl_idname = "movie_director.notify_add"
+    bl_label = "Add Notification Target"
+
+    def execute(self, context):  # type: ignore[no-untyped-def]
+        prefs = preferences.get(context)
+        names = {t.name for t in prefs.notify_targets}
+        item = prefs.notify_targets.add()
+        item.name = next(f"notify{i}" for i in range(1, 1000) if f"notify{i}" not in names)
+        prefs.notify_index = len(prefs.notify_targets) - 1
+        runtime.config_changed()
+        return {"FINISHED"}
+
+
+class MDM_OT_notify_remove(Operator):
+    """Remove the selected notification target"""
+
+    bl_idname = "movie_director.notify_remove"
+    bl_label = "Remove Notification Target"
+
+    @classmethod
+    def poll(cls, context):  # type: ignore[no-untyped-def]
+        prefs = preferences.get(context)
+        return prefs is not None and 0 <= prefs.notify_index < len(prefs.notify_targets)
+
+    def execute(self, context):  # type: ignore[no-untyped-def]
+        prefs = preferences.get(context)
+        prefs.notify_targets.remove(prefs.notify_index)
+        prefs.notify_index = max(0, min(prefs.notify_index, len(prefs.notify_targets) - 1))
+        runtime.config_changed()
+        return {"FINISHED"}
+
+
+class MDM_OT_notify_test(Operator):
+    """Send a test notification to every enabled target (on a worker thread; the result shows in the Alerts panel)"""
+
+    bl_idname = "movie_director.notify_test"
+    bl_label = "Send Test Notification"
+
+    def execute(self, context):  # type: ignore[no-untyped-def]
+        msg = runtime.get().notify_test()
+        if msg.startswith("error:"):
+            self.report({"ERROR"}, msg.removeprefix("error: "))
+            return {"CANCELLED"}
+        self.report({"INFO"}, msg)
+        return {"FINISHED"}
+
+
 class MDM_OT_backends_add_defaults(Operator):
     """Add ComfyUI, A1111, Ollama and LM Studio on their standard local ports (skipping names already present)"""
 
@@ -535,5 +585,8 @@ classes = (
     MDM_OT_backend_remove,
     MDM_OT_backends_add_defaults,
     MDM_OT_import_backends_file,
+    MDM_OT_notify_add,
+    MDM_OT_notify_remove,
+    MDM_OT_notify_test,
     MDM_OT_open_preferences,
 )

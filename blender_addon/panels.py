@@ -272,6 +272,10 @@ def draw_alerts(layout: Any, context: Any) -> None:
         row.label(text=f"{rule} snoozed ({left} left)", icon="PAUSE")
         op = row.operator("movie_director.snooze_alert", text="", icon="PLAY")
         op.rule, op.minutes = rule, 0
+    for text, ok in alerts.notify:
+        line = layout.row()
+        line.alert = not ok
+        line.label(text=text, icon="OUTLINER_OB_SPEAKER")
     if not alerts.available or not alerts.rows:
         layout.label(text=alerts.note or "No alerts", icon="INFO")
         return

@@ -102,6 +102,50 @@ class MDM_BackendItem(PropertyGroup):
     )
 
 
+#: alerts.NOTIFY_KINDS, kept here so the preferences register without the engine.
+NOTIFY_KIND_ITEMS = (
+    ("webhook", "Webhook", "POST a JSON object naming the rule, target, state, value and time"),
+    ("ntfy", "ntfy", "ntfy.sh (or your own ntfy server): a push to your phone"),
+    ("discord", "Discord", "A Discord channel webhook"),
+    ("slack", "Slack", "A Slack incoming webhook"),
+    ("desktop", "Desktop", "A notification on this machine (notify-send, macOS Notification Center, Windows toast)"),
+)
+SEVERITY_ITEMS = (
+    ("info", "Info", "Every alert"),
+    ("warning", "Warning", "Warnings and critical alerts"),
+    ("critical", "Critical", "Critical alerts only"),
+)
+
+
+class MDM_NotifyItem(PropertyGroup):
+    name: StringProperty(name="Name", default="phone", update=_changed)  # type: ignore[valid-type]
+    kind: EnumProperty(name="Kind", items=NOTIFY_KIND_ITEMS, default="ntfy", update=_changed)  # type: ignore[valid-type]
+    url: StringProperty(  # type: ignore[valid-type]
+        name="URL",
+        description="Webhook or topic URL (it holds a token: shown hidden, never logged or exported); not for Desktop",
+        default="",
+        subtype="PASSWORD",
+        update=_changed,
+    )
+    min_severity: EnumProperty(name="From severity", items=SEVERITY_ITEMS, default="warning", update=_changed)  # type: ignore[valid-type]
+    rules: StringProperty(  # type: ignore[valid-type]
+        name="Rules", description="Only these rules (comma-separated names or globs such as comfyui-*); empty for every rule",
+        default="", update=_changed,
+    )
+    enabled: BoolProperty(name="Enabled", default=True, update=_changed)  # type: ignore[valid-type]
+
+
+class MDM_UL_notify(UIList):
+    bl_idname = "MDM_UL_notify"
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):  # type: ignore[no-untyped-def]
+        row = layout.row(align=True)
+        row.prop(item, "enabled", text="")
+        row.label(text=item.name)
+        row.label(text=item.kind)
+        row.label(text=f"≥ {item.min_severity}")
+
+
 class MDM_UL_backends(UIList):
     bl_idname = "MDM_UL_backends"
 
@@ -134,6 +178,8 @@ class MDM_AddonPreferences(AddonPreferences):
         update=_changed,
     )
     backends: CollectionProperty(type=MDM_BackendItem)  # type: ignore[valid-type]
+    notify_targets: CollectionProperty(type=MDM_NotifyItem)  # type: ignore[valid-type]
+    notify_index: IntProperty(default=0)  # type: ignore[valid-type]
     backend_index: IntProperty(default=0)  # type: ignore[valid-type]
     refresh_interval_s: FloatProperty(  # type: ignore[valid-type]
         name="Refresh interval",
@@ -205,6 +251,8 @@ def draw_preferences(prefs: Any, layout: Any, context: Any) -> None:
                     line.alert = True
                     line.label(text=problem, icon="ERROR")
         box.operator("movie_director.import_backends_file", text="Copy into this list", icon="IMPORT")
+        if fc is not None and fc.targets:
+            box.label(text=f"Notifications: {', '.join(t.name for t in fc.targets)} (alerts.toml)", icon="OUTLINER_OB_SPEAKER")
         _draw_online_note(col)
         _draw_general(prefs, layout, rt)
         return
@@ -236,7 +284,37 @@ def draw_preferences(prefs: Any, layout: Any, context: Any) -> None:
         box.prop(item, "threshold_ms")
         box.prop(item, "enabled")
     _draw_online_note(col)
+    _draw_notify(prefs, layout)
     _draw_general(prefs, layout, runtime.get())
+
+
+def _draw_notify(prefs: Any, layout: Any) -> None:
+    """Where firing and resolved alerts are sent (this list's mode; with
+    backends.toml the [[notify]] tables of alerts.toml)."""
+    col = layout.column()
+    col.label(text="Notifications", icon="OUTLINER_OB_SPEAKER")
+    row = col.row()
+    row.template_list("MDM_UL_notify", "", prefs, "notify_targets", prefs, "notify_index", rows=2)
+    side = row.column(align=True)
+    side.operator("movie_director.notify_add", text="", icon="ADD")
+    side.operator("movie_director.notify_remove", text="", icon="REMOVE")
+    side.separator()
+    side.operator("movie_director.notify_test", text="", icon="PLAY")
+    if 0 <= prefs.notify_index < len(prefs.notify_targets):
+        item = prefs.notify_targets[prefs.notify_index]
+        box = col.box()
+        box.use_property_split = True
+        box.prop(item, "name")
+        box.prop(item, "kind")
+        if item.kind != "desktop":
+            box.prop(item, "url")
+        box.prop(item, "min_severity")
+        box.prop(item, "rules")
+        box.prop(item, "enabled")
+    for name, why in runtime.get().applied_notify_errors():
+        line = col.row()
+        line.alert = True
+        line.label(text=f"{name}: {why}", icon="ERROR")
 
 
 def _default_interval(url: str) -> str:
@@ -287,4 +365,4 @@ def get(context: Any = None) -> Any | None:
     return None if addon is None else addon.preferences
 
 
-classes = (MDM_BackendItem, MDM_UL_backends, MDM_AddonPreferences)
+classes = (MDM_BackendItem, MDM_NotifyItem, MDM_UL_backends, MDM_UL_notify, MDM_AddonPreferences)

@@ -115,6 +115,10 @@ class Runtime:
     #: Firing alerts for the status bar and the top panel's header, built
     #: every tick (also while no sidebar shows the panels).
     banner: AlertBanner = NO_BANNER
+    #: The ``alerts.Notifier`` sending the alert manager's events to the
+    #: configured targets (its own worker thread); None without targets.
+    notifier: Any = None
+    _notify_key: Any = None
     #: ``monitor.llm`` (an ``llm.LlmTracker``), None when not available.
     llm: Any = None
     llm_note: str = ""
@@ -256,6 +260,7 @@ class Runtime:
         if cfg != self.applied or self.monitor is None and not self._busy():
             self._apply(cfg)
         self._ensure_alerts(cfg)
+        self._ensure_notifier(cfg)
         if self.alerts is not None:
             self.alerts.evaluate()
         self._update_banner(context)
@@ -303,6 +308,50 @@ class Runtime:
             if rule.name not in have:
                 manager.add_rule(rule)
         self._file_rules = tuple(new)
+
+    def _ensure_notifier(self, cfg: Config) -> None:
+        """A notifier for ``cfg.notify`` attached to the alert manager; a
+        new one when the targets or the manager change (targets of a
+        running notifier are fixed), the old one closed on a worker (its
+        close joins a thread that may be inside a request)."""
+        key = (cfg.notify, id(self.alerts))
+        if key == self._notify_key:
+            return
+        self._notify_key = key
+        old, self.notifier = self.notifier, None
+        if old is not None:
+            t = threading.Thread(target=old.close, name="mdm-notify-close", daemon=True)
+            self._check_threads.append(t)
+            t.start()
+        if not cfg.notify or self.alerts is None:
+            return
+        try:
+            from movie_director_metrics.alerts import Notifier
+
+            # Called on the thread that evaluates (this one): never from the
+            # notifier's worker, which must not touch bpy.
+            n = Notifier(cfg.notify, allow_remote=lambda: bool(bpy.app.online_access))
+            n.attach(self.alerts)
+            self.notifier = n
+        except Exception as e:  # an engine without notifications, or a refused target
+            self.alerts_note = f"notifications off: {type(e).__name__}: {e}"
+
+    def applied_notify_errors(self) -> tuple[tuple[str, str], ...]:
+        """Notification targets of the preferences that were refused."""
+        return self.applied.notify_errors if self.applied is not None else ()
+
+    def notify_test(self) -> str:
+        """Queues a test event to every notification target (it goes out on
+        the notifier's worker); returns what to report."""
+        n = self.notifier
+        if n is None:
+            return "error: no notification target is set up (or none is enabled)"
+        from movie_director_metrics.alerts import AlertEvent
+
+        ev = AlertEvent(time.time(), "test", "Movie Director", "normal", "firing", None, None, "critical",
+                        "normal -> firing: [critical] test on Movie Director: a test notification from Blender")
+        n.submit(ev)
+        return f"Test sent to {', '.join(t.name for t in n.targets)}: the result shows in the Alerts panel"
 
     def _update_banner(self, context: Any) -> None:
         """The firing alerts' banner; the status bars and sidebars are
@@ -434,9 +483,15 @@ class Runtime:
             backends=tuple(backends),
             services=tuple(services),
             llm=llm,
-            alerts=V.build_alerts(self.alerts, now, format_metric, self.alerts_note),
+            alerts=V.build_alerts(self.alerts, now, format_metric, self.alerts_note, self._notify_status()),
             jobs=self._build_jobs(ws),
         )
+
+    def _notify_status(self) -> Any:
+        try:
+            return self.notifier.status() if self.notifier is not None else {}
+        except Exception:
+            return {}
 
     def _build_jobs(self, ws: Any) -> JV.JobsView:
         """The Jobs panel: running, recent and the per-model/workflow table
@@ -656,6 +711,9 @@ class Runtime:
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher = None
+        if self.notifier is not None:
+            self.notifier.close()
+            self.notifier = None
         if self.monitor is not None and hasattr(self.monitor, "unpublish"):
             # First: other add-ons' calls drop from now on instead of
             # reaching a monitor whose collectors and file are going.

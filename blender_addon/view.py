@@ -245,6 +245,17 @@ class AlertsView:
     rows: tuple[AlertRow, ...] = ()
     #: (rule, time left) of snoozed rules: listed so they can be unsnoozed.
     snoozed: tuple[tuple[str, str], ...] = ()
+    #: One line per notification target: (text, ok); URLs never shown.
+    notify: tuple[tuple[str, bool], ...] = ()
+
+
+def notify_line(st: Any) -> tuple[str, bool]:
+    """A notification target's status (``alerts.NotifyStatus``) as a line."""
+    counts = f"{st.sent} sent" + (f", {st.failed} failed" if st.failed else "") + (f", {st.dropped} dropped" if st.dropped else "")
+    text = f"{st.name} ({st.kind}): {st.state}, {counts}"
+    if st.state in ("failing", "retrying") and st.last_error:
+        text += f": {st.last_error}"
+    return text, st.state not in ("failing", "retrying", "blocked", "unavailable")
 
 
 @dataclass(frozen=True)
@@ -564,7 +575,11 @@ def build_llm(llm: Any, window: str, why_not: str = "") -> LlmView:
 
 
 def build_alerts(
-    alerts: Any, now: float, fmt_value: Callable[[str, float | None], str] | None = None, why_not: str = ""
+    alerts: Any,
+    now: float,
+    fmt_value: Callable[[str, float | None], str] | None = None,
+    why_not: str = "",
+    notify: Any = None,
 ) -> AlertsView:
     """Pending, firing and recovering alerts of an ``alerts.AlertManager``
     (``states()``: rule, target, state, since, value, threshold,
@@ -598,6 +613,7 @@ def build_alerts(
     snoozed = tuple(
         (r.name, fmt_duration(r.snooze_until - now)) for r in rules.values() if r.snooze_until is not None and r.snooze_until > now
     )
+    lines = tuple(notify_line(st) for st in (notify or {}).values())
     if rows:
-        return AlertsView(True, "", tuple(rows), snoozed)
-    return AlertsView(True, f"No pending or firing alerts ({len(rules)} rules)" if rules else "No alert rules", (), snoozed)
+        return AlertsView(True, "", tuple(rows), snoozed, lines)
+    return AlertsView(True, f"No pending or firing alerts ({len(rules)} rules)" if rules else "No alert rules", (), snoozed, lines)

@@ -703,6 +703,7 @@ def run(zip_path: Path, work: Path, rep: Report, leak_n: int = 0) -> None:
 
     # ---- issue 18: firing alerts in the header and status bar; one configuration
     alerts_in_sight(rep, bpy, mod, rt, rt_mod)
+    notifications(rep, bpy, mod, rt, rt_mod, prefs)
     hosted_interval(rep, bpy, mod, rt, rt_mod, prefs)
     one_configuration(rep, bpy, mod, rt, rt_mod, prefs, work)
 
@@ -854,6 +855,95 @@ def alerts_in_sight(rep: Report, bpy: Any, mod: Any, rt: Any, rt_mod: Any) -> No
     prefs.backends["render-farm"].enabled = False
     rt.wait_idle(15.0)
     rt_mod.tick()
+
+
+class _WebhookReceiver:
+    """A loopback webhook: keeps every JSON body POSTed to it."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                n = int(self.headers.get("Content-Length") or 0)
+                receiver.bodies.append(json.loads(self.rfile.read(n) or b"null"))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.bodies: list[Any] = []
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T0KEN-SECRET-9f3a"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def notifications(rep: Report, bpy: Any, mod: Any, rt: Any, rt_mod: Any, prefs: Any) -> None:
+    """A webhook target set in the preferences gets the firing and the
+    resolved event of a rule, sent from the notifier's worker; the Alerts
+    panel shows the target's state, never its URL; a test notification
+    goes out from the operator."""
+    from movie_director_metrics.alerts import AlertRule
+
+    check = rep.check
+    hook = _WebhookReceiver()
+    try:
+        item = prefs.notify_targets.add()
+        item.name, item.kind, item.url, item.min_severity = "hook", "webhook", hook.url, "info"
+        rt_mod.tick()
+        check("notifier_started", rt.notifier is not None and [t.name for t in rt.notifier.targets] == ["hook"],
+              (rt.notifier, rt.alerts_note))
+        rule = AlertRule(name="test:notify", target="render-farm", metric="health_checks", comparator=">=", threshold=0.0,
+                         for_s=0, severity="warning")
+        rt.alerts.add_rule(rule)
+        t0 = time.perf_counter()
+        rt_mod.tick()
+        tick_ms = (time.perf_counter() - t0) * 1e3
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and not hook.bodies:
+            time.sleep(0.05)
+        rt.alerts.remove_rule(rule.name)
+        rt_mod.tick()
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and len(hook.bodies) < 2:
+            time.sleep(0.05)
+        states = [(b.get("rule"), b.get("state")) for b in hook.bodies]
+        rep.data["info"]["webhook_bodies"] = hook.bodies
+        check("notify_firing_and_resolved", states[:2] == [("test:notify", "firing"), ("test:notify", "resolved")],
+              f"{states}; the tick that fired took {tick_ms:.1f} ms")
+        res = bpy.ops.movie_director.notify_test()
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and len(hook.bodies) < 3:
+            time.sleep(0.05)
+        check("notify_test_operator", res == {"FINISHED"} and len(hook.bodies) == 3 and hook.bodies[2].get("rule") == "test",
+              [b.get("rule") for b in hook.bodies])
+        rt_mod.tick()
+        lines = rt.view.alerts.notify
+        rec = RecordingLayout()
+        mod.panels.draw_alerts(rec, draw_context(500))
+        shown = " ".join(texts(rec.log))
+        check("notify_status_shown_without_url", lines and lines[0][0].startswith("hook (webhook): ok, 3 sent")
+              and "T0KEN" not in shown and "hook (webhook)" in shown, (lines, shown[:300]))
+        bad = prefs.notify_targets.add()
+        bad.name, bad.kind, bad.url = "bad", "slack", "ftp://nope"
+        rt_mod.tick()
+        errors = rt.applied_notify_errors()
+        check("notify_bad_target_refused_alone", [n for n, _ in errors] == ["bad"] and rt.notifier is not None
+              and [t.name for t in rt.notifier.targets] == ["hook"] and "nope" not in str(errors), errors)
+    finally:
+        while len(prefs.notify_targets):
+            prefs.notify_targets.remove(0)
+        rt_mod.tick()
+        rt.wait_idle(10.0)
+        check("notifier_closed_when_targets_go", rt.notifier is None, rt.notifier)
+        hook.close()
 
 
 def hosted_interval(rep: Report, bpy: Any, mod: Any, rt: Any, rt_mod: Any, prefs: Any) -> None:

@@ -744,6 +744,11 @@ def test_firing_alerts_show_in_the_header_and_status_bar(report: dict[str, Any])
             "blend_data_untouched")
 
 
+def test_notifications_set_in_blender_reach_a_webhook(report: dict[str, Any]) -> None:
+    _checks(report, "notifier_started", "notify_firing_and_resolved", "notify_test_operator",
+            "notify_status_shown_without_url", "notify_bad_target_refused_alone", "notifier_closed_when_targets_go")
+
+
 def test_hosted_backend_added_in_blender_is_probed_once_per_300_s(report: dict[str, Any]) -> None:
     _checks(report, "hosted_probed_once_per_300s")
 
