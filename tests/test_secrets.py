@@ -23,6 +23,7 @@ import base64
 import contextlib
 import json
 import logging
+import sys
 import time
 import traceback
 import warnings
@@ -167,11 +168,22 @@ def echo_server(route: Callable[[BaseHTTPRequestHandler], Reply]) -> Iterator[Lo
     assert any(SECRET in s or base64.b64encode(f"{USER}:{SECRET}".encode()).decode() in s for s in seen), seen[:3]
 
 
-def configs(url: str) -> list[BackendConfig]:
-    """Every kind, plus a hosted-LLM backend (kind openai, long interval)."""
-    out = [BackendConfig(f"{k}-svc", k, url, api_key_env=KEY_ENV, read_timeout_s=2.0) for k in KINDS]
-    out.append(BackendConfig("gpt-hosted", "openai", url, api_key_env=KEY_ENV, interval_s=300.0, read_timeout_s=2.0))
+def configs(url: str, key_file: Path | None = None) -> list[BackendConfig]:
+    """Every kind, plus a hosted-LLM backend (kind openai, long interval);
+    the key from ``$KEY_ENV``, or from ``key_file`` when given."""
+    keys: dict[str, Any] = {"api_key_env": KEY_ENV} if key_file is None else {"api_key_file": str(key_file)}
+    out = [BackendConfig(f"{k}-svc", k, url, read_timeout_s=2.0, **keys) for k in KINDS]
+    out.append(BackendConfig("gpt-hosted", "openai", url, interval_s=300.0, read_timeout_s=2.0, **keys))
     return out
+
+
+def key_file(tmp_path: Path, value: str = SECRET + "\n") -> Path:
+    """A key file only its owner can read (what ``read_key_file`` accepts)."""
+    p = tmp_path / "keys" / "backend.key"
+    p.parent.mkdir(exist_ok=True)
+    p.write_text(value)
+    p.chmod(0o600)
+    return p
 
 
 @pytest.fixture
@@ -239,18 +251,52 @@ def test_key_never_leaves_through_collectors_status_or_cli(
     assert hay.leaks() == []
 
 
+def test_key_from_a_key_file_never_leaves_through_collectors_status_or_cli(
+    hay: Haystack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same channels as above with the key in an ``api_key_file``
+    (the variable unset): it is sent, and never shown."""
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    path = key_file(tmp_path)
+    with echo_server(echo_401) as srv:
+        cfgs = configs(srv.url, key_file=path)
+        engine = _core.Monitor(manual_clock=True, start_time=T0)
+        try:
+            for cfg in cfgs:
+                drive_directly(cfg, engine, hay)
+            for status in check_once(cfgs):
+                hay.add(f"check_once {status.name}", status)
+        finally:
+            engine.close()
+        config = tmp_path / "backends.toml"
+        config.write_text("".join(
+            f'[[backend]]\nname = "{c.name}"\nkind = "{c.kind}"\nurl = "{c.url}"\napi_key_file = "{path}"\n' for c in cfgs
+        ))
+        for extra in ([], ["--json"]):
+            cli_main(["check", "--config", str(config), *extra])
+            out = capsys.readouterr()
+            hay.add(f"cli check {extra}", out.out + out.err)
+    assert hay.leaks() == []
+
+
+@pytest.mark.parametrize("source", ["env", "key_file"])
 @pytest.mark.parametrize("server", list(SERVERS))
 def test_key_never_reaches_exports_metrics_or_the_history_file(
-    server: str, hay: Haystack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    server: str, source: str, hay: Haystack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Collectors running against echoing servers with storage on: the
     statuses, every export, /metrics and the SQLite file bytes."""
-    monkeypatch.setenv(KEY_ENV, SECRET)
+    if source == "env":
+        monkeypatch.setenv(KEY_ENV, SECRET)
+        path = None
+    else:
+        monkeypatch.delenv(KEY_ENV, raising=False)
+        path = key_file(tmp_path)
     db = tmp_path / "history.db"
     with echo_server(SERVERS[server]) as srv:
         m = Monitor(storage=db, flush_interval_s=0.2)
         try:
-            with Collectors(m, configs(srv.url), allow_remote=False) as col:
+            with Collectors(m, configs(srv.url, key_file=path), allow_remote=False) as col:
                 deadline = time.monotonic() + 3.0
                 while time.monotonic() < deadline and any(s.state == "unknown" for s in col.status().values()):
                     time.sleep(0.05)
@@ -365,3 +411,101 @@ def test_other_kinds_never_echo_error_texts(
         finally:
             engine.close()
     assert hay.leaks() == []
+
+
+# ---- notification URLs (webhook, Slack, Discord, ntfy) ----------------------------------------------
+
+#: A webhook token as Slack and Discord put it in the path, and a generic one in the query.
+HOOK_SECRET = "T04XK9QZ7/B05LMN3PQ8R/vZ2kH8sN4qW7yB1dF6gJ0mC3"
+TOKEN_SECRET = "whk_9fA2cL7pQx4RtV8nB3mK6sD1"
+
+
+class _EchoPathServer:
+    """Answers every POST with a status whose reason phrase, headers and
+    body quote the request line back (as a misbehaving proxy might)."""
+
+    def __init__(self, status: int) -> None:
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = f"no such hook: {self.path}".encode()
+                self.send_response(status, f"Bad hook {self.path}")
+                self.send_header("X-Echo", self.path)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
+@pytest.mark.parametrize("status", [500, 404])
+def test_notification_urls_never_leave_through_status_logs_reprs_or_errors(
+    status: int, hay: Haystack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from movie_director_metrics.alerts import AlertEvent, Notifier, NotifyTarget, load_alerts_file
+    from movie_director_metrics.cli import _announce_alerts, _load_alerts, build_parser
+
+    srv = _EchoPathServer(status)
+    try:
+        urls = {
+            "webhook": f"{srv.url}/hooks/{HOOK_SECRET}?token={TOKEN_SECRET}",
+            "slack": f"{srv.url}/services/{HOOK_SECRET}",
+            "discord": f"{srv.url}/api/webhooks/{HOOK_SECRET}",
+            "ntfy": f"{srv.url}/{HOOK_SECRET}",
+        }
+        refused = f"http://127.0.0.1:9/{HOOK_SECRET}?token={TOKEN_SECRET}"
+        remote = f"https://hooks.slack.com/services/{HOOK_SECRET}"
+        targets = [NotifyTarget(kind, kind, url) for kind, url in urls.items()]  # type: ignore[arg-type]
+        targets += [NotifyTarget("refused", "webhook", refused), NotifyTarget("remote", "slack", remote)]
+        ev = AlertEvent(T0, "r", "svc", "normal", "firing", 1.0, 0.0, "critical", "normal -> firing: r on svc")
+        notifier = Notifier(targets, backoff_s=0.01, retries=1, timeout_s=2)
+        try:
+            notifier.submit(ev)
+            assert notifier.flush(10.0)
+            statuses = notifier.status()
+            for name, st in statuses.items():
+                hay.add(f"status {name}", repr(st) + json.dumps(asdict(st)))
+            hay.add("notifier repr", repr(notifier))
+            for t in targets:
+                hay.add(f"target repr {t.name}", repr(t) + str(t))
+        finally:
+            notifier.close()
+        assert statuses["webhook"].failed == 1 and statuses["webhook"].last_error
+        assert statuses["remote"].state == "blocked"
+        # Config errors quote the URL only redacted.
+        for table in (f'kind = "pager"\nurl = "{urls["webhook"]}"', f'kind = "desktop"\nurl = "{urls["slack"]}"',
+                      f'kind = "slack"\nurl = "{urls["slack"]} x"', f'kind = "ntfy"\nurl = "{urls["ntfy"].replace(srv.url, "http://127.0.0.1:99999")}"'):
+            with pytest.raises(ConfigError) as info:
+                load_alerts_file(f'[[notify]]\nname = "n"\n{table}\n')
+            hay.add("config error", info.value)
+        # What serve/watch print at start.
+        rules = tmp_path / "alerts.toml"
+        rules.write_text(f'[[notify]]\nname = "hook"\nkind = "webhook"\nurl = "{remote}"\n', encoding="utf-8")
+        monitor = Monitor()
+        try:
+            alerts, cli_notifier = _load_alerts(monitor, build_parser().parse_args(["serve", "--rules", str(rules)]), False)
+            _announce_alerts(alerts, cli_notifier, sys.stdout)
+            cli_notifier.close()
+        finally:
+            monitor.close()
+        out = capsys.readouterr()
+        hay.add("cli", out.out + out.err)
+    finally:
+        srv.close()
+    text = "\n".join(str(t) for _, t in hay.parts)
+    assert "Bad hook" in text or status == 404  # the server's own words did reach us
+    assert hay.leaks(HOOK_SECRET) == [] and hay.leaks(TOKEN_SECRET) == []

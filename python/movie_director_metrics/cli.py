@@ -5,8 +5,9 @@
     movie-director-metrics watch [--demo] [--config PATH] [--window 5m] [--refresh 2] [--once]
     movie-director-metrics check [--config PATH] [--allow-remote] [--json]
     movie-director-metrics export PATH [--format csv|json] [--window 24h | --start T [--end T]]
-    movie-director-metrics serve [--host 127.0.0.1] [--port 9464] [--demo] [--config PATH]
+    movie-director-metrics serve [--host 127.0.0.1] [--port 9464] [--demo] [--config PATH] [--rules PATH]
     movie-director-metrics jobs [--window 24h] [--by model|workflow|service] [--service S] [--json]
+    movie-director-metrics incidents [--window 24h | --start T [--end T]] [--service NAME] [--json]
     movie-director-metrics action BACKEND ACTION [TARGET] [--yes] [--config PATH] [--allow-remote]
     movie-director-metrics --version
 
@@ -66,6 +67,8 @@ RICH_MISSING = (
 SPARK_WINDOW = "5m"
 SPARK_POINTS = 30
 SPARK_METRIC = "avg_ms"
+#: The heartbeat strip under the table: 24 h in this many cells (30 minutes each).
+HEARTBEAT_CELLS = 48
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -169,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --once: longest wait for first data, in seconds (default 3)")
     w.add_argument("--width", metavar="COLUMNS", type=_width, help="layout width (default: the terminal's, or $COLUMNS)")
     w.add_argument("--rules", metavar="PATH", type=Path,
-                   help=f"alert rules (TOML [[rule]] tables; default: {default_rules_path()} if it exists; "
-                        "with --demo, a demo rule)")
+                   help=f"alert rules and notify targets (TOML [[rule]] and [[notify]] tables; default: "
+                        f"{default_rules_path()} if it exists; with --demo, a demo rule)")
     _add_storage(w, recording=True)
     w.set_defaults(func=cmd_watch)
 
@@ -194,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--jobs", action="store_true",
                    help="write the finished jobs (one row each, with model, workflow, queue wait, outcome, tags) "
                         "instead of the statistics per bucket")
+    e.add_argument("--incidents", action="store_true",
+                   help="write the outages (one row each: start, end, duration, cause) instead of the statistics "
+                        "per bucket")
     _add_storage(e, recording=False)
     e.set_defaults(func=cmd_export)
 
@@ -206,8 +212,24 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--service", metavar="NAME", help="only this service's jobs")
     j.add_argument("--limit", metavar="N", type=int, default=20, help="recent jobs listed (default 20; 0 for none)")
     j.add_argument("--json", action="store_true", help="machine-readable output")
+    j.add_argument("--queue", action="store_true", help=(
+        "also ask the configured backends for the jobs waiting and running on them now, with an ETA "
+        "from the history's processing times, and the VRAM free for the next job of each model"))
+    _add_config(j)
     _add_storage(j, recording=False)
     j.set_defaults(func=cmd_jobs)
+
+    i = sub.add_parser("incidents", help="outages: start, end, duration and cause per backend", description=(
+        "Reads the history file: every outage (a stretch of down health results) overlapping the range, "
+        "newest first, with its start, end (or ongoing), duration and cause.  Times are UTC."))
+    irng = i.add_mutually_exclusive_group()
+    irng.add_argument("--window", help="span ending now: 1h, 24h, 7d, 30d ... (default 24h)")
+    irng.add_argument("--start", metavar="T", type=parse_time, help="start: epoch seconds or ISO 8601 (UTC unless an offset is given)")
+    i.add_argument("--end", metavar="T", type=parse_time, help="end, with --start (default: now)")
+    i.add_argument("--service", metavar="NAME", help="only this service's outages")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_storage(i, recording=False)
+    i.set_defaults(func=cmd_incidents)
 
     a = sub.add_parser("action", help="interrupt, delete a pending job, free memory, unload a model", description=(
         "Sends one action to a configured backend after asking to confirm, and prints the server's "
@@ -227,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 exposes it)")
     s.add_argument("--port", type=_port, default=9464, help="port (default 9464; 0 picks a free one)")
     s.add_argument("--demo", action="store_true", help="serve two simulated backends on loopback instead of the config")
+    s.add_argument("--rules", metavar="PATH", type=Path,
+                   help=f"alert rules, evaluated every second, and notify targets (TOML [[rule]] and [[notify]] "
+                        f"tables; default: {default_rules_path()} if it exists; --allow-remote for remote URLs)")
     _add_storage(s, recording=True)
     s.set_defaults(func=cmd_serve)
     return parser
@@ -242,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    if args.command == "export" and args.end is not None and args.start is None:
+    if args.command in ("export", "incidents") and args.end is not None and args.start is None:
         _err("--end needs --start (or use --window for a span ending now)")
         return EXIT_USAGE
     func: Callable[[argparse.Namespace], int] = args.func
@@ -389,16 +414,50 @@ def _alert_lines(manager: Any, now: float) -> list[str]:
     return out
 
 
-def _load_alerts(monitor: Any, args: argparse.Namespace, demo: bool) -> Any:
-    """The monitor's alert manager with the rules asked for, or None."""
+def _load_alerts(monitor: Any, args: argparse.Namespace, demo: bool) -> tuple[Any, Any]:
+    """The monitor's alert manager with the rules asked for (or None) and a
+    started ``Notifier`` for the file's ``[[notify]]`` targets (or None).
+    ``ConfigError`` for a bad file, before anything starts."""
+    from .alerts import Notifier, load_alerts_file
+
     path = args.rules if args.rules is not None else default_rules_path()
     if args.rules is None and not path.exists():
         if not demo:
-            return None
+            return None, None
         monitor.alerts.load_rules(DEMO_RULES)
-        return monitor.alerts
+        return monitor.alerts, None
+    loaded = load_alerts_file(path)  # the whole file checked, rules and targets, before either is used
     monitor.alerts.load_rules(path)
-    return monitor.alerts
+    notifier = None
+    if loaded.targets:
+        notifier = Notifier(loaded.targets, allow_remote=args.allow_remote)
+        notifier.attach(monitor.alerts)
+    return monitor.alerts, notifier
+
+
+def _announce_alerts(alerts: Any, notifier: Any, out: TextIO) -> None:
+    """What ``serve``/``watch`` say at start about their rules and notify
+    targets (URLs redacted), and a warning per target that cannot send."""
+    if alerts is None:
+        return
+    targets = notifier.status() if notifier is not None else {}
+    shown = ", ".join(f"{s.name} ({s.kind}{f' {s.url}' if s.url else ''})" for s in targets.values())
+    print(f"alerts: {len(alerts.rules)} rules, {len(targets)} notify targets" + (f": {shown}" if shown else ""),
+          file=out, flush=True)
+    for s in targets.values():
+        if s.state == "blocked":
+            _err(f"notify target {s.name!r} ({s.url}) is not on this machine: blocked without --allow-remote",
+                 kind="warning")
+        elif s.state == "unavailable":
+            _err(f"notify target {s.name!r}: no desktop notifier on this machine (notify-send, osascript or "
+                 "PowerShell)", kind="warning")
+
+
+def _close_notifier(notifier: Any) -> None:
+    """Gives queued notifications (a resolve at exit) a moment, then stops."""
+    if notifier is not None:
+        notifier.flush(2.0)
+        notifier.close()
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -424,10 +483,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 _err(f"--window {args.window}: {e}")
                 return EXIT_USAGE
             try:
-                alerts = _load_alerts(monitor, args, sim is not None)
+                alerts, notifier = _load_alerts(monitor, args, sim is not None)
             except (ConfigError, OSError) as e:
                 _err(f"alert rules: {e}")
                 return EXIT_USAGE
+            if args.rules is not None or default_rules_path().exists():  # a file, not the demo rule
+                _announce_alerts(alerts, notifier, sys.stderr)
             collectors = monitor.start_collectors(configs, allow_remote=args.allow_remote)
             try:
                 console = Console(width=args.width) if args.width else Console()
@@ -447,6 +508,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                         snap, statuses, _series(monitor, names),
                         width=console.width, window=args.window, title=title, note=note, alerts=lines, state=layout,
                         jobs=tracker.outlook() if tracker is not None else (),
+                        heartbeats={n: monitor.heartbeat(n, cells=HEARTBEAT_CELLS) for n in names},
                     )
 
                 with _sigterm_as_interrupt():
@@ -462,6 +524,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 return EXIT_OK
             finally:
                 collectors.stop()
+                _close_notifier(notifier)
         finally:
             monitor.close()
     finally:
@@ -589,7 +652,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         if monitor is None:
             return EXIT_FAIL
         try:
-            if args.jobs:
+            if args.incidents:
+                out = monitor.export_incidents(args.path, fmt, window=window, start=args.start, end=args.end,
+                                               services=services)
+            elif args.jobs:
                 out = monitor.export_jobs(args.path, fmt, window=window, start=args.start, end=args.end,
                                           services=services)
             else:
@@ -694,7 +760,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         try:
             stats = monitor.jobs.stats(args.window, by=args.by, service=args.service)
             recent = monitor.jobs.recent(args.limit, service=args.service) if args.limit else []
-        except (InvalidWindowError, MetricsError) as e:
+            queue = _live_queue(monitor, args) if args.queue else None
+            fits = monitor.vram_fits(service=args.service)
+        except (InvalidWindowError, MetricsError) as e:  # ConfigError (a bad --config) is a MetricsError
             _err(str(e))
             return EXIT_USAGE
         finally:
@@ -705,11 +773,144 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             "by": args.by,
             "stats": [s.as_dict() for s in stats],
             "recent": [r.as_dict() for r in recent],
+            "vram": [f.as_dict() for f in fits],
         }
+        if queue is not None:
+            doc["queue"] = [o.as_dict() for o in queue]
         json.dump(doc, sys.stdout, indent=1, allow_nan=False)
         print()
     else:
         _print_jobs(stats, recent, args.by, args.window, sys.stdout)
+        if queue is not None:
+            _print_queue(queue, sys.stdout)
+        _print_vram(fits, sys.stdout)
+    return EXIT_OK
+
+
+#: Longest wait for the backends' first answers with ``jobs --queue``.
+QUEUE_WARMUP_S = 5.0
+
+
+def _live_queue(monitor: Monitor, args: argparse.Namespace) -> list[Any]:
+    """The configured backends' waiting and running jobs with their ETA
+    (the processing percentiles of the history over ``--window``): the
+    collectors poll once (at most QUEUE_WARMUP_S), and the outlook is read
+    before they stop (stopping withdraws what they reported)."""
+    configs = [c for c in load_config(args.config) if args.service is None or c.name == args.service]
+    collectors = monitor.start_collectors(configs, allow_remote=args.allow_remote)
+    try:
+        _warm_up(monitor, collectors, "1m", QUEUE_WARMUP_S)
+        return [o for o in monitor.jobs.outlook(args.window) if args.service is None or o.job.service == args.service]
+    finally:
+        collectors.stop()
+
+
+def _eta_text(o: Any) -> str:
+    if o.eta is None:
+        return "n/a"
+    (a, b) = o.eta.finish_in_s
+    return f"done in {a:.0f}–{b:.0f} s ({o.eta.basis} p50–p90)"
+
+
+def _print_queue(queue: Sequence[Any], out: TextIO) -> None:
+    print("\nWaiting and running now (ETA from the history; n/a: fewer than 5 finished jobs)", file=out)
+    if not queue:
+        print("  (no job waiting or running)", file=out)
+        return
+    _table(
+        ("service", "state", "pos", "model", "elapsed", "ETA", "stuck"),
+        [
+            (o.job.service, o.job.state, str(o.position), o.job.model or "", f"{o.job.elapsed_s():.0f} s", _eta_text(o),
+             o.stuck or "")
+            for o in queue
+        ],
+        out,
+    )
+
+
+def _gib(n: float | None) -> str:
+    return "n/a" if n is None else f"{n / 2**30:.1f} GiB"
+
+
+def _print_vram(fits: Sequence[Any], out: TextIO) -> None:
+    if not fits:
+        return
+    print("\nVRAM for the next job (need: the most a recent job grew by; free: the latest reading)", file=out)
+    _table(
+        ("service", "model", "jobs", "peak", "need", "free", "total", "verdict"),
+        [
+            (f.service, f.model, str(f.jobs), _gib(f.peak_bytes), _gib(f.need_bytes), _gib(f.free_bytes), _gib(f.total_bytes),
+             f.verdict)
+            for f in fits
+        ],
+        out,
+    )
+
+
+# --- incidents ---------------------------------------------------------------------------
+
+
+def _clock(epoch_s: float) -> str:
+    return _dt.datetime.fromtimestamp(epoch_s, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _span(seconds: float) -> str:
+    """A duration for the incidents table: whole seconds, minutes, hours."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def _print_incidents(incidents: Sequence[Any], label: str, out: TextIO) -> None:
+    print(f"Incidents over {label} (newest first, UTC)", file=out)
+    if not incidents:
+        print("  (no outages in the range)", file=out)
+        return
+    _table(
+        ("service", "start", "end", "duration", "cause", "detail"),
+        [
+            (
+                i.service,
+                _clock(i.start),
+                "ongoing" if i.end is None else _clock(i.end) + (" (results stopped)" if i.ended_by == "gap" else ""),
+                _span(i.duration_s),
+                i.cause,
+                (i.detail or "")[:60],
+            )
+            for i in incidents
+        ],
+        out,
+    )
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    db = expand_user(args.storage, "--storage", ValueError) if args.storage is not None else default_path()
+    if not db.exists():
+        _err(f"no history file at {db}: `{PROG} watch` or `serve` records one (or pass --storage PATH)")
+        return EXIT_FAIL
+    window = args.window if args.start is None else None
+    with tempfile.TemporaryDirectory(prefix="mdm-incidents-") as tmp:
+        monitor = _open_history(db, Path(tmp), "reading", tiers=READ_TIERS)
+        if monitor is None:
+            return EXIT_FAIL
+        try:
+            found = monitor.incidents(window, start=args.start, end=args.end,
+                                      services=[args.service] if args.service else None)
+        except (InvalidWindowError, MetricsError) as e:
+            _err(str(e))
+            return EXIT_USAGE
+        finally:
+            monitor.close()
+    label = (window or "24h") if args.start is None else f"{_clock(args.start)} to {_clock(args.end) if args.end else 'now'}"
+    if args.json:
+        doc = {"window": label, "incidents": [i.as_dict() for i in found]}
+        json.dump(doc, sys.stdout, indent=1, allow_nan=False)
+        print()
+    else:
+        _print_incidents(found, label, sys.stdout)
     return EXIT_OK
 
 
@@ -763,8 +964,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         monitor, _ = _open_monitor(_storage_arg(args))
         try:
             try:
+                alerts, notifier = _load_alerts(monitor, args, demo=False)
+            except (ConfigError, OSError) as e:
+                _err(f"alert rules: {e}")
+                return EXIT_USAGE
+            try:
                 server = monitor.serve_metrics(args.host, args.port)
             except OSError as e:
+                _close_notifier(notifier)
                 _err(f"cannot listen on {args.host}:{args.port}: {e}")
                 return EXIT_FAIL
             collectors = monitor.start_collectors(configs, allow_remote=args.allow_remote)
@@ -773,6 +980,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     _err(f"{server.url} is reachable from other machines", kind="warning")
                 where = monitor.storage_path or "memory"
                 print(f"serving {server.url} for {len(configs)} backends; history: {where} (Ctrl-C stops)", flush=True)
+                _announce_alerts(alerts, notifier, sys.stdout)
+                if alerts is not None:
+                    alerts.start(interval_s=1.0)  # its own thread: a slow pass never delays /metrics
                 with _sigterm_as_interrupt():
                     stop = threading.Event()
                     while not stop.wait(0.5):
@@ -780,8 +990,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 pass
             finally:
+                if alerts is not None:
+                    alerts.stop()
                 server.close()
                 collectors.stop()
+                _close_notifier(notifier)
         finally:
             monitor.close()
     finally:

@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from .alerts import AlertManager
     from .collectors.config import BackendConfig
     from .collectors.scheduler import Collectors
+    from .incidents import CellState, Incident, OutageCause, OutageLog
     from .jobs import JobRow, JobTracker
+    from .jobs.vram import VramFit
     from .llm import LlmTracker
     from .metrics_server import MetricsServer
     from .track import Tracker
@@ -111,9 +113,14 @@ class _EngineView:
         return events
 
     def model_figure(self, name: str, metric: str, window: str | float) -> float | None:
-        """``Monitor._model_figure`` while the monitor lives; None after."""
+        """``Monitor._llm_figure`` of a model while the monitor lives; None after."""
         owner = self._owner()
-        return None if owner is None else owner._model_figure(name, metric, window)
+        return None if owner is None else owner._llm_figure("model", name, metric, window)
+
+    def provider_figure(self, name: str, metric: str, window: str | float) -> float | None:
+        """``Monitor._llm_figure`` of a provider while the monitor lives; None after."""
+        owner = self._owner()
+        return None if owner is None else owner._llm_figure("provider", name, metric, window)
 
 
 #: Monitors with storage still open: closed (so flushed) at interpreter exit.
@@ -183,6 +190,10 @@ class Monitor:
         self._llm: LlmTracker | None = None
         self._jobs: JobTracker | None = None
         self._jobs_pending: list[JobRow] = []
+        from .incidents import OutageLog
+
+        self._outage_log = OutageLog()
+        self._outages_pending: dict[tuple[str, float], OutageCause] = {}
         self._series_cursor = 0
         self._alert_mark = float("-inf")
         self._llm_cursor = 0
@@ -216,6 +227,9 @@ class Monitor:
         st.open()
         windows = {r: r * s for r, s in self._core.tiers if r in self._resolutions}
         self.load_report = st.load(self._core, self._resolutions, windows, self._core.now())
+        from .incidents import OUTAGE_COLUMNS
+
+        self._outage_log.restore(st.recent("outage_causes", OUTAGE_COLUMNS, self._core.now() - RELOAD_S))
 
     def _report(self, e: BaseException) -> None:
         """Surfaces a storage failure once until a flush succeeds again."""
@@ -243,6 +257,7 @@ class Monitor:
             n = st.write(self._core, self._resolutions, self._core.now(), final)
             n += self._write_jobs(st, final)
             self._write_events(st)
+            self._write_outage_causes(st)
             self._failure = None
             return n
 
@@ -263,6 +278,16 @@ class Monitor:
             st.append("llm_usage", ROW_COLUMNS, [tuple(r.get(c) for c in ROW_COLUMNS) for r in rows])
             self._llm_cursor = cursor
             self._llm.forget_through(cursor)  # saved: the buffer keeps only unsaved rows
+
+    def _write_outage_causes(self, st: Storage) -> None:
+        """Writes the outage causes noted or updated since the last flush
+        (kept until committed: a failed flush retries them)."""
+        from .incidents import OUTAGE_COLUMNS
+
+        for e in self._outage_log.take_unsaved():
+            self._outages_pending[(e.service, e.at)] = e
+        st.write_outage_causes(OUTAGE_COLUMNS, [e.as_stored() for e in self._outages_pending.values()])
+        self._outages_pending.clear()
 
     def _write_jobs(self, st: Storage, final: bool) -> int:
         """Writes the jobs engine's series (with their keys first) and the
@@ -409,7 +434,7 @@ class Monitor:
             from .alerts import AlertManager
 
             view = _EngineView(self)
-            manager = AlertManager(view, sources={"model": view.model_figure})
+            manager = AlertManager(view, sources={"model": view.model_figure, "provider": view.provider_figure})
             manager.add_check(view.stuck_job_events)
             with self.storage_session() as st:
                 if st is not None:
@@ -423,13 +448,20 @@ class Monitor:
             self._alerts = manager
         return self._alerts
 
-    def _model_figure(self, name: str, metric: str, window: str | float) -> float | None:
-        """An LLM figure for ``model:<name>`` alert targets (an
-        ``LlmStats`` field of that model over the window)."""
-        for st in self.llm.stats(window):
-            if st.model == name:
-                v = getattr(st, metric, None)
-                return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    def _llm_figure(self, by: Literal["model", "provider"], name: str, metric: str, window: str | float) -> float | None:
+        """An LLM figure for ``model:<name>`` / ``provider:<name>`` alert
+        targets: ``metric`` (``alerts.LLM_METRICS``) of that model, or of
+        that provider's models together, over the window; None without
+        requests in it."""
+        from .alerts.rules import read_llm_metric
+
+        if by == "provider":
+            from .llm.prices import normalize_provider
+
+            name = normalize_provider(name)
+        for st in self.llm.stats(window, by=by):
+            if (st.model if by == "model" else st.provider) == name:
+                return read_llm_metric(st, metric)
         return None
 
     @property
@@ -503,6 +535,55 @@ class Monitor:
         ]
         return max(peaks) if peaks else None
 
+    def _vram_before(self, service: str, t: float) -> float | None:
+        """The ``vram_used_bytes`` reading of ``service`` in the last bucket
+        with one in the 30 s (plus one bucket) before ``t``: whole buckets
+        that ended by ``t``; None when none."""
+        if self._closed:
+            return None
+        tiers = self._core.tiers
+        span = math.ceil(self._core.now() - t) + 31
+        # The finest tier that still holds the span (1 s or 10 s live; the
+        # minute tier of a history read back by the CLI).
+        res = next((r for r, n in tiers if r * n >= span + r), tiers[-1][0])
+        span += res
+        if not 0 < span <= max(self.PEAK_VRAM_LOOKBACK_S, 2 * res + 31):
+            return None
+        try:
+            spans = self._core.series_stats(service, span, resolution_s=res)
+        except (MetricsError, ValueError):
+            return None
+        # A bucket's lowest reading (buckets keep min/max, not the last one):
+        # at the 10 s tier the smaller baseline errs towards a larger growth.
+        before = [
+            g.min
+            for st in spans
+            if t - 30 - res <= st.start and st.start + res <= t
+            for g in (st.resources.get("vram_used_bytes"),)
+            if g is not None and g.samples
+        ]
+        return before[-1] if before else None
+
+    def vram_fits(self, service: str | None = None) -> list[VramFit]:
+        """Per (service, model): the VRAM the model's recent jobs grew by
+        against the backend's headroom (the latest used/total readings
+        within the hour): whether the next job fits (see
+        :mod:`movie_director_metrics.jobs.vram`).  Empty without jobs."""
+        tracker = self._jobs
+        if tracker is None or self._closed:
+            return []
+        from .jobs.vram import vram_fits
+
+        def gauges(name: str) -> tuple[float | None, float | None]:
+            try:
+                res = self._core.stats(name, "1h").resources
+            except (MetricsError, ValueError):
+                return None, None
+            used, total = res.get("vram_used_bytes"), res.get("vram_total_bytes")
+            return (used.last if used is not None else None), (total.last if total is not None else None)
+
+        return vram_fits(tracker.recent(service=service), self._vram_before, gauges)
+
     def existing_jobs(self) -> JobTracker | None:
         """The jobs tracker if one was created (reads that must not create it)."""
         return self._jobs
@@ -531,6 +612,46 @@ class Monitor:
                 tracker.restore_rows(rows[-tracker.recent_limit:] if tracker.recent_limit else [])
                 self._series_cursor = tracker.series_after(0)[1]
         return tracker
+
+    # ---- outage history ----------------------------------------------------------
+
+    @property
+    def outage_log(self) -> OutageLog:
+        """Why each outage began, as the collectors diagnosed it (with
+        storage, reloaded at open and persisted at each flush)."""
+        return self._outage_log
+
+    def incidents(
+        self,
+        window: str | float | None = None,
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        services: Sequence[str] | None = None,
+        history: bool = True,
+    ) -> list[Incident]:
+        """Outages overlapping the range, **newest first**: ``window``
+        (ending now; default ``"24h"``) or ``start``/``end`` (UTC epoch
+        seconds), of ``services`` (default: all, the history file's
+        included).  Derived from the health runs of the engine and, with
+        ``history``, of the history file (``history=False`` reads memory
+        only: no file, no wait for a flush; the engine holds what it
+        reloaded, 30 days with storage).  See ``incidents`` for the rules
+        (gaps, ongoing, cause).  ``UnknownServiceError`` for a name neither
+        knows."""
+        from .incidents import monitor_incidents
+
+        return monitor_incidents(self, window, start=start, end=end, services=services, history=history)
+
+    def heartbeat(self, service: str, *, span_s: float = 86_400, cells: int = 48) -> tuple[CellState, ...]:
+        """``cells`` states of ``service`` over the last ``span_s`` seconds,
+        oldest first (``CellState``: UNKNOWN 0, UP 1, DOWN 2, PARTIAL 3).
+        Reads the engine only (no file, no lock): cheap enough for a UI's
+        main thread.  All UNKNOWN for a service the monitor does not know
+        (none is created)."""
+        from .incidents import monitor_heartbeat
+
+        return monitor_heartbeat(self, service, span_s=span_s, cells=cells)
 
     # ---- publishing --------------------------------------------------------------
 
@@ -589,6 +710,23 @@ class Monitor:
             self, path, format, window=window, start=start, end=end,
             services=list(services) if services is not None else None,
         )
+
+    def export_incidents(
+        self,
+        path: str | os.PathLike[str],
+        format: Literal["csv", "json"] = "csv",
+        *,
+        window: str | float | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        services: Sequence[str] | None = None,
+    ) -> Path:
+        """Writes the incidents overlapping the range (default the last
+        24 h), oldest first, to ``path`` (CSV or JSON) atomically; returns
+        the path.  See docs/incidents.md."""
+        from .incidents_export import export_incidents
+
+        return export_incidents(self, path, format, window=window, start=start, end=end, services=services)
 
     def openmetrics(self, *, openmetrics: bool = True) -> str:
         """The Prometheus exposition of every service (OpenMetrics 1.0, or

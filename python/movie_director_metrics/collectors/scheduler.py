@@ -534,6 +534,15 @@ class Collectors:
         deadline = time.monotonic() + timeout_s
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in threads):
+            return  # a worker still in a request owns its backend: leave its report
+        # Nobody polls these backends any more (disabled, removed, or a new
+        # set of collectors takes over and reports afresh at its first
+        # cycle): the jobs they reported as queued or running are withdrawn,
+        # or a disabled backend would show its last queue for ever.
+        for w in self._workers:
+            if w.backend is not None:
+                w.backend.lost()
 
     def status(self) -> dict[str, BackendStatus]:
         """Every backend's current state, in config order (a snapshot)."""
