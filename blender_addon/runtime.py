@@ -223,7 +223,8 @@ class Runtime:
             return
         self._gen += 1
         old_m, old_c = self.monitor, self.collectors
-        self.collectors = None
+        if reopen or not hasattr(old_c, "update"):
+            self.collectors = None  # stopped and replaced: nothing to show meanwhile
         if reopen:
             self.monitor = self.jobs = self._jobs_stats = self._vram = None
         self.applied = cfg

@@ -111,6 +111,12 @@ def lifecycle_job(
     (``dropped["no_monitor"]``): the time to flush and reopen the file."""
     monitor, note, collectors, cnote, error, extras = old_monitor, "", None, "", "", None
     try:
+        if not reopen and hasattr(old_collectors, "update") and any(c.enabled for c in cfg.backends):
+            # Same monitor: only the backends that changed restart (a hosted
+            # API polled every 300 s is not probed again for another's edit).
+            old_collectors.update(list(cfg.backends), allow_remote=cfg.allow_remote)
+            out.put(("opened", gen, monitor, old_collectors, note, cnote, error, extras))
+            return
         stop_collectors(old_collectors)
         if reopen:
             if old_monitor is not None:

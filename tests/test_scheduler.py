@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loopback import HangingServer, LoopbackServer, Reply, fixture, refused_url, wait_until  # noqa: E402
 
 from movie_director_metrics import Monitor, _core  # noqa: E402
+from movie_director_metrics.errors import ConfigError  # noqa: E402
 from movie_director_metrics.collectors import BackendConfig, Capabilities  # noqa: E402
 from movie_director_metrics.collectors import http as http_mod  # noqa: E402
 from movie_director_metrics.collectors import scheduler  # noqa: E402
@@ -609,3 +610,52 @@ def test_ollama_loaded_models_become_llm_active_models(server: Server) -> None:
             wait_until(lambda: bool(m.llm.active_models("5m")), what="active models")
         active = m.llm.active_models("5m")
         assert [(a.provider, a.model, a.loaded, a.requests) for a in active] == [("ollama", n, True, 0) for n in sorted(names)]
+
+
+# ---- update(): only the backends that changed restart ---------------------------------------
+
+
+def test_update_keeps_unchanged_workers_and_their_schedule(monitor: Monitor, server: Server) -> None:
+    """An edit of one backend restarts that backend's worker only: the
+    others keep their thread and schedule, so a backend probed every 60 s
+    is not probed again because another one changed (the Blender add-on
+    applies every preference edit this way)."""
+    with server({("GET", "/"): Reply(200, "ok")}) as slow, server({("GET", "/"): Reply(200, "ok")}) as fast:
+        slow_cfg = BackendConfig("slow", "http", slow.url + "/", interval_s=60.0)
+        fast_cfg = BackendConfig("fast", "http", fast.url + "/", **FAST)
+
+        def probes(view: View) -> int:
+            return sum(1 for _, path in view.server.hits if path.startswith(view.prefix + "/"))
+
+        with Collectors(monitor, [slow_cfg, fast_cfg]) as col:
+            wait_until(lambda: probes(slow) == 1 and probes(fast) >= 2, what="first probes")
+            (slow_thread,) = worker_threads("slow")
+            (fast_thread,) = worker_threads("fast")
+            changed = BackendConfig("fast", "http", fast.url + "/", interval_s=0.1, connect_timeout_s=0.2, read_timeout_s=0.4)
+            added = BackendConfig("added", "http", fast.url + "/", **FAST)
+            assert col.update([slow_cfg, changed, added]) is col
+            assert worker_threads("slow") == [slow_thread], "an unchanged backend keeps its worker"
+            assert not fast_thread.is_alive() and worker_threads("fast") != [fast_thread], "a changed one restarts"
+            wait_until(lambda: col.status()["added"].state == "up", what="the added backend")
+            time.sleep(0.5)
+            assert probes(slow) == 1, "the 60 s backend was not probed again"
+            assert col.status()["slow"].state == "up" and col.configs == (slow_cfg, changed, added)
+            # removed: its worker stops, its status goes
+            col.update([slow_cfg, added])
+            assert not worker_threads("fast") and list(col.status()) == ["slow", "added"]
+            assert worker_threads("slow") == [slow_thread]
+            # Online access turned on: every worker is replaced (blocked ones may now run)
+            col.update([slow_cfg, added], allow_remote=True)
+            assert worker_threads("slow") != [slow_thread] and col.allow_remote is True
+            with pytest.raises(ConfigError, match="used twice"):
+                col.update([slow_cfg, slow_cfg])
+            assert list(col.status()) == ["slow", "added"], "a refused update changes nothing"
+        assert not worker_threads("slow") and not worker_threads("added")
+
+
+def test_update_before_start_only_replaces_the_list(monitor: Monitor) -> None:
+    col = Collectors(monitor, [BackendConfig("a", "http", refused_url(), **FAST)])
+    col.update([BackendConfig("b", "http", refused_url(), **FAST)])
+    assert list(col.status()) == ["b"] and not col.running and not worker_threads("b")
+    with col:
+        wait_until(lambda: col.status()["b"].state == "down", what="b probed after start")

@@ -28,7 +28,7 @@ import math
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -86,8 +86,10 @@ class BackendStatus:
 # owns its Backend (whose HttpClient is not thread-safe) and is the only
 # thread that calls it; what other threads read is the worker's small state
 # record, guarded by that worker's lock, and copied out as a frozen
-# BackendStatus.  Waiting between cycles is ``Event.wait``, so ``stop()``
-# wakes every idle worker at once and the GIL is free meanwhile.  A worker
+# BackendStatus.  Waiting between cycles is ``Event.wait`` on the
+# worker's own stop event, so ``stop()`` wakes every idle worker at once,
+# ``update()`` only those of backends that changed, and the GIL is free
+# meanwhile.  A worker
 # inside a request cannot be interrupted: that costs at most the backend's
 # connect + read timeout, which is what bounds ``stop()``.
 # ---------------------------------------------------------------------------
@@ -487,40 +489,77 @@ class Collectors:
         self.configs: tuple[BackendConfig, ...] = tuple(_unique(configs))
         self.allow_remote = allow_remote
         self.resources = resources
-        on_models = _llm_loaded_hook(monitor)
-        jobs = _jobs_hooks(monitor)
-        on_down = _outage_hook(monitor)
-        self._workers = [
-            _Worker(c, monitor.service(c.name), allow_remote=allow_remote, resources=resources,
-                    on_models=on_models if c.kind == "ollama" else None, jobs=jobs, on_down=on_down)
-            for c in self.configs
-        ]
-        self._lock = threading.Lock()  # guards _threads and _stop
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._monitor = monitor
+        self._on_models = _llm_loaded_hook(monitor)
+        self._jobs = _jobs_hooks(monitor)
+        self._on_down = _outage_hook(monitor)
+        self._workers = [self._worker(c) for c in self.configs]
+        self._lock = threading.Lock()  # guards _running and _workers' replacement
+        #: Worker -> (its thread, its own stop event), while started; a
+        #: worker's own event lets update() stop one and keep the others.
+        self._running: dict[_Worker, tuple[threading.Thread, threading.Event]] = {}
+        self._started = False
+
+    def _worker(self, c: BackendConfig) -> _Worker:
+        return _Worker(c, self._monitor.service(c.name), allow_remote=self.allow_remote, resources=self.resources,
+                       on_models=self._on_models if c.kind == "ollama" else None, jobs=self._jobs, on_down=self._on_down)
+
+    def _launch(self, w: _Worker) -> None:
+        """Starts ``w``'s thread (caller holds the lock; a worker without a
+        backend — disabled, blocked, failed to load — has none)."""
+        if w.backend is None:
+            return
+        stop = threading.Event()
+        t = threading.Thread(target=w.run, args=(stop,), name=f"mdm-collector:{w.config.name}", daemon=True)
+        self._running[w] = (t, stop)
+        t.start()
 
     @property
     def running(self) -> bool:
-        """True between ``start()`` and ``stop()``."""
+        """True while worker threads run: between ``start()`` and
+        ``stop()``, when a backend is enabled and allowed."""
         with self._lock:
-            return bool(self._threads)
+            return bool(self._running)
 
     def start(self) -> Collectors:
         """Starts one daemon worker per enabled, allowed backend (a no-op
         when already running); returns self."""
         with self._lock:
-            if self._threads:
+            if self._started:
                 return self
-            self._stop = threading.Event()
+            self._started = True
             for w in self._workers:
-                if w.backend is None:
-                    continue
-                t = threading.Thread(
-                    target=w.run, args=(self._stop,), name=f"mdm-collector:{w.config.name}", daemon=True
-                )
-                self._threads.append(t)
-            for t in self._threads:
-                t.start()
+                self._launch(w)
+        return self
+
+    def update(self, configs: Iterable[BackendConfig], *, allow_remote: bool | None = None, timeout_s: float = 3.0) -> Collectors:
+        """Brings the workers in line with ``configs`` without restarting
+        the ones whose backend did not change: such a worker keeps its
+        thread, its schedule and its state (a hosted backend polled every
+        300 s is not probed again because another backend was edited).
+        Workers of removed or changed backends stop (joined within
+        ``timeout_s``; the jobs they reported withdrawn), new ones start if
+        the collectors run.  Changing ``allow_remote`` replaces every
+        worker.  ``ConfigError`` for duplicate names, before anything
+        changes.  Returns self."""
+        new = tuple(_unique(configs))
+        with self._lock:
+            if allow_remote is not None and allow_remote != self.allow_remote:
+                keep: dict[BackendConfig, _Worker] = {}
+                self.allow_remote = allow_remote
+            else:
+                keep = {w.config: w for w in self._workers}
+            workers = [keep.pop(c, None) or self._worker(c) for c in new]
+            gone = [w for w in self._workers if w not in workers]
+            fresh = [w for w in workers if w not in self._workers]
+            self._workers, self.configs = workers, new
+            stopping = [self._running.pop(w) for w in gone if w in self._running]
+            for _, stop in stopping:
+                stop.set()
+            if self._started:
+                for w in fresh:
+                    self._launch(w)
+        self._retire(gone, [t for t, _ in stopping], timeout_s)
         return self
 
     def stop(self, timeout_s: float = 3.0) -> None:
@@ -529,8 +568,15 @@ class Collectors:
         (bounded by that backend's connect + read timeout), records
         nothing more and exits."""
         with self._lock:
-            threads, self._threads = self._threads, []
-            self._stop.set()
+            running, self._running = self._running, {}
+            self._started = False
+            for _, stop in running.values():
+                stop.set()
+            workers = list(self._workers)
+        self._retire(workers, [t for t, _ in running.values()], timeout_s)
+
+    @staticmethod
+    def _retire(workers: Sequence[_Worker], threads: Sequence[threading.Thread], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -540,7 +586,7 @@ class Collectors:
         # set of collectors takes over and reports afresh at its first
         # cycle): the jobs they reported as queued or running are withdrawn,
         # or a disabled backend would show its last queue for ever.
-        for w in self._workers:
+        for w in workers:
             if w.backend is not None:
                 w.backend.lost()
 
