@@ -589,7 +589,10 @@ def test_llamacpp_queue_version_and_health_probe(mon: Monitor) -> None:
         b.collect()
     assert b.flavor == "llama.cpp" and b.version == "b5174-56304069"
     assert caps.available["health"] == "GET /health (503 while the model loads)"
-    assert caps.available["queue"] == "GET /metrics (llamacpp:requests_processing, llamacpp:requests_deferred)"
+    assert caps.available["queue"] == (
+        "GET /metrics (llamacpp:requests_processing, llamacpp:requests_deferred), at most every 5 s: "
+        "each scrape resets the server's rate gauges"
+    )
     assert b.models == ["qwen2.5-7b-instruct-q4_k_m.gguf"]
     st = mon.stats(NAME, "5m")
     assert (st.queue_running, st.queue_pending) == (4, 7)

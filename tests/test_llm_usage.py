@@ -114,9 +114,10 @@ def test_llamacpp_openai_response_with_timings() -> None:
 
 
 def test_llamacpp_native_timings() -> None:
+    # The rate is predicted_n / predicted_ms (2 / 46 ms), not the server's predicted_per_second.
     timings = {"prompt_n": 26, "prompt_ms": 119.0, "prompt_per_second": 218.4, "predicted_n": 2,
-               "predicted_ms": 46.0, "predicted_per_second": 43.47, "cache_n": 4}
-    expected = Usage(input_uncached=26, cache_read=4, output=2, output_tokens_per_s=43.47)
+               "predicted_ms": 46.0, "predicted_per_second": 21.74, "cache_n": 4}
+    expected = Usage(input_uncached=26, cache_read=4, output=2, output_tokens_per_s=2 / 46.0 * 1e3)
     assert normalize_usage(timings) == expected
     assert normalize_usage({"content": "2", "stop": True, "timings": timings}) == expected
 

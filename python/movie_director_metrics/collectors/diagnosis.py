@@ -118,6 +118,17 @@ def _server_message(body: bytes | None) -> str | None:
     return text[:_QUOTE_CHARS] + ("…" if len(text) > _QUOTE_CHARS else "")
 
 
+def _is_llamacpp_loading(body: bytes | None) -> bool:
+    """llama-server's answer to every request while it loads (recorded:
+    ``{"error": {"message": "Loading model", "type": "unavailable_error",
+    "code": 503}}``), so the hint names it even before detection."""
+    try:
+        err = json.loads(body or b"").get("error")
+    except (ValueError, AttributeError, RecursionError):
+        return False
+    return isinstance(err, dict) and err.get("type") == "unavailable_error" and err.get("message") == "Loading model"
+
+
 def _kind(kind: str) -> str:
     return KIND_NAMES.get(kind, kind)
 
@@ -195,7 +206,12 @@ def diagnose(
             + ("" if status == 401 else ", which may lack the permission or the model"),
         )
     if status == 503 and said and any(w in said.lower() for w in _LOADING_WORDS):
-        return Diagnosis("model_loading", f"{_kind(kind)} is loading its model{quoted}: wait, it comes up by itself")
+        who = "llama.cpp" if _is_llamacpp_loading(error.body) else _kind(kind)
+        return Diagnosis(
+            "model_loading",
+            f"{who} is up and loading its model{quoted}: wait, it comes up by itself "
+            "(a large model from a slow disk can take minutes)",
+        )
     if t == "server_busy":
         return Diagnosis(
             "saturated",

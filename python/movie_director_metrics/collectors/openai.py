@@ -14,8 +14,26 @@ Endpoints (reference §2.4):
   1 = 100 %); llama.cpp (``--metrics``) ``llamacpp:requests_processing``/
   ``llamacpp:requests_deferred``.
 - llama.cpp ``GET /health``: 200 ``{"status": "ok"}``, 503 "Loading model"
-  while the model loads (down, ``server_busy``); needs no API key.
-  ``GET /props`` -> ``build_info`` (the version), ``total_slots``.
+  while the model loads (every endpoint answers so then: not up, cause
+  ``model_loading``; the flavour and what detection found are kept); needs
+  no API key.  ``GET /props`` -> ``build_info`` (the version),
+  ``total_slots``, ``is_sleeping``.
+
+llama.cpp, measured against a real llama-server (docs/backends.md):
+
+- **Sleeping** (``--sleep-idle-seconds N``): ``/props`` says
+  ``is_sleeping: true`` and the model is unloaded; the next request reloads
+  it.  Shown as ``detail["sleeping"]`` with no loaded models.  Only
+  endpoints that leave it asleep are polled (``/health``, ``/props``,
+  ``/v1/models``, ``/metrics``): never ``GET /slots``, which wakes it.
+- **Each ``GET /metrics`` resets** the rate gauges
+  ``llamacpp:prompt_tokens_seconds``/``predicted_tokens_seconds`` for every
+  scraper (they average since the previous scrape).  It is still the only
+  queue source that does not wake a sleeping server, so it is scraped at
+  most every :data:`LLAMACPP_METRICS_EVERY_S`, and the token rates shown
+  come from the counters' deltas between two of our scrapes
+  (``tokens_predicted_total / tokens_predicted_seconds_total``), never
+  from the gauges.
 - vLLM ``GET /version`` -> ``{"version"}``.
 - LM Studio ``GET /api/v0/models`` -> ``state`` "loaded"/"not-loaded".
 
@@ -37,6 +55,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from typing import Any, ClassVar
 
 from .._core import Service
@@ -53,6 +72,26 @@ LLAMACPP_PROPS = "/props"
 VLLM_VERSION = "/version"
 LMSTUDIO_MODELS = "/api/v0/models"
 
+#: Shortest time between two ``GET /metrics`` of a llama-server (a
+#: backend with a longer ``interval_s`` scrapes every cycle).  Every scrape resets the
+#: server's rate gauges for all its scrapers; the queue it gives is a
+#: count of requests that each last seconds, so a reading up to 5 s old
+#: is what the queue view and the ETAs need, and a Prometheus scraping
+#: the same server at 15 s sees its gauges reset at most 3 times per
+#: window instead of 15.
+LLAMACPP_METRICS_EVERY_S = 5.0
+
+#: llama.cpp counter pairs (tokens, seconds) the shown rates come from.
+_LLAMACPP_RATES: tuple[tuple[str, str, str], ...] = (
+    ("generation_tokens_per_s", "llamacpp:tokens_predicted_total", "llamacpp:tokens_predicted_seconds_total"),
+    ("prompt_tokens_per_s", "llamacpp:prompt_tokens_total", "llamacpp:prompt_seconds_total"),
+)
+
+SLEEPING_DETAIL = (
+    "model unloaded (llama-server --sleep-idle-seconds); the next request reloads it "
+    "(we poll nothing that wakes it: never GET /slots)"
+)
+
 #: Flavours this kind recognises; "openai" is any other compatible server.
 FLAVORS: tuple[str, ...] = ("vllm", "llama.cpp", "lmstudio", "openai")
 
@@ -64,9 +103,11 @@ class OpenAICompatible(Backend):
 
     ``flavor`` is one of :data:`FLAVORS`; ``loopback`` says whether the host
     is this machine; ``models`` lists the served (LM Studio: loaded) model
-    ids; ``detail`` holds the KV-cache use (vLLM), not-loaded models (LM
-    Studio) and the host note; ``version`` the server version where one is
-    reported (vLLM, llama.cpp build).
+    ids, none while a llama-server sleeps; ``detail`` holds the KV-cache use
+    (vLLM), not-loaded models (LM Studio), ``sleeping`` and the token rates
+    from the counters (llama.cpp) and the host note; ``version`` the server
+    version where one is reported (vLLM, llama.cpp build).
+    ``sleeping`` is True while a llama-server says ``is_sleeping``.
     """
 
     kind = "openai"
@@ -81,7 +122,20 @@ class OpenAICompatible(Backend):
         self.loopback = is_loopback(self.client.host)
         self.models: list[str] = []
         self.detail: dict[str, str] = {}
+        self.sleeping = False
         self._metrics_queue = False
+        #: llama.cpp: ``/props`` has ``is_sleeping`` (read every cycle).
+        self._props = False
+        #: llama.cpp: the ids ``/v1/models`` served at detection (``models``
+        #: is these while awake, empty while asleep).
+        self._served: list[str] = []
+        #: llama.cpp: monotonic time of the last ``/metrics`` scrape, its
+        #: counters, and the details derived from them (kept between scrapes).
+        self._metrics_at = float("-inf")
+        #: llama.cpp: shortest time between two ``/metrics`` scrapes.
+        self.metrics_every_s = LLAMACPP_METRICS_EVERY_S
+        self._counters: dict[str, float] = {}
+        self._metrics_detail: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"OpenAICompatible(name={self.config.name!r}, url={self.config.url!r}, flavor={self.flavor!r})"
@@ -136,6 +190,8 @@ class OpenAICompatible(Backend):
                 props, _ = self.try_fetch(LLAMACPP_PROPS)
             if isinstance(props, dict) and isinstance(props.get("build_info"), str):
                 self.version = props["build_info"]
+            self._props = isinstance(props, dict) and isinstance(props.get("is_sleeping"), bool)
+            self.sleeping = self._props and props.get("is_sleeping") is True
         else:
             caps.set("health", f"GET {MODELS}")
         if self.flavor == "vllm":
@@ -147,7 +203,11 @@ class OpenAICompatible(Backend):
         if self.flavor == "vllm":
             caps.set("queue", f"GET {METRICS} (vllm:num_requests_running, vllm:num_requests_waiting)")
         elif self.flavor == "llama.cpp" and samples is not None:
-            caps.set("queue", f"GET {METRICS} (llamacpp:requests_processing, llamacpp:requests_deferred)")
+            caps.set(
+                "queue",
+                f"GET {METRICS} (llamacpp:requests_processing, llamacpp:requests_deferred), at most every "
+                f"{self.metrics_every_s:g} s: each scrape resets the server's rate gauges",
+            )
         elif self.flavor == "llama.cpp":
             caps.lack("queue", f"GET {METRICS}: {why_metrics}: start llama-server with --metrics")
         elif self.flavor == "lmstudio":
@@ -167,9 +227,10 @@ class OpenAICompatible(Backend):
             caps.set("models", f"GET {LMSTUDIO_MODELS} (state: loaded)")
             self._apply_lmstudio(lmstudio, detail)
         elif self.flavor == "llama.cpp":
-            caps.set("models", f"GET {MODELS} (at detection)")
+            caps.set("models", f"GET {MODELS} (at detection); none while GET {LLAMACPP_PROPS} says is_sleeping")
             ids, _ = self.try_fetch(MODELS, parse=_parse_model_ids)
-            self.models = ids if ids is not None else self.models
+            self._served = ids if ids is not None else self.models
+            self._apply_sleeping(detail)
         else:
             caps.set("models", f"GET {MODELS} (every probe)")
         if samples is not None:
@@ -178,6 +239,8 @@ class OpenAICompatible(Backend):
             except ValueError as e:
                 caps.lack("queue", f"GET {METRICS}: {e}")
                 self._metrics_queue = False
+            if self.flavor == "llama.cpp":
+                self._metrics_at, self._counters, self._metrics_detail = time.monotonic(), _counters_of(samples), {}
         self.detail = detail
         self.detected = True
         return caps
@@ -185,18 +248,43 @@ class OpenAICompatible(Backend):
     # ---- collect -------------------------------------------------------------
 
     def collect(self) -> None:
-        """vLLM/llama.cpp: the queue from ``/metrics``; LM Studio: loaded
+        """vLLM: the queue from ``/metrics``; llama.cpp: sleeping from
+        ``/props`` every cycle, the queue and token rates from ``/metrics``
+        at most every ``metrics_every_s`` (:data:`LLAMACPP_METRICS_EVERY_S`;
+        every cycle when ``interval_s`` is longer); LM Studio: loaded
         models.  Hosted and other servers: nothing beyond the probe."""
         if self.detection_due():
             self.detect()
         detail = {"host": self.detail.get("host", "")}
-        if self._metrics_queue:
+        if self.flavor == "llama.cpp":
+            self._collect_llamacpp(detail)
+        elif self._metrics_queue:
             samples, _ = self.fetch(METRICS, as_json=False, parse=self._parse_queue_metrics)
             self._apply_metrics(samples, detail)
         if self.flavor == "lmstudio":
             models, _ = self.fetch(LMSTUDIO_MODELS, parse=_parse_lmstudio)
             self._apply_lmstudio(models, detail)
         self.detail = detail
+
+    def _collect_llamacpp(self, detail: dict[str, str]) -> None:
+        if self._props:
+            props, _ = self.fetch(LLAMACPP_PROPS, check=_check_props)
+            self.sleeping = props.get("is_sleeping") is True
+        self._apply_sleeping(detail)
+        now = time.monotonic()
+        if self._metrics_queue and now - self._metrics_at >= self.metrics_every_s:
+            samples, _ = self.fetch(METRICS, as_json=False, parse=self._parse_queue_metrics)
+            self._apply_metrics(samples, detail)
+            counters = _counters_of(samples)
+            self._metrics_detail = _rates_between(self._counters, counters, now - self._metrics_at)
+            self._metrics_at, self._counters = now, counters
+        detail.update(self._metrics_detail)
+
+    def _apply_sleeping(self, detail: dict[str, str]) -> None:
+        """llama.cpp: no model is loaded while the server sleeps."""
+        self.models = [] if self.sleeping else list(self._served)
+        if self.sleeping:
+            detail["sleeping"] = SLEEPING_DETAIL
 
     def _parse_queue_metrics(self, text: str) -> dict[str, list[float]]:
         samples = _parse_metrics(text)
@@ -294,6 +382,35 @@ def _parse_model_ids(data: Any) -> list[str]:
     if not isinstance(items, list):
         raise ValueError("no 'data' list of models in the reply (not OpenAI-compatible?)")
     return [m["id"] for m in items if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+
+def _check_props(data: Any) -> str | None:
+    if isinstance(data, dict) and isinstance(data.get("is_sleeping", False), bool):
+        return None
+    return "expected a JSON object with a boolean 'is_sleeping' (llama-server /props)"
+
+
+def _counters_of(samples: dict[str, list[float]]) -> dict[str, float]:
+    """The llama.cpp counters the rates come from (absent ones left out)."""
+    names = {n for _, tokens, seconds in _LLAMACPP_RATES for n in (tokens, seconds)}
+    return {n: sum(samples[n]) for n in names if samples.get(n)}
+
+
+def _rates_between(before: dict[str, float], after: dict[str, float], elapsed_s: float) -> dict[str, str]:
+    """Token rates from two scrapes' counters: tokens over the time the
+    server spent on them between the scrapes (the counters' own ratio, so
+    the rate while generating, not averaged over idle time).  Nothing for a
+    pair that did not move or went back (a restart), nor for a first scrape."""
+    out: dict[str, str] = {}
+    if not math.isfinite(elapsed_s):
+        return out
+    for key, tokens, seconds in _LLAMACPP_RATES:
+        if not all(n in before and n in after for n in (tokens, seconds)):
+            continue
+        d_tokens, d_seconds = after[tokens] - before[tokens], after[seconds] - before[seconds]
+        if d_tokens > 0 and d_seconds > 0:
+            out[key] = f"{d_tokens / d_seconds:.1f} ({tokens} / {seconds}, last {elapsed_s:.0f} s)"
+    return out
 
 
 def _parse_lmstudio(data: Any) -> list[tuple[str, str]]:

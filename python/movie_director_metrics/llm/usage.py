@@ -36,8 +36,17 @@ Native local backends:
   cached size is not reported, so it is not guessed).
 * **llama.cpp** ``timings``: ``prompt_n`` -> input_uncached, ``cache_n``
   (newer builds) -> cache_read, ``predicted_n`` -> output, output tokens/s =
-  ``predicted_per_second``.  Next to an OpenAI ``usage`` the tokens come
-  from ``usage`` and only the rate from ``timings``.
+  ``predicted_n / predicted_ms * 1e3``, so that the generation time the
+  tracker rebuilds (output / rate) is ``predicted_ms`` itself.  Not
+  ``predicted_per_second``: llama-server computes it as ``(predicted_n - 1)
+  / predicted_ms`` (the first token comes free with the prompt's logits),
+  and output / that rate overstates the generation time by ``n / (n - 1)``
+  (x2 for two tokens).  ``predicted_n / predicted_ms`` is also the ratio of
+  the server's own counters ``tokens_predicted_total /
+  tokens_predicted_seconds_total``.  A single token has no generation phase
+  (no rate); without ``predicted_ms`` (older builds) ``predicted_per_second``
+  is taken as it is.  Next to an OpenAI ``usage`` the tokens come from
+  ``usage`` and only the rate from ``timings``.
 * **LM Studio** ``/api/v0``: OpenAI ``usage`` plus ``stats.tokens_per_second``.
 
 ``reasoning`` is a subset of ``output`` and ``cache_write_1h`` of
@@ -259,8 +268,22 @@ def _llamacpp(t: Any) -> Usage:
         input_uncached=_count(t, "prompt_n", "timings") or 0,
         cache_read=_count(t, "cache_n", "timings") or 0,
         output=_count(t, "predicted_n", "timings") or 0,
-        output_tokens_per_s=_rate(t, "predicted_per_second"),
+        output_tokens_per_s=_llamacpp_rate(t),
     )
+
+
+def _llamacpp_rate(t: Any) -> float | None:
+    """Output tokens/s of llama.cpp ``timings``: ``predicted_n /
+    predicted_ms`` (see the module doc for why not ``predicted_per_second``);
+    None for fewer than two tokens, whose time is the prompt's."""
+    ms = _rate(t, "predicted_ms")
+    if ms is None:
+        return _rate(t, "predicted_per_second")  # a build without predicted_ms
+    n = _get(t, "predicted_n")
+    if not (_finite(n) and n >= 2 and ms > 0):
+        return None
+    tps = float(n) / ms * 1e3
+    return tps if math.isfinite(tps) else None
 
 
 _OPENAI_PROVIDERS = {"openai", "azure", "vllm", "lmstudio", "lm_studio", "llama.cpp", "llamacpp", "openrouter"}
@@ -293,7 +316,7 @@ def normalize_usage(usage: Any, provider: str | None = None) -> Usage:
         return Usage(known=False, notes=("the response carried usage: null",))
     timings = _get(usage, "timings")
     stats = _get(usage, "stats")
-    tps = _rate(timings, "predicted_per_second") or _rate(stats, "tokens_per_second")
+    tps = _llamacpp_rate(timings) if timings is not None else _rate(stats, "tokens_per_second")
     if inner is not None:
         return _from_usage_fields(inner, provider, timings, tps)
     if _has(usage, "prompt_tokens", "input_tokens", "completion_tokens", "output_tokens"):
