@@ -28,6 +28,7 @@ STATE_ICONS = {
     "up": "COLORSET_03_VEC",
     "degraded": "COLORSET_09_VEC",
     "down": "COLORSET_01_VEC",
+    "loading": "TIME",  # answers, but its model is still loading
     "unknown": "COLORSET_13_VEC",  # grey
     "starting": "TIME",
     "blocked": "INTERNET_OFFLINE",

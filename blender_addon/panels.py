@@ -33,8 +33,9 @@ from typing import Any
 import bpy
 from bpy.types import Panel, UIList
 
-from . import alert_banner, properties, runtime
+from . import alert_banner, charts, properties, runtime
 from . import jobs_view as JV
+from . import outages_view as OV
 from . import view as V
 from .layout_helpers import HAS_PROGRESS, bar, is_wide, section, state_icon
 
@@ -47,7 +48,7 @@ def _section_id(name: str) -> str:
 
 def _overall_icon(v: V.DashboardView) -> str:
     states = {b.state for b in v.backends} | {s.state for s in v.services}
-    for s in ("down", "degraded", "unknown"):
+    for s in ("down", "degraded", "loading", "unknown"):
         if s in states:
             return state_icon(s)
     return state_icon("up") if states else state_icon("unknown")
@@ -384,6 +385,55 @@ def draw_jobs(layout: Any, context: Any) -> None:
     _draw_vram(layout.column(align=True), jobs)
 
 
+def draw_outages(layout: Any, context: Any) -> None:
+    """A 24 h heartbeat strip per backend (one image: names and summaries
+    on the left, each strip as tall as its rows), then the last outages."""
+    v = runtime.get().view
+    o = v.outages
+    if o is None:
+        layout.label(text=v.message or "Starting the metrics engine…", icon="ERROR" if v.status == "error" else "TIME")
+        return
+    if not o.available:
+        layout.label(text=o.note, icon="INFO")
+        return
+    for g in range(0, len(o.strips), OV.STRIPS_PER_IMAGE):
+        group = o.strips[g : g + OV.STRIPS_PER_IMAGE]
+        rows = OV.strip_rows(group)
+        split = layout.split(factor=0.45)
+        names = split.column(align=True)
+        for s, n in zip(group, rows):
+            names.label(text=s.name, icon="REC" if 2 in s.cells[-1:] else "BLANK1")
+            if n == 2:
+                line = names.row()
+                line.active = False
+                line.label(text=s.summary)
+        icon_id = charts.strips_icon(f"heartbeat-{g}", [s.cells for s in group], rows, tuple((s.name, s.cells) for s in group))
+        if icon_id:
+            split.template_icon(icon_value=icon_id, scale=float(sum(rows)))
+        else:  # background mode: previews have no icons
+            right = split.column(align=True)
+            for s, n in zip(group, rows):
+                right.label(text=OV.text_strip(s.cells))
+                if n == 2:
+                    right.label(text="")
+    if o.strips:
+        line = layout.row()
+        line.active = False
+        line.label(text="24 h ago → now; red: down, amber: both, grey: no results")
+    col = layout.column(align=True)
+    if not o.incidents:
+        col.label(text=o.note or "No outage in the last 24 h", icon="CHECKMARK")
+    for r in o.incidents:
+        row = col.row()
+        row.alert = r.ongoing
+        row.label(text=f"{r.service}: {r.duration}, {r.cause}", icon="ERROR" if r.ongoing else "TIME")
+        sub = col.row()
+        sub.active = False
+        sub.label(text=f"{r.when}  {r.detail}".strip(), icon="BLANK1")
+    if o.incidents_more:
+        col.label(text=f"+{o.incidents_more} more: movie-director-metrics incidents")
+
+
 #: Icon per VRAM verdict (jobs_view.VRAM_VERDICTS).
 _VRAM_ICONS = {"fits": "CHECKMARK", "tight": "ERROR", "no": "CANCEL", "unknown": "QUESTION"}
 
@@ -539,6 +589,16 @@ class VIEW3D_PT_mdm_jobs(_SidebarPanel):
         draw_jobs(self.layout, context)
 
 
+class VIEW3D_PT_mdm_outages(_SidebarPanel):
+    bl_idname = "VIEW3D_PT_mdm_outages"
+    bl_label = "Outages (24 h)"
+    bl_parent_id = "VIEW3D_PT_mdm_connection"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):  # type: ignore[no-untyped-def]
+        draw_outages(self.layout, context)
+
+
 class VIEW3D_PT_mdm_llm(_SidebarPanel):
     bl_idname = "VIEW3D_PT_mdm_llm"
     bl_label = "LLM"
@@ -576,6 +636,7 @@ classes = (
     VIEW3D_PT_mdm_alerts,
     VIEW3D_PT_mdm_compare,
     VIEW3D_PT_mdm_jobs,
+    VIEW3D_PT_mdm_outages,
 )
 
 
@@ -597,4 +658,5 @@ DRAWS = (
     (VIEW3D_PT_mdm_alerts, draw_alerts),
     (VIEW3D_PT_mdm_compare, draw_compare),
     (VIEW3D_PT_mdm_jobs, draw_jobs),
+    (VIEW3D_PT_mdm_outages, draw_outages),
 )

@@ -54,6 +54,7 @@ from typing import Any
 import bpy
 
 from . import jobs_view as JV
+from . import outages_view as OV
 from . import view as V
 from . import workers
 from .alert_banner import NONE as NO_BANNER
@@ -80,6 +81,9 @@ _UNKNOWN_CATEGORIES = ("", "UNSUPPORTED")
 #: on); otherwise a tick reuses them (they are most of the panel's cost,
 #: see jobs_view.read_stats).  Running and recent jobs are read every tick.
 JOBS_STATS_EVERY_S = 10.0
+#: The Outages panel is read again when a backend's state changes and at
+#: least this often (deriving incidents reads the engine's health runs).
+OUTAGES_EVERY_S = 5.0
 #: Seconds to wait for workers at unregister (collectors join within 3 s;
 #: a check is bounded by its connect + read timeouts).
 SHUTDOWN_TIMEOUT_S = 8.0
@@ -157,6 +161,8 @@ class Runtime:
     _jobs_stats: Any = None
     #: (what they were read for, monitor.vram_fits(), monotonic time).
     _vram: Any = None
+    #: (what they were read for, outages_view.OutagesView, monotonic time).
+    _outages: Any = None
     _last_logged: str = ""
     #: Bar smoothing between ticks (see smoothing.py).
     _smoother: BarSmoother = field(default_factory=BarSmoother)
@@ -226,7 +232,7 @@ class Runtime:
         if reopen or not hasattr(old_c, "update"):
             self.collectors = None  # stopped and replaced: nothing to show meanwhile
         if reopen:
-            self.monitor = self.jobs = self._jobs_stats = self._vram = None
+            self.monitor = self.jobs = self._jobs_stats = self._vram = self._outages = None
         self.applied = cfg
         gen = self._gen
         self._lifecycle = threading.Thread(
@@ -486,6 +492,7 @@ class Runtime:
             llm=llm,
             alerts=V.build_alerts(self.alerts, now, format_metric, self.alerts_note, self._notify_status()),
             jobs=self._build_jobs(ws),
+            outages=self._build_outages(tuple(backends)),
         )
 
     def _notify_status(self) -> Any:
@@ -525,6 +532,29 @@ class Runtime:
             return None
         self._jobs_stats = (key, stats, now)
         return stats
+
+    def _build_outages(self, backends: tuple[V.BackendRow, ...]) -> OV.OutagesView:
+        """The Outages panel: read again when a backend's state changed or
+        every OUTAGES_EVERY_S (memory only: the engine's health runs)."""
+        mon = self.monitor
+        names = [b.name for b in backends if b.kind != "?"]
+        key = (id(mon), tuple((b.name, b.state) for b in backends))
+        now = time.monotonic()
+        cached = self._outages
+        if cached is not None and cached[0] == key and now - cached[2] < OUTAGES_EVERY_S:
+            return cached[1]
+        has = mon is not None and hasattr(mon, "incidents") and hasattr(mon, "heartbeat")
+        known = set(mon.services()) if has else set()
+        view = OV.build_outages(
+            names,
+            (lambda n: mon.heartbeat(n, span_s=OV.SPAN_S, cells=OV.CELLS)) if has else None,
+            (lambda: mon.incidents("24h", services=[n for n in names if n in known], history=False))
+            if has
+            else None,
+            why_not="" if has else "not in this engine build",
+        )
+        self._outages = (key, view, now)
+        return view
 
     def _vram_fits(self) -> Any:
         """``monitor.vram_fits()``, read again only when a job finished or
@@ -725,7 +755,7 @@ class Runtime:
         if self.monitor is not None:
             self.monitor.close()
         self.monitor = self.collectors = self.alerts = self.engine_alerts = self.llm = self.jobs = None
-        self._jobs_stats = self._vram = None
+        self._jobs_stats = self._vram = self._outages = None
         self.banner = NO_BANNER
         self._drain()  # a late "opened" is closed by _drain (gen mismatch)
         self.view = V.EMPTY

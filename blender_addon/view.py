@@ -23,8 +23,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # a type only: jobs_view builds on this module's formatting
+if TYPE_CHECKING:  # types only: jobs_view and outages_view build on this module's formatting
     from .jobs_view import JobsView
+    from .outages_view import OutagesView
 
 # Threshold levels: fraction of the threshold used (green < 50 %, yellow
 # < 80 %, red beyond).
@@ -32,7 +33,7 @@ LEVEL_OK, LEVEL_WARN, LEVEL_BAD, LEVEL_NONE = "ok", "warn", "bad", "none"
 WARN_AT, BAD_AT = 0.5, 0.8
 
 #: Backend states (BackendStatus.state) plus the ones the add-on derives.
-STATES = ("up", "degraded", "down", "unknown", "blocked", "disabled", "starting")
+STATES = ("up", "degraded", "down", "loading", "unknown", "blocked", "disabled", "starting")
 
 SPARK_CHARS = "▁▂▃▄▅▆▇"  # U+2581…U+2587: render in Blender's UI font
 SPARK_GAP = "·"
@@ -273,6 +274,8 @@ class DashboardView:
     alerts: AlertsView = field(default_factory=lambda: AlertsView(False, "Alerts not available"))
     #: The Jobs panel (:mod:`jobs_view`); None until the engine runs.
     jobs: JobsView | None = None
+    #: The Outages panel (:mod:`outages_view`); None until the engine runs.
+    outages: OutagesView | None = None
 
 
 EMPTY = DashboardView()

@@ -706,6 +706,7 @@ def run(zip_path: Path, work: Path, rep: Report, leak_n: int = 0) -> None:
     notifications(rep, bpy, mod, rt, rt_mod, prefs)
     hosted_interval(rep, bpy, mod, rt, rt_mod, prefs)
     one_configuration(rep, bpy, mod, rt, rt_mod, prefs, work)
+    scripted_outage(rep, bpy, mod, rt, rt_mod, prefs)
 
     # ---- jobs from another add-on through movie_director_metrics.shared()
     recorder, old_jobs = jobs_acceptance(rep, bpy, mod, rt, prefs)
@@ -767,7 +768,7 @@ def run(zip_path: Path, work: Path, rep: Report, leak_n: int = 0) -> None:
 class _CountingServer:
     """A loopback HTTP server answering 200 to every GET and counting them."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         import http.server
 
         counter = self
@@ -785,7 +786,7 @@ class _CountingServer:
                 pass
 
         self.gets = 0
-        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.server = http.server.ThreadingHTTPServer((host, port), Handler)
         self.port = int(self.server.server_address[1])
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -1092,6 +1093,73 @@ def one_configuration(rep: Report, bpy: Any, mod: Any, rt: Any, rt_mod: Any, pre
         rt.wait_idle(15.0)
         rt_mod.tick()
         rt.wait_idle(15.0)
+        server.close()
+
+
+#: How long the scripted backend is stopped (issue 18's acceptance).
+OUTAGE_S = 40.0
+
+
+def scripted_outage(rep: Report, bpy: Any, mod: Any, rt: Any, rt_mod: Any, prefs: Any) -> None:
+    """A loopback backend polled every 0.5 s is stopped for 40 s and
+    restarted on the same port: the Outages panel's view lists one
+    incident of 40 s (± the probe interval), cause ``refused``, and its
+    strip shows the outage.  The collectors' backoff cap is lowered to 1 s
+    for this, as in tests/test_incidents.py: with the real 30 s cap the
+    first probe after the restart may come up to 30 s late."""
+    import movie_director_metrics.collectors.scheduler as sched
+
+    check = rep.check
+    cap, sched.BACKOFF_CAP_S = sched.BACKOFF_CAP_S, 1.0
+    server = _CountingServer()
+    port = server.port
+    name = "outage-farm"
+    try:
+        item = prefs.backends.add()
+        item.name, item.kind, item.url, item.interval_s = name, "http", f"http://127.0.0.1:{port}", 0.5
+
+        def state() -> str:
+            rt_mod.tick()
+            return {b.name: b.state for b in rt.view.backends}.get(name, "")
+
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline and state() != "up":
+            time.sleep(0.2)
+        server.close()
+        stopped = time.time()
+        while time.time() - stopped < OUTAGE_S:
+            rt_mod.tick()
+            time.sleep(0.5)
+        server = _CountingServer(port=port)
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline and state() != "up":
+            time.sleep(0.2)
+        time.sleep(1.2)  # the up result's second is sealed
+        rt._outages = None  # read now, not at the next OUTAGES_EVERY_S
+        rt_mod.tick()
+        o = rt.view.outages
+        mine = [r for r in o.incidents if r.service == name] if o is not None else []
+        strip = next((s for s in o.strips if s.name == name), None) if o is not None else None
+        seconds = int(mine[0].duration.split()[0]) if len(mine) == 1 and mine[0].duration.endswith(" s") else None
+        rec = RecordingLayout()
+        mod.panels.draw_outages(rec, draw_context(500))
+        rep.data["draws"]["outages"] = rec.log
+        shown = texts(rec.log)
+        rep.data["info"]["scripted_outage"] = {"rows": [r.__dict__ for r in mine], "strip": strip.__dict__ if strip else None}
+        check(
+            "scripted_outage_in_view",
+            seconds is not None and abs(seconds - OUTAGE_S) <= 2 and mine[0].cause == "refused" and not mine[0].ongoing
+            and strip is not None and strip.cells[-1] == 3 and strip.summary.startswith("1 outage")
+            and any(t.startswith(f"{name}: {seconds} s, refused") for t in shown),
+            f"incident rows {mine}; strip {strip}; measured {seconds} s of {OUTAGE_S:.0f}",
+        )
+    finally:
+        sched.BACKOFF_CAP_S = cap
+        i = prefs.backends.find(name)
+        if i >= 0:
+            prefs.backends.remove(i)
+        rt.wait_idle(15.0)
+        rt_mod.tick()
         server.close()
 
 

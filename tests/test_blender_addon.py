@@ -201,6 +201,33 @@ def test_jobs_view_vram_rows_say_whether_the_next_job_fits() -> None:
     assert rows[2].text == "flux: needs +9.0 GiB, 20.0 of 24.0 GiB free: fits"
 
 
+def test_outages_view_of_a_real_monitor() -> None:
+    """The Outages panel's view from a real engine's health runs: a strip
+    per backend in the given order, the outages newest first with their
+    duration and cause, a summary per backend, and what it says when the
+    engine has no outage history."""
+    import movie_director_metrics as mdm
+
+    ov = _load_pure("outages_view")
+    assert ov.build_outages(["a"], None, None, why_not="not in this engine build").note == (
+        "Outage history not available: not in this engine build")
+    t0 = 1_800_000_000.0
+    with mdm.Monitor(manual_clock=True, start_time=t0) as m:
+        for s in range(600):  # 10 min: b down for 90 s from 2 min on, and again for 30 s at the end
+            m.service("a").health(True, 5.0)
+            m.service("b").health(not (120 <= s < 210 or s >= 570), 5.0)
+            m.advance(1.0)
+        now = m.now()
+        v = ov.build_outages(["b", "a", "never"], lambda n: m.heartbeat(n, span_s=ov.SPAN_S, cells=ov.CELLS),
+                             lambda: m.incidents("24h", history=False), now=now)
+    assert v.available and [s.name for s in v.strips] == ["b", "a", "never"]
+    assert [(r.service, r.duration, r.ongoing) for r in v.incidents] == [("b", "ongoing 30 s", True), ("b", "1 min 30 s", False)]
+    assert [s.summary for s in v.strips] == ["2 outages, 2 min down", "no outage", "no results"]
+    assert v.strips[0].cells[-1] == 3 and set(v.strips[1].cells[-1:]) == {1} and set(v.strips[2].cells) == {0}
+    assert ov.text_strip(v.strips[0].cells[-2:]) == "·▄" and ov.strip_rows(v.strips) == (2, 2, 2)
+    assert ov.strip_rows(v.strips * 3) == (1,) * 9
+
+
 def test_jobs_view_shows_eta_and_puts_stuck_jobs_first() -> None:
     import time
 
@@ -747,6 +774,15 @@ def test_firing_alerts_show_in_the_header_and_status_bar(report: dict[str, Any])
 def test_notifications_set_in_blender_reach_a_webhook(report: dict[str, Any]) -> None:
     _checks(report, "notifier_started", "notify_firing_and_resolved", "notify_test_operator",
             "notify_status_shown_without_url", "notify_bad_target_refused_alone", "notifier_closed_when_targets_go")
+
+
+def test_a_scripted_outage_shows_in_the_outages_panel(report: dict[str, Any]) -> None:
+    """Issue 18: a loopback backend stopped for 40 s and restarted is one
+    incident of 40 s (± 2 s: the 0.5 s probe interval, the 1 s backoff cap
+    of the test, whole seconds), cause refused, in the Outages panel's view
+    and drawing; its 24 h strip ends in a cell that was both up and down."""
+    _checks(report, "scripted_outage_in_view")
+    print(report["info"].get("scripted_outage"))
 
 
 def test_hosted_backend_added_in_blender_is_probed_once_per_300_s(report: dict[str, Any]) -> None:

@@ -83,7 +83,7 @@ def served_model() -> str:
 def test_loading_is_model_loading_naming_llamacpp_before_detection() -> None:
     with LoopbackServer(loading_routes()) as srv:
         (status,) = check_once([config(srv.url)])
-    assert status.state == "down"
+    assert status.state == "loading", "it answers: not gone, not up either"
     assert status.cause == "model_loading", (status.cause, status.hint)
     assert status.hint is not None and status.hint.startswith("llama.cpp is up and loading its model")
     assert "Loading model" in status.hint
@@ -100,7 +100,7 @@ def test_a_detected_server_that_reloads_keeps_its_kind(mon: CoreMonitor) -> None
         w.cycle(stop)
         s = w.snapshot(0)
         w.close()
-    assert (s.state, s.cause) == ("down", "model_loading")
+    assert (s.state, s.cause) == ("loading", "model_loading")
     assert s.hint is not None and "llama.cpp" in s.hint
     assert s.last_error == "GET /health: HTTP 503: llama.cpp is loading the model ('Loading model')"
     assert isinstance(w.backend, OpenAICompatible) and w.backend.flavor == "llama.cpp"  # still probed with /health
@@ -285,3 +285,43 @@ def test_stream_without_usage_takes_the_last_timings() -> None:
         m.close()
     assert st.output == t["predicted_n"]
     assert st.output_tokens_per_s == pytest.approx(t["predicted_n"] / t["predicted_ms"] * 1e3)
+
+
+def test_the_models_it_serves_join_the_llm_trackers_active_models() -> None:
+    """Through the real scheduler and a real Monitor: the served model is
+    an active, loaded model of provider ``llama.cpp`` (what its requests
+    are recorded under), like Ollama's loaded ones."""
+    import time
+
+    import movie_director_metrics as mdm
+
+    with mdm.Monitor() as m, LoopbackServer(routes()) as srv:
+        col = m.start_collectors([config(srv.url, interval_s=0.2)])
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not m.llm.active_models("5m"):
+                time.sleep(0.05)
+        finally:
+            col.stop()
+        active = [(a.provider, a.model, a.loaded) for a in m.llm.active_models("5m")]
+    assert active == [("llama.cpp", served_model(), True)]
+
+
+def test_a_hosted_openai_api_lists_no_active_model() -> None:
+    """A hosted API's /v1/models lists every model it offers: none of them
+    is "loaded", so none joins the active models (flavour ``openai``)."""
+    import time
+
+    import movie_director_metrics as mdm
+
+    listing = {"object": "list", "data": [{"id": "gpt-4o", "object": "model"}, {"id": "gpt-4o-mini", "object": "model"}]}
+    with mdm.Monitor() as m, LoopbackServer({("GET", "/v1/models"): Reply(200, listing)}) as srv:
+        col = m.start_collectors([config(srv.url, interval_s=0.2)])
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and col.status()[NAME].models == ():
+                time.sleep(0.05)
+            assert col.status()[NAME].models == ("gpt-4o", "gpt-4o-mini")
+        finally:
+            col.stop()
+        assert m.llm.active_models("5m") == []

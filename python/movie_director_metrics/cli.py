@@ -534,7 +534,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 # --- check ---------------------------------------------------------------------------
 
-_VERDICT = {"up": "UP", "down": "DOWN", "blocked": "BLOCKED", "disabled": "DISABLED", "unknown": "UNKNOWN"}
+_VERDICT = {"up": "UP", "down": "DOWN", "loading": "LOADING", "blocked": "BLOCKED", "disabled": "DISABLED", "unknown": "UNKNOWN"}
 
 
 def _describe_source(args: argparse.Namespace) -> str:
@@ -559,7 +559,9 @@ def _print_check(results: Sequence[BackendStatus], source: str, out: TextIO) -> 
             detail = f"{r.last_latency_ms:.1f} ms" if r.last_latency_ms is not None else ""
             if r.version:
                 detail += f"  version {r.version}"
-        elif r.state == "down":
+            if r.detail.get("sleeping"):
+                detail += f"  sleeping: {r.detail['sleeping']}"
+        elif r.state in ("down", "loading"):
             # First line only: a collector bug's message carries a traceback.
             detail = f"{r.cause or r.last_error_type or 'error'}: {(r.last_error or 'no answer').splitlines()[0]}"
         elif r.state == "blocked":
@@ -571,7 +573,7 @@ def _print_check(results: Sequence[BackendStatus], source: str, out: TextIO) -> 
         print(f"{head}  {detail}".rstrip(), file=out)
         if r.state != "up" and r.hint:
             print(f"{'':10}fix: {r.hint}", file=out)
-        if r.state in ("up", "down") and r.missing:
+        if r.state in ("up", "down", "loading") and r.missing:
             # Signals this backend cannot report, grouped by the reason.
             by_reason: dict[str, list[str]] = {}
             for sig, why in r.missing.items():

@@ -82,6 +82,7 @@ _STATE_STYLE: dict[str, tuple[str, str]] = {
     # state -> (label, style)
     "up": ("up", "bold green"),
     "down": ("down", "bold red"),
+    "loading": ("loading", "yellow"),
     "blocked": ("blocked", "yellow"),
     "disabled": ("disabled", "dim"),
     "unknown": ("waiting", "dim"),
@@ -211,10 +212,10 @@ def _success(st: ServiceStats | None) -> Text | str:
 def _last_error(status: BackendStatus | None, st: ServiceStats | None) -> Text | str:
     """Why a backend is down or blocked (its cause and what to do), else
     the latest failure type inside the window."""
-    if status is not None and status.state in ("down", "blocked") and status.cause is not None:
+    if status is not None and status.state in ("down", "loading", "blocked") and status.cause is not None:
         text = f"{status.cause}: {status.hint}" if status.hint else status.cause
         return Text(text, style="red" if status.state == "down" else "yellow")
-    if status is not None and status.state in ("down", "blocked") and (status.last_error_type or status.last_error):
+    if status is not None and status.state in ("down", "loading", "blocked") and (status.last_error_type or status.last_error):
         return Text(status.last_error_type or status.last_error or "", style="red" if status.state == "down" else "yellow")
     if st is not None and st.last_error:
         n = st.error_counts.get(st.last_error)

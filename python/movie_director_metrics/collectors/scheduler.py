@@ -52,7 +52,9 @@ class BackendStatus:
     name: str
     kind: str
     url: str
-    #: "up", "down", "unknown" (not contacted yet), "blocked" (remote host
+    #: "up", "down", "loading" (it answers, but its model is still loading:
+    #: llama.cpp's 503 "Loading model"; not up, not gone either),
+    #: "unknown" (not contacted yet), "blocked" (remote host
     #: while online access is off), "disabled" (enabled = false).
     state: str
     #: signal -> where it comes from, or None for n/a (see base.SIGNALS).
@@ -311,16 +313,18 @@ class _Worker:
         sniff = error is not None and error.error_type in _SNIFF_ON and not stop.is_set()
         known = self._sniffed[0] if self._sniffed is not None else None
         with self.lock:
-            self.state = "down"  # at once: what the port is can be told after
             self.failures += 1
             self.last_error_type, self.last_error = error_type, message
             self.diagnosis = diagnosis(known)
+            # At once: what the port is can be told after.
+            self.state = "loading" if self.diagnosis.cause == "model_loading" else "down"
         if sniff and self._sniffed is None:  # once per streak of failures
             self._sniffed = (sniff_kind(self._sniff_get),)
             if self._sniffed[0] is not None:
                 found = diagnosis(self._sniffed[0])
                 with self.lock:
                     self.diagnosis = found
+                    self.state = "loading" if found.cause == "model_loading" else "down"
         if recorded and self.on_down is not None:
             self._note_down(b, message)
 
@@ -396,9 +400,14 @@ class _Worker:
             self.version = version if isinstance(version, str) else None
             self.models = loaded
             self.detail = {str(k): str(v) for k, v in detail.items()} if isinstance(detail, dict) else {}
-        if changed and self.on_models is not None and b.capabilities.has("models"):
+        # The provider the LLM tracker files the models under: the kind, or
+        # for an OpenAI-compatible server its flavour (llama.cpp, vllm,
+        # lmstudio: what its requests are recorded under).  A hosted
+        # OpenAI API lists every model it offers, none of them "loaded".
+        provider = self.config.kind if self.config.kind != "openai" else getattr(b, "flavor", None)
+        if changed and self.on_models is not None and b.capabilities.has("models") and provider not in (None, "openai"):
             try:
-                self.on_models(self.config.kind, loaded)
+                self.on_models(str(provider), loaded)
             except Exception:  # the LLM view is a convenience: never stop polling for it
                 pass
 
@@ -502,7 +511,7 @@ class Collectors:
 
     def _worker(self, c: BackendConfig) -> _Worker:
         return _Worker(c, self._monitor.service(c.name), allow_remote=self.allow_remote, resources=self.resources,
-                       on_models=self._on_models if c.kind == "ollama" else None, jobs=self._jobs, on_down=self._on_down)
+                       on_models=self._on_models if c.kind in ("ollama", "openai") else None, jobs=self._jobs, on_down=self._on_down)
 
     def _launch(self, w: _Worker) -> None:
         """Starts ``w``'s thread (caller holds the lock; a worker without a
@@ -549,7 +558,7 @@ class Collectors:
                 self.allow_remote = allow_remote
             else:
                 keep = {w.config: w for w in self._workers}
-            workers = [keep.pop(c, None) or self._worker(c) for c in new]
+            workers = [keep.pop(c) if c in keep else self._worker(c) for c in new]
             gone = [w for w in self._workers if w not in workers]
             fresh = [w for w in workers if w not in self._workers]
             self._workers, self.configs = workers, new
