@@ -568,3 +568,20 @@ def test_serve_rules_errors_and_blocked_remote_targets(tmp_path: Path, capsys: p
     assert out == "alerts: 1 rules, 1 notify targets: hook (webhook https://hooks.slack.com/…)\n"
     assert "notify target 'hook' (https://hooks.slack.com/…) is not on this machine: blocked without --allow-remote" in err
     assert "SECRETTOKEN" not in out + err
+
+
+def test_watch_reads_the_alerts_file_beside_the_config_it_was_given(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--config DIR/backends.toml`` finds ``DIR/alerts.toml`` (the pair
+    the Blender add-on reads too): its rule fires in the frame's footer."""
+    from loopback import LoopbackServer, Reply
+
+    with LoopbackServer({("GET", "/"): Reply(200, "ok")}) as srv:
+        (tmp_path / "backends.toml").write_text(f'[[backend]]\nname = "farm"\nkind = "http"\nurl = "{srv.url}/"\n')
+        (tmp_path / "alerts.toml").write_text(
+            '[[rule]]\nname = "farm-probed"\ntarget = "farm"\nmetric = "health_checks"\ncomparator = ">="\n'
+            "threshold = 0\nfor_s = 0\n"
+        )
+        rc = cli.main(["watch", "--once", "--warmup", "2", "--no-storage", "--width", "160", "--config", str(tmp_path / "backends.toml")])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "FIRING farm-probed on farm" in out.out, out.out

@@ -11,6 +11,7 @@ says which.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,25 @@ def test_auth_names_the_variable_the_key_comes_from(monkeypatch: pytest.MonkeyPa
         status = check("openai", srv.url, api_key_env="MDM_TEST_KEY")
     down_with(status, "auth", "$MDM_TEST_KEY")
     assert "sk-test-1234567890abcdef" not in json.dumps(status.__dict__)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="mode bits: POSIX only")
+def test_auth_says_where_the_key_came_from_or_why_none_was_sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key file used: the hint names it; a key file others can read: no
+    key is sent, and the hint says why (never the key)."""
+    monkeypatch.delenv("MDM_TEST_KEY", raising=False)
+    key = tmp_path / "openai.key"
+    key.write_text("sk-test-keyfile-abcdef123456\n")
+    key.chmod(0o600)
+    reply = {("GET", "/v1/models"): Reply(401, backend("openai", "error_401_invalid_api_key.json"))}
+    with LoopbackServer(reply) as srv:
+        used = check("openai", srv.url, api_key_file=str(key))
+        key.chmod(0o644)
+        refused = check("openai", srv.url, api_key_env="MDM_TEST_KEY", api_key_file=str(key))
+    down_with(used, "auth", f"the key from key file {key}")
+    down_with(refused, "auth", "no key: key file", "lets others read it", "chmod 600")
+    for s in (used, refused):
+        assert "sk-test-keyfile" not in json.dumps(s.__dict__)
 
 
 def test_api_disabled_a1111_without_api_is_not_up() -> None:

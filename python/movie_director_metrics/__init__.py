@@ -40,8 +40,9 @@ from .errors import (
     StorageWarning,
     UnknownServiceError,
 )
-from .alerts import AlertManager, AlertRule
-from .jobs import Job, JobRow, JobStats
+from .alerts import AlertManager, AlertRule, Notifier, NotifyTarget
+from .incidents import CellState, Incident
+from .jobs import Job, JobRow, JobStats, VramFit
 from .monitor import Monitor
 from .shared import SharedHandle, shared
 from .storage import Retention
@@ -62,6 +63,7 @@ METRICS: tuple[str, ...] = tuple(_core.METRICS)
 __all__ = [
     "AlertManager",
     "AlertRule",
+    "CellState",
     "DEFAULT_COMPRESSION",
     "GAUGES",
     "METRICS",
@@ -71,6 +73,7 @@ __all__ = [
     "DecodeError",
     "ExportError",
     "GaugeStats",
+    "Incident",
     "InvalidConfigError",
     "InvalidMetricError",
     "InvalidNameError",
@@ -82,6 +85,8 @@ __all__ = [
     "LONG_WINDOWS",
     "MetricsError",
     "Monitor",
+    "Notifier",
+    "NotifyTarget",
     "MonitorClosedError",
     "Retention",
     "Service",
@@ -93,6 +98,7 @@ __all__ = [
     "StorageWarning",
     "TDigest",
     "UnknownServiceError",
+    "VramFit",
     "__version__",
     "errors",
     "shared",

@@ -43,7 +43,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-from .collectors.config import BackendConfig, default_config_path, load_config
+from .collectors.config import BackendConfig, default_alerts_path, default_config_path, load_config
 from .errors import ConfigError, InvalidWindowError, MetricsError, StorageError, StorageLockedError
 from ._core import ServiceStats, __version__
 from .monitor import Monitor, StorageArg
@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--width", metavar="COLUMNS", type=_width, help="layout width (default: the terminal's, or $COLUMNS)")
     w.add_argument("--rules", metavar="PATH", type=Path,
                    help=f"alert rules and notify targets (TOML [[rule]] and [[notify]] tables; default: "
-                        f"{default_rules_path()} if it exists; with --demo, a demo rule)")
+                        f"alerts.toml beside the backends file, {default_rules_path()}, if it exists; "
+                        "with --demo, a demo rule)")
     _add_storage(w, recording=True)
     w.set_defaults(func=cmd_watch)
 
@@ -383,9 +384,11 @@ def _between_frames(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def default_rules_path() -> Path:
-    """``alerts.toml`` next to the backends file."""
-    return default_config_path().with_name("alerts.toml")
+def default_rules_path(config: Path | None = None) -> Path:
+    """``alerts.toml`` next to the backends file (``--config``'s when one
+    was given): the same file the Blender add-on reads with Configuration
+    = backends.toml."""
+    return default_alerts_path(config)
 
 
 #: With --demo and no rules file: one rule that the simulators trip now and
@@ -420,7 +423,7 @@ def _load_alerts(monitor: Any, args: argparse.Namespace, demo: bool) -> tuple[An
     ``ConfigError`` for a bad file, before anything starts."""
     from .alerts import Notifier, load_alerts_file
 
-    path = args.rules if args.rules is not None else default_rules_path()
+    path = args.rules if args.rules is not None else default_rules_path(getattr(args, "config", None))
     if args.rules is None and not path.exists():
         if not demo:
             return None, None
@@ -487,7 +490,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             except (ConfigError, OSError) as e:
                 _err(f"alert rules: {e}")
                 return EXIT_USAGE
-            if args.rules is not None or default_rules_path().exists():  # a file, not the demo rule
+            if args.rules is not None or default_rules_path(args.config).exists():  # a file, not the demo rule
                 _announce_alerts(alerts, notifier, sys.stderr)
             collectors = monitor.start_collectors(configs, allow_remote=args.allow_remote)
             try:

@@ -139,14 +139,18 @@ def diagnose(
     port: int | None,
     error: ProbeError,
     *,
-    api_key_env: str | None = None,
+    key_source: str | None = None,
+    key_problem: str | None = None,
     found: str | None = None,
     redact: Callable[[str], str] = lambda s: s,
 ) -> Diagnosis:
     """The cause and hint of a failed request to a ``kind`` backend at
     ``host:port``.  ``found``: the kind :func:`sniff_kind` recognised on the
     port (None: nothing recognisable, or not sniffed).  ``redact`` removes
-    credentials from any server text quoted."""
+    credentials from any server text quoted.  ``key_source``: where the
+    key comes from (``BackendConfig.key_source``: ``$VAR`` or ``key file
+    PATH``), ``key_problem``: why a configured key was not sent
+    (``BackendConfig.key_problem``), for the ``auth`` hint."""
     where = f"{host}:{port}" if port is not None else host
     t, status = error.error_type, error.status
     said = _server_message(error.body)
@@ -199,11 +203,16 @@ def diagnose(
             "(and its credentials), or reach the backend directly",
         )
     if status in (401, 403):
-        key = f"the key in ${api_key_env}" if api_key_env else "no key (set api_key_env to the variable holding it)"
+        if key_problem:
+            key = f"no key: {key_problem}"
+        elif key_source:
+            key = f"the key from {key_source}"
+        else:
+            key = "no key (set api_key_env to the variable holding it, or api_key_file)"
         return Diagnosis(
             "auth",
             f"HTTP {status}: {_kind(kind)} refused the request; we sent {key}"
-            + ("" if status == 401 else ", which may lack the permission or the model"),
+            + ("" if status == 401 or key_problem else ", which may lack the permission or the model"),
         )
     if status == 503 and said and any(w in said.lower() for w in _LOADING_WORDS):
         who = "llama.cpp" if _is_llamacpp_loading(error.body) else _kind(kind)

@@ -308,7 +308,8 @@ class _Worker:
         def diagnosis(found: str | None) -> Diagnosis:
             if error is None:
                 return Diagnosis("collector_error", f"{message.splitlines()[0]}: please report this")
-            return diagnose(c.kind, c.host, c.port, error, api_key_env=c.api_key_env, found=found, redact=b.redact)
+            return diagnose(c.kind, c.host, c.port, error, key_source=c.key_source(), key_problem=c.key_problem(),
+                            found=found, redact=b.redact)
 
         sniff = error is not None and error.error_type in _SNIFF_ON and not stop.is_set()
         known = self._sniffed[0] if self._sniffed is not None else None
