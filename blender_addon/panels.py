@@ -419,7 +419,7 @@ def draw_outages(layout: Any, context: Any) -> None:
     if o.strips:
         line = layout.row()
         line.active = False
-        line.label(text="24 h ago → now; red: down, amber: both, grey: no results")
+        line.label(text="24 h ago → now  (red: down, amber: both)")
     col = layout.column(align=True)
     if not o.incidents:
         col.label(text=o.note or "No outage in the last 24 h", icon="CHECKMARK")

@@ -38,6 +38,18 @@ OUT = "/opt/mdm/state.json"
 bpy.context.preferences.view.show_splash = False
 addon_utils.enable(MODULE, default_set=True)
 mod = sys.modules[MODULE]
+# Panels to show open (MDM_OPEN_PANELS): re-registered without
+# DEFAULT_CLOSED, so no click has to find their headers.
+try:
+    with open("/opt/mdm/open_panels.txt") as f:
+        wanted = [w for w in f.read().split() if w]
+except OSError:
+    wanted = []
+for cls in mod.panels.classes:
+    if getattr(cls, "bl_idname", "") in wanted:
+        bpy.utils.unregister_class(cls)
+        cls.bl_options = set()
+        bpy.utils.register_class(cls)
 prefs = bpy.context.preferences.addons[MODULE].preferences
 prefs.storage_path = "/opt/mdm/history.sqlite3"
 prefs.refresh_interval_s = 1.0
@@ -96,6 +108,8 @@ def demo():
 
 bpy.app.timers.register(demo, first_interval=1.0)
 PYEOF
+
+echo "${MDM_OPEN_PANELS:-}" | tr ',' ' ' > "$STAGE/open_panels.txt"
 
 trap mdm_chroot_cleanup EXIT
 mdm_xvfb_start "$W" "$H"
