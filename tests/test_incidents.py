@@ -231,25 +231,34 @@ def test_monitor_heartbeat_reads_the_engine_and_creates_no_service() -> None:
 # ---- the cause log ------------------------------------------------------------------
 
 
-def test_the_outage_log_keeps_one_entry_per_streak_with_its_first_cause() -> None:
+def test_the_outage_log_keeps_one_entry_per_streak_with_the_cause_most_probes_had() -> None:
     log = OutageLog()
     log.note("a", 10.0, "refused", "GET /: connection refused", first=True)
     log.note("a", 11.0, "timeout", "no reply", first=False)
+    assert log.entries("a")[0].cause == "timeout", "a tie: the later cause"
+    log.note("a", 12.0, "refused", "GET /: connection refused", first=False)
     log.note("b", 11.5, "auth", "x" * 500, first=True)
     log.note("a", 20.0, "dns", None, first=True)
     got = log.entries()
     assert [(e.service, e.at, e.cause, e.probes, e.last_at) for e in got] == [
-        ("a", 10.0, "refused", 2, 11.0), ("b", 11.5, "auth", 1, 11.5), ("a", 20.0, "dns", 1, 20.0),
+        ("a", 10.0, "refused", 3, 12.0), ("b", 11.5, "auth", 1, 11.5), ("a", 20.0, "dns", 1, 20.0),
     ]
+    assert got[0].detail == "GET /: connection refused"
+    # A stopped server resets the kept-open connection once, then refuses: refused.
+    log.note("s", 30.0, "reset", "GET /: connection closed", first=True)
+    log.note("s", 31.0, "refused", "GET /: connection refused", first=False)
+    log.note("s", 32.0, "refused", "GET /: connection refused", first=False)
+    (s,) = log.entries("s")
+    assert (s.cause, s.detail, s.probes) == ("refused", "GET /: connection refused", 3)
     assert len(got[1].detail or "") == 160  # short
-    assert len(log.take_unsaved()) == 3 and log.take_unsaved() == []
+    assert len(log.take_unsaved()) == 4 and log.take_unsaved() == []
     log.note("a", 21.0, "dns", None, first=False)
     assert [(e.at, e.probes) for e in log.take_unsaved()] == [(20.0, 2)]
     # Restored rows never override what the log holds, and damaged ones are skipped.
     assert log.restore([("a", 20.0, "dns", None, 1, 20.0), ("c", 5.0, "oom", "d", 3, 9.0),
                         ("c", 6.0, "oom", "d", 0, 9.0), ("c", "x", "oom", None, 1, 9.0)]) == 1
     assert [e.probes for e in log.entries("a")][-1] == 2 and log.take_unsaved() == []
-    assert [(e.service, e.at) for e in log.entries(since=10.5)] == [("a", 10.0), ("b", 11.5), ("a", 20.0)]
+    assert [(e.service, e.at) for e in log.entries(since=10.5)] == [("a", 10.0), ("b", 11.5), ("a", 20.0), ("s", 30.0)]
 
 
 def test_the_outage_log_is_bounded() -> None:

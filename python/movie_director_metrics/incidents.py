@@ -44,8 +44,10 @@ backend came back in ``(last_down, end]``.
 diagnosis (``collectors.diagnosis``: ``refused``, ``timeout``, ``auth``
 ...) and a short, redacted detail (the failed request's first line) to
 the monitor's :class:`OutageLog`, which the history file keeps
-(``outage_causes``).  An incident's cause is that of the first log entry
-overlapping it.  Without one (a history written before the log existed,
+(``outage_causes``), one entry per streak of failed probes with the cause
+most of its probes had (a stopped server resets the connection a probe
+kept open once, then refuses: ``refused``).  An incident's cause is that
+of the first log entry overlapping it.  Without one (a history written before the log existed,
 down results recorded by hand), the cause is what the most frequent error
 type of the span determines on its own (``connection_refused`` ->
 ``refused``, see :data:`CAUSE_OF_ERROR`), with the error type named in
@@ -157,7 +159,10 @@ class CellState(enum.IntEnum):
 class OutageCause:
     """What the collectors said when a backend went down: one entry per
     streak of failed probes (``at``: the first, ``last_at``: the latest,
-    ``probes``: how many), with the diagnosis cause of the first."""
+    ``probes``: how many), with the diagnosis cause most of its probes
+    had (the later one on a tie) and that cause's latest detail: a server
+    that is stopped resets the connection a probe kept open, then refuses
+    every later one — the outage's cause is ``refused``, not ``reset``."""
 
     service: str
     at: float
@@ -200,11 +205,14 @@ class OutageLog:
         self._streak: dict[str, tuple[str, float]] = {}
         # Keys changed since the last take_unsaved().
         self._unsaved: dict[tuple[str, float], None] = {}
+        # The current streak's probes per cause, per service (memory only).
+        self._counts: dict[str, Counter[str]] = {}
 
     def note(self, service: str, at: float, cause: str, detail: str | None, *, first: bool) -> None:
         """One down result of ``service`` at ``at`` (the monitor's clock):
         ``first`` starts a streak (an entry with this cause), else the
-        streak's entry counts one more probe (its cause stays the first)."""
+        streak's entry counts one more probe, and takes this cause when it
+        now has at least as many probes as the entry's."""
         detail = None if not detail else detail[:DETAIL_CHARS]
         with self._lock:
             key = self._streak.get(service)
@@ -213,9 +221,15 @@ class OutageLog:
                 key = (service, at)
                 entry = OutageCause(service, at, cause, detail, 1, at)
                 self._streak[service] = key
+                self._counts[service] = Counter({cause: 1})
             else:
                 assert key is not None
-                entry = OutageCause(service, entry.at, entry.cause, entry.detail, entry.probes + 1, max(at, entry.last_at))
+                counts = self._counts.setdefault(service, Counter({entry.cause: entry.probes}))
+                counts[cause] += 1
+                same = cause == entry.cause
+                wins = same or counts[cause] >= counts[entry.cause]
+                entry = OutageCause(service, entry.at, cause if wins else entry.cause,
+                                    detail if wins else entry.detail, entry.probes + 1, max(at, entry.last_at))
             self._entries[key] = entry
             self._unsaved[key] = None
             while len(self._entries) > self.MAX_ENTRIES:
