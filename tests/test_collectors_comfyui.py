@@ -379,8 +379,8 @@ def test_idle_polls_do_not_read_history(
     comfy: FakeComfy, monitor: Monitor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A full history of an idle server: after the first read, a poll costs
-    # /prompt and /system_stats whatever the history holds, plus one entry
-    # every HISTORY_SWEEP_S.
+    # /prompt whatever the history holds, plus /system_stats every
+    # IDLE_RESOURCES_EVERY_S and one entry every HISTORY_SWEEP_S.
     for i in range(HISTORY_ITEMS):
         pid, e = LOAD_RUN[0]
         comfy.history[f"p{i}"] = e
@@ -389,9 +389,12 @@ def test_idle_polls_do_not_read_history(
     first = len(comfy.paths())
     for _ in range(5):
         poll(b)
-    assert comfy.paths()[first:] == ["/api/prompt", "/api/system_stats"] * 5
+    assert comfy.paths()[first:] == ["/api/prompt"] * 5
     assert monitor.service("comfyui").totals()["processing_count"] == HISTORY_ITEMS
 
+    monkeypatch.setattr(comfyui, "IDLE_RESOURCES_EVERY_S", 0.0)
+    poll(b)
+    assert comfy.paths()[-2:] == ["/api/prompt", "/api/system_stats"]
     monkeypatch.setattr(comfyui, "HISTORY_SWEEP_S", 0.0)
     poll(b)
     assert comfy.paths()[-2:] == ["/api/history?max_items=1", "/api/system_stats"]
@@ -850,7 +853,10 @@ def test_truncated_prompt_reply_is_one_connection_reset(comfy: FakeComfy, monito
     assert monitor.stats("comfyui").error_counts == {"connection_reset": 1}
 
 
-def test_one_failing_signal_does_not_stop_the_others(comfy: FakeComfy, monitor: Monitor) -> None:
+def test_one_failing_signal_does_not_stop_the_others(
+    comfy: FakeComfy, monitor: Monitor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(comfyui, "IDLE_RESOURCES_EVERY_S", 0.0)  # memory read every cycle, idle or not
     b = backend(comfy, monitor)
     poll(b)
     comfy.queue_remaining = 4
@@ -951,3 +957,27 @@ def test_resources_off_keeps_memory_unread(comfy: FakeComfy, monitor: Monitor) -
         assert st.version == "0.3.64"  # read once, at detect
         assert comfy.hits("/api/system_stats") == 1
         assert monitor.stats("comfyui").resources == {}
+
+
+def test_memory_is_read_every_cycle_while_busy_and_every_5_s_while_idle(
+    comfy: FakeComfy, monitor: Monitor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job's peak VRAM comes from /system_stats: read at every poll while
+    a prompt runs or waits; idle, at most every IDLE_RESOURCES_EVERY_S."""
+    assert comfyui.IDLE_RESOURCES_EVERY_S == 5.0
+    b = backend(comfy, monitor)
+    poll(b)
+    comfy.queue_remaining = 2
+    before = comfy.hits("/api/system_stats")
+    for _ in range(3):
+        poll(b)
+    assert comfy.hits("/api/system_stats") == before + 3
+    comfy.queue_remaining = 0
+    poll(b)  # the queue is seen empty here: this read is the last busy one
+    idle_from = comfy.hits("/api/system_stats")
+    for _ in range(3):
+        poll(b)
+    assert comfy.hits("/api/system_stats") == idle_from
+    b._resources_at -= comfyui.IDLE_RESOURCES_EVERY_S  # as if 5 s had passed
+    poll(b)
+    assert comfy.hits("/api/system_stats") == idle_from + 1

@@ -74,7 +74,11 @@ What each signal comes from:
   :meth:`~.base.Backend.report_queue`; an empty queue is reported without
   a read.  ``/queue`` has no start time: a running prompt's is unknown.
 - **resources**: ``/system_stats`` ``devices[0]`` ``vram_total``/``vram_free``
-  and ``system`` ``ram_total``/``ram_free``.  ComfyUI reports memory only:
+  and ``system`` ``ram_total``/``ram_free``: every cycle while a prompt
+  runs or waits (a job's peak VRAM is read from these), at most every
+  :data:`IDLE_RESOURCES_EVERY_S` while the queue is empty (memory that
+  does not move is not worth a request a second: a third of an idle
+  ComfyUI's requests).  ComfyUI reports memory only:
   no GPU utilisation, temperature or power (on a CPU-only build the
   ``vram_*`` figures are the machine's RAM).
 - **version**: ``system.comfyui_version`` from ``/system_stats``.
@@ -105,6 +109,10 @@ HISTORY_ITEMS = 64
 #: Seconds between reads of the newest finished prompt while the queue
 #: count gives no sign that one finished (see the module docs).
 HISTORY_SWEEP_S = 10.0
+
+#: Seconds between ``/system_stats`` reads while the queue is empty (every
+#: cycle while it is not: see the module docs).
+IDLE_RESOURCES_EVERY_S = 5.0
 
 #: Prompt ids remembered as already recorded.  Must exceed HISTORY_ITEMS
 #: by a wide margin: an id forgotten while still among the newest
@@ -463,6 +471,11 @@ class ComfyUI(Backend):
         self._jobs = False
         #: The probe's ``queue_remaining``, until ``collect`` reports it.
         self._queue_remaining: int | None = None
+        #: Monotonic time of the last ``/system_stats`` read, and whether
+        #: the queue was empty at the last report (memory is then read at
+        #: most every IDLE_RESOURCES_EVERY_S).
+        self._resources_at = float("-inf")
+        self._idle = False
         #: What the last ``collect`` knew of the queue: its count, and the
         #: last ``/queue`` reply while that count held (None: unread).
         self._last_remaining: int | None = None
@@ -574,6 +587,7 @@ class ComfyUI(Backend):
         # Forget the old reply first: if /queue fails now, the next cycle
         # must read it again rather than trust a split of another count.
         self._last_remaining, self._last_queue = remaining, None
+        self._idle = remaining == 0
         if before is not None and remaining < before:
             self._due_finished += before - remaining
         queue: _Queue
@@ -599,6 +613,7 @@ class ComfyUI(Backend):
     def lost(self) -> None:
         super().lost()
         self._reported_queue = None  # report again once it answers
+        self._resources_at = float("-inf")  # and read its memory at once
 
     def _report_queue(self, queue: _Queue) -> None:
         """Hands the prompts of ``queue`` to :meth:`report_queue` as queued
@@ -744,6 +759,10 @@ class ComfyUI(Backend):
         )
 
     def _collect_resources(self) -> None:
+        now = time.monotonic()
+        if self._idle and now - self._resources_at < IDLE_RESOURCES_EVERY_S:
+            return
+        self._resources_at = now
         stats, _ = self.fetch(f"{self._p}/system_stats", parse=lambda data: (_version(data), _parse_system_stats(data)))
         version, gauges = stats
         self.version = version or self.version

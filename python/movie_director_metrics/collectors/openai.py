@@ -81,6 +81,11 @@ LMSTUDIO_MODELS = "/api/v0/models"
 #: window instead of 15.
 LLAMACPP_METRICS_EVERY_S = 5.0
 
+#: llama.cpp: seconds between ``/props`` reads (whether it sleeps): a
+#: request a second for a state that changes after minutes of idling is
+#: most of what a llama.cpp backend costs the host.
+LLAMACPP_PROPS_EVERY_S = 5.0
+
 #: llama.cpp counter pairs (tokens, seconds) the shown rates come from.
 _LLAMACPP_RATES: tuple[tuple[str, str, str], ...] = (
     ("generation_tokens_per_s", "llamacpp:tokens_predicted_total", "llamacpp:tokens_predicted_seconds_total"),
@@ -124,8 +129,10 @@ class OpenAICompatible(Backend):
         self.detail: dict[str, str] = {}
         self.sleeping = False
         self._metrics_queue = False
-        #: llama.cpp: ``/props`` has ``is_sleeping`` (read every cycle).
+        #: llama.cpp: ``/props`` has ``is_sleeping`` (read at most every
+        #: LLAMACPP_PROPS_EVERY_S; ``_props_at``: monotonic time of the last).
         self._props = False
+        self._props_at = float("-inf")
         #: llama.cpp: the ids ``/v1/models`` served at detection (``models``
         #: is these while awake, empty while asleep).
         self._served: list[str] = []
@@ -249,7 +256,7 @@ class OpenAICompatible(Backend):
 
     def collect(self) -> None:
         """vLLM: the queue from ``/metrics``; llama.cpp: sleeping from
-        ``/props`` every cycle, the queue and token rates from ``/metrics``
+        ``/props`` at most every :data:`LLAMACPP_PROPS_EVERY_S`, the queue and token rates from ``/metrics``
         at most every ``metrics_every_s`` (:data:`LLAMACPP_METRICS_EVERY_S`;
         every cycle when ``interval_s`` is longer); LM Studio: loaded
         models.  Hosted and other servers: nothing beyond the probe."""
@@ -267,11 +274,12 @@ class OpenAICompatible(Backend):
         self.detail = detail
 
     def _collect_llamacpp(self, detail: dict[str, str]) -> None:
-        if self._props:
+        now = time.monotonic()
+        if self._props and now - self._props_at >= LLAMACPP_PROPS_EVERY_S:
             props, _ = self.fetch(LLAMACPP_PROPS, check=_check_props)
             self.sleeping = props.get("is_sleeping") is True
+            self._props_at = now
         self._apply_sleeping(detail)
-        now = time.monotonic()
         if self._metrics_queue and now - self._metrics_at >= self.metrics_every_s:
             samples, _ = self.fetch(METRICS, as_json=False, parse=self._parse_queue_metrics)
             self._apply_metrics(samples, detail)
