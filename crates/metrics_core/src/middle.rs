@@ -548,10 +548,20 @@ mod tests {
                 let rank = wd.cdf(v).unwrap();
                 // The widest centroid a digest at 500 may hold at q (the
                 // middle is compacted at that compression before the edges
-                // join it; see `tdigest::compress`), plus a value or two
-                // either way where values are few.
+                // join it; see `tdigest::compress`), plus a few values
+                // either way where values are few: the maintained read is
+                // compacted twice (the middle, then middle + edges), the
+                // re-merge once, and in a sparse tail with gaps in the data
+                // each compaction can move a quantile by a value.  Both are
+                // approximations (their accuracy against the exact values
+                // is tests/test_accuracy.py's); this bounds how far apart
+                // they may be.  Seen in 4 000-case runs (seeds kept in
+                // proptest-regressions/middle.txt): 1.7 values at p99 of
+                // 395; at p99.9 (not a figure the API reports: it stops at
+                // p99) up to 3.9 values of 5 690.
                 let z = 4.0 * (n as f64 / COMPRESSION).ln().max(0.0) + 24.0;
-                let slack = z / COMPRESSION * q * (1.0 - q) + 1.5 / n as f64;
+                let values = if q >= 0.999 { 6.0 } else { 2.5 };
+                let slack = z / COMPRESSION * q * (1.0 - q) + values / n as f64;
                 // Where values tie the re-merge's rank jumps: then the
                 // value itself must be within the 0.5 % digest target.
                 let want_v = wd.quantile(q).unwrap().unwrap();
