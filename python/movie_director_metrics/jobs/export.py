@@ -8,18 +8,15 @@ one cell); JSON is ``{"schema_version", "generated_at", "window", "jobs":
 
 from __future__ import annotations
 
-import csv
-import datetime as _dt
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from .. import _core
-from ..atomic import write_atomic
-from ..errors import InvalidValueError, MonitorClosedError, StorageError
-from ..paths import expand_user
-from ..ranges import TimeRange, iso_utc, resolve_range
+from ..errors import InvalidValueError, StorageError
+from ..ranges import TimeRange
+from ..row_export import export_rows
 from .rows import JOB_COLUMNS, STORED_COLUMNS, JobRow
 
 if TYPE_CHECKING:
@@ -56,18 +53,9 @@ def rows_in_range(monitor: Monitor, rng: TimeRange, services: set[str] | None = 
     ]
 
 
-def job_dicts(rows: list[JobRow]) -> list[dict[str, Any]]:
+def job_dicts(rows: Sequence[JobRow]) -> list[dict[str, Any]]:
     """Rows as JSON objects (``JOB_COLUMNS`` keys)."""
     return [r.as_dict() for r in rows]
-
-
-def _write_csv(f: IO[str], rows: list[JobRow]) -> None:
-    w = csv.writer(f, lineterminator="\n")
-    w.writerow(JOB_COLUMNS)
-    for r in rows:
-        d = r.as_dict()
-        d["tags"] = json.dumps(d["tags"], ensure_ascii=False, sort_keys=True)
-        w.writerow(["" if d[c] is None else d[c] for c in JOB_COLUMNS])
 
 
 def export_jobs(
@@ -83,23 +71,11 @@ def export_jobs(
     """Writes the jobs finished in the range (default the last 24 h) to
     ``path`` atomically; returns the path.  Same range arguments and errors
     as ``Monitor.export``."""
-    if format not in ("csv", "json"):
-        raise InvalidValueError(f"format={format!r} is not supported: expected 'csv' or 'json'")
-    if monitor.closed:
-        raise MonitorClosedError("the monitor is closed: export before close()")
-    target = expand_user(path, "export path", InvalidValueError).absolute()
-    rng = resolve_range(window, start, end, monitor.now())
-    rows = rows_in_range(monitor, rng, set(services) if services is not None else None)
-    if format == "csv":
-        write_atomic(target, lambda f: _write_csv(f, rows))
-    else:
-        doc = {
-            "schema_version": JOBS_SCHEMA_VERSION,
-            "generated_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "generator": f"movie_director_metrics {_core.__version__}",
-            "window": {"start": iso_utc(rng.lo), "end": iso_utc(rng.hi), "start_epoch_s": rng.lo,
-                       "end_epoch_s": rng.hi},
-            "jobs": job_dicts(rows),
-        }
-        write_atomic(target, lambda f: json.dump(doc, f, indent=1, allow_nan=False))
-    return target
+    chosen = set(services) if services is not None else None
+    return export_rows(
+        monitor, path, format, window=window, start=start, end=end,
+        key="jobs", schema_version=JOBS_SCHEMA_VERSION, columns=JOB_COLUMNS,
+        read=lambda rng: rows_in_range(monitor, rng, chosen), as_dicts=job_dicts,
+        # tags: a JSON object in one cell
+        csv_cell=lambda column, value: json.dumps(value, ensure_ascii=False, sort_keys=True) if column == "tags" else value,
+    )
